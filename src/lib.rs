@@ -1,0 +1,1 @@
+//! agentwire: a wire-compatible server for Coder's workspace agent RPC endpoint.
