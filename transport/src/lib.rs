@@ -14,3 +14,12 @@ pub mod stream;
 pub mod wire;
 
 pub use limits::Limits;
+
+#[cfg(feature = "tokio")]
+pub mod client;
+#[cfg(feature = "tokio")]
+pub mod io;
+#[cfg(feature = "tokio")]
+pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;

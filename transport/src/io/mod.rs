@@ -1,0 +1,7 @@
+//! Async I/O under the dRPC layer: yamux sessions, one dRPC connection per yamux stream, WebSocket byte streams.
+
+pub mod drpc_stream;
+pub mod yamux;
+
+pub use self::drpc_stream::{DriveError, DrpcStream};
+pub use self::yamux::{spawn_session, Incoming, Mode, SessionConfig, SessionError, SessionHandle};

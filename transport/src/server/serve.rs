@@ -1,0 +1,347 @@
+//! Serving calls: one task per yamux stream, one call at a time on it, as Go's `drpcserver.ServeOne` does.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::router::{BoxFuture, Method, Router};
+use super::status::Status;
+use super::stream::ServerStream;
+use crate::io::{spawn_session, DriveError, DrpcStream, Mode, SessionConfig};
+use crate::limits::Limits;
+use crate::stream::{Event, Role};
+
+/// Calls one session may run at once; a stream past it is ACKed and waits for a slot. Go has no such limit; ours
+/// keeps one agent from occupying every worker.
+pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION: usize = 128;
+
+/// Replies a streaming handler may queue before its `send` waits for the peer to take them.
+pub const DEFAULT_STREAM_SEND_QUEUE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub session: SessionConfig,
+    pub limits: Limits,
+    /// See [`DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION`].
+    pub max_concurrent_calls: usize,
+    /// See [`DEFAULT_STREAM_SEND_QUEUE`].
+    pub stream_send_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            session: SessionConfig::default(),
+            limits: Limits::default(),
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
+            stream_send_queue: DEFAULT_STREAM_SEND_QUEUE,
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The peer closed the transport, or sent GoAway.
+    PeerClosed,
+    /// Our shutdown token fired; in-flight calls were given their chance to finish.
+    Shutdown,
+    /// The yamux session failed (protocol error from the peer, I/O error).
+    Failed(yamux::ConnectionError),
+}
+
+pub struct Server<C> {
+    router: Arc<Router<C>>,
+    config: ServerConfig,
+}
+
+impl<C> Clone for Server<C> {
+    fn clone(&self) -> Self {
+        Server {
+            router: self.router.clone(),
+            config: self.config,
+        }
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> Server<C> {
+    pub fn new(router: Router<C>, config: ServerConfig) -> Self {
+        Server {
+            router: Arc::new(router),
+            config,
+        }
+    }
+
+    pub fn router(&self) -> &Router<C> {
+        &self.router
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Serves one yamux session (the server side) until the peer leaves or `shutdown` fires. On shutdown no new
+    /// call starts, calls in flight finish (the caller bounds how long with its own timeout), then the session
+    /// closes with GoAway.
+    pub async fn serve_session<T>(&self, io: T, ctx: C, shutdown: CancellationToken) -> SessionEnd
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (handle, mut incoming) = spawn_session(io, Mode::Server, &self.config.session);
+        let calls = Arc::new(Semaphore::new(self.config.max_concurrent_calls.max(1)));
+        let tracker = tokio_util::task::TaskTracker::new();
+        let stopped = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break true,
+                stream = incoming.next() => match stream {
+                    Some(stream) => {
+                        let task = serve_stream(stream, self.router.clone(), ctx.clone(), self.config, calls.clone());
+                        tracker.spawn(task.in_current_span());
+                    }
+                    None => break false,
+                },
+            }
+        };
+        if stopped {
+            tracker.close();
+            tracker.wait().await;
+            handle.close();
+            let _ = incoming.ended().await;
+            return SessionEnd::Shutdown;
+        }
+        tracker.close();
+        match incoming.ended().await {
+            Ok(()) => SessionEnd::PeerClosed,
+            Err(err) => SessionEnd::Failed(err),
+        }
+    }
+}
+
+/// Serves every call a peer makes on one yamux stream, then half-closes it once.
+async fn serve_stream<C: Clone + Send + Sync + 'static>(
+    stream: yamux::Stream,
+    router: Arc<Router<C>>,
+    ctx: C,
+    config: ServerConfig,
+    calls: Arc<Semaphore>,
+) {
+    let mut io = DrpcStream::new(stream, Role::Server, config.limits);
+    if let Err(err) = io.acknowledge().await {
+        tracing::debug!(error = %err, "could not acknowledge stream");
+        return;
+    }
+    let mut next: Option<Event> = None;
+    loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => match io.next_event().await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(err) => {
+                    log_drive_error(&err);
+                    break;
+                }
+            },
+        };
+        let Event::Invoke {
+            stream: id, method, ..
+        } = event
+        else {
+            // Late packets of a finished call (the client's Close, say) need no answer.
+            continue;
+        };
+        let Some(handler) = router.get(&method).cloned() else {
+            tracing::debug!(%method, "unknown rpc");
+            if io
+                .conn()
+                .send_error(id, 0, &Status::unknown_rpc(&method).message)
+                .is_ok()
+                && io.flush().await.is_err()
+            {
+                break;
+            }
+            continue;
+        };
+        let Ok(_permit) = calls.clone().acquire_owned().await else {
+            break;
+        };
+        let span = tracing::debug_span!("rpc", method = %method);
+        let outcome = match handler {
+            Method::Unary(f) => {
+                serve_unary(&mut io, id, |body| f(ctx.clone(), body))
+                    .instrument(span)
+                    .await
+            }
+            Method::Streaming(f) => {
+                let queue = config.stream_send_queue.max(1);
+                serve_streaming(&mut io, id, method, queue, |stream| f(ctx.clone(), stream))
+                    .instrument(span)
+                    .await
+            }
+        };
+        match outcome {
+            Ok(then) => next = then,
+            Err(err) => {
+                log_drive_error(&err);
+                break;
+            }
+        }
+    }
+    if let Err(err) = io.close().await {
+        tracing::trace!(error = %err, "closing stream");
+    }
+}
+
+fn log_drive_error(err: &DriveError) {
+    match err {
+        DriveError::Protocol(err) => {
+            tracing::info!(error = %err, "dRPC protocol error from peer; closing its stream")
+        }
+        DriveError::Io(err) => tracing::debug!(error = %err, "stream transport error"),
+    }
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send>) -> Status {
+    tracing::error!("rpc handler panicked");
+    Status::error("internal error: handler panicked")
+}
+
+/// What ends a call early, from the peer's side: Go maps each of these (and transport EOF) to cancellation.
+fn ends_call(event: &Event, id: u64) -> bool {
+    match event {
+        Event::Close { stream }
+        | Event::Cancel { stream }
+        | Event::Error { stream, .. }
+        | Event::Superseded { stream } => *stream == id,
+        Event::Invoke { .. } => true,
+        Event::Message { .. } | Event::CloseSend { .. } => false,
+    }
+}
+
+/// Returns the event that ended the call early when it belongs to the next call (a newer Invoke).
+fn carry_over(event: Event) -> Option<Event> {
+    matches!(event, Event::Invoke { .. }).then_some(event)
+}
+
+async fn serve_unary(
+    io: &mut DrpcStream,
+    id: u64,
+    handler: impl FnOnce(Bytes) -> BoxFuture<Result<Bytes, Status>>,
+) -> Result<Option<Event>, DriveError> {
+    // drpcmux reads the request before it calls the handler.
+    let request = loop {
+        match io.next_event().await? {
+            Some(Event::Message { stream, data }) if stream == id => break data,
+            Some(Event::CloseSend { stream }) if stream == id => {
+                // Go's MsgRecv returns io.EOF, and the handler's error goes back as is.
+                let _ = io.conn().send_error(id, 0, "EOF");
+                io.flush().await?;
+                return Ok(None);
+            }
+            Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+            Some(_) => continue,
+            None => return Ok(None),
+        }
+    };
+    let call = AssertUnwindSafe(handler(request)).catch_unwind();
+    tokio::pin!(call);
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
+            event = io.next_event() => match event? {
+                Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+                Some(_) => continue,
+                // The client half-closed its transport: Go's server cancels the call, and so do we.
+                None => return Ok(None),
+            },
+        }
+    };
+    let sent = match result {
+        Ok(reply) => io
+            .conn()
+            .send_message(id, &reply)
+            .and_then(|()| io.conn().send_close_send(id)),
+        Err(status) => io.conn().send_error(id, status.code, &status.message),
+    };
+    if sent.is_ok() {
+        io.flush().await?;
+    }
+    Ok(None)
+}
+
+async fn serve_streaming(
+    io: &mut DrpcStream,
+    id: u64,
+    method: String,
+    send_queue: usize,
+    handler: impl FnOnce(ServerStream) -> BoxFuture<Result<(), Status>>,
+) -> Result<Option<Event>, DriveError> {
+    let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(send_queue);
+    let call = AssertUnwindSafe(handler(ServerStream {
+        inbound: in_rx,
+        outbound: out_tx,
+        method,
+    }))
+    .catch_unwind();
+    tokio::pin!(call);
+    let mut in_tx = Some(in_tx);
+    // A message the handler has not taken yet; while it waits we read nothing more (Go's back-pressure).
+    let mut undelivered: Option<Bytes> = None;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
+            Some(reply) = out_rx.recv() => {
+                if io.conn().send_message(id, &reply).is_err() {
+                    return Ok(None);
+                }
+                io.flush().await?;
+            }
+            permit = reserve(in_tx.clone()), if undelivered.is_some() => match (permit, undelivered.take()) {
+                (Some(permit), Some(message)) => {
+                    permit.send(message);
+                }
+                // The handler dropped its receiver: it no longer wants messages.
+                _ => in_tx = None,
+            },
+            event = io.next_event(), if undelivered.is_none() => match event? {
+                Some(Event::Message { stream, data }) if stream == id => match in_tx.as_ref().map(|tx| tx.try_send(data)) {
+                    Some(Err(mpsc::error::TrySendError::Full(data))) => undelivered = Some(data),
+                    _ => {}
+                },
+                Some(Event::CloseSend { stream }) if stream == id => in_tx = None,
+                Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+                Some(_) => {}
+                None => return Ok(None),
+            },
+        }
+    };
+    // Replies the handler queued before it returned still go out, before the end of the stream.
+    while let Ok(reply) = out_rx.try_recv() {
+        if io.conn().send_message(id, &reply).is_err() {
+            return Ok(None);
+        }
+    }
+    let _ = match result {
+        Ok(()) => io.conn().send_close_send(id),
+        Err(status) => io.conn().send_error(id, status.code, &status.message),
+    };
+    io.flush().await?;
+    Ok(None)
+}
+
+async fn reserve(tx: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => None,
+    }
+}
