@@ -1,1 +1,3 @@
 //! agentwire: a wire-compatible server for Coder's workspace agent RPC endpoint.
+
+pub mod proto;

@@ -31,6 +31,12 @@ pub enum CallError {
     /// The server closed or cancelled the stream.
     #[error("remote closed the stream")]
     RemoteClosed,
+    /// The reply is not a valid protobuf message of the expected type.
+    #[error("failed to decode {type_name}: {source}")]
+    Decode {
+        type_name: &'static str,
+        source: prost::DecodeError,
+    },
 }
 
 impl From<DriveError> for CallError {
@@ -209,4 +215,39 @@ async fn drive_client_stream(
         }
     }
     let _ = io.close().await;
+}
+
+/// A streaming call with protobuf messages: requests of type `Req` out, replies of type `Resp` in.
+pub struct TypedClientStream<Req, Resp> {
+    inner: ClientStream,
+    reply_type: &'static str,
+    _types: std::marker::PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req: prost::Message, Resp: prost::Message + Default> TypedClientStream<Req, Resp> {
+    pub fn new(inner: ClientStream, reply_type: &'static str) -> Self {
+        TypedClientStream {
+            inner,
+            reply_type,
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    pub async fn send(&self, request: &Req) -> Result<(), CallError> {
+        self.inner.send(request.encode_to_vec().into()).await
+    }
+
+    pub async fn close_send(&self) -> Result<(), CallError> {
+        self.inner.close_send().await
+    }
+
+    pub async fn recv(&mut self) -> Result<Option<Resp>, CallError> {
+        match self.inner.recv().await? {
+            Some(body) => Resp::decode(body).map(Some).map_err(|source| CallError::Decode {
+                type_name: self.reply_type,
+                source,
+            }),
+            None => Ok(None),
+        }
+    }
 }

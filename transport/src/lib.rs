@@ -23,3 +23,5 @@ pub mod io;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "codegen")]
+pub mod codegen;

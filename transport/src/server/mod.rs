@@ -12,3 +12,5 @@ pub use serve::{
 };
 pub use status::Status;
 pub use stream::ServerStream;
+pub mod typed;
+pub use typed::{RequestStream, ResponseSink};
