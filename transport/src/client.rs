@@ -243,10 +243,12 @@ impl<Req: prost::Message, Resp: prost::Message + Default> TypedClientStream<Req,
 
     pub async fn recv(&mut self) -> Result<Option<Resp>, CallError> {
         match self.inner.recv().await? {
-            Some(body) => Resp::decode(body).map(Some).map_err(|source| CallError::Decode {
-                type_name: self.reply_type,
-                source,
-            }),
+            Some(body) => Resp::decode(body)
+                .map(Some)
+                .map_err(|source| CallError::Decode {
+                    type_name: self.reply_type,
+                    source,
+                }),
             None => Ok(None),
         }
     }

@@ -33,7 +33,9 @@ impl DrpcGenerator {
 
     /// For code compiled inside a crate that names the transport crate differently.
     pub fn with_crate_path(path: impl Into<String>) -> Self {
-        DrpcGenerator { crate_path: path.into() }
+        DrpcGenerator {
+            crate_path: path.into(),
+        }
     }
 }
 
@@ -97,7 +99,7 @@ impl ServiceGenerator for DrpcGenerator {
         let svc_snake = snake(&service.proto_name);
         let full = format!("{}.{}", service.package, service.proto_name);
         let path = |m: &Method| format!("/{full}/{}", m.proto_name);
-        let konst = |m: &Method| snake(&m.proto_name).to_ascii_uppercase();
+        let konst = |m: &Method| m.name.to_ascii_uppercase();
 
         // Method paths.
         let _ = writeln!(buf, "/// dRPC method paths of `{full}`.");
@@ -113,7 +115,10 @@ impl ServiceGenerator for DrpcGenerator {
         doc(buf, "", &service.comments.leading);
         let _ = writeln!(buf, "/// Server side of `{full}`: implement it, then [`register_{svc_snake}`] it on a router.");
         let _ = writeln!(buf, "pub trait {svc}Server: Send + Sync + 'static {{");
-        let _ = writeln!(buf, "    /// What each call gets from the session that carries it.");
+        let _ = writeln!(
+            buf,
+            "    /// What each call gets from the session that carries it."
+        );
         let _ = writeln!(buf, "    type Context: Clone + Send + Sync + 'static;");
         for m in &service.methods {
             let (input, output) = (&m.input_type, &m.output_type);
@@ -121,7 +126,9 @@ impl ServiceGenerator for DrpcGenerator {
             let _ = writeln!(buf);
             doc(buf, "    ", &m.comments.leading);
             let _ = writeln!(buf, "    /// `{}` ({}).", path(m), shape.describe());
-            let fut = |out: &str| format!("impl ::std::future::Future<Output = ::std::result::Result<{out}, {t}::server::Status>> + Send");
+            let fut = |out: &str| {
+                format!("impl ::std::future::Future<Output = ::std::result::Result<{out}, {t}::server::Status>> + Send")
+            };
             let sig = match shape {
                 Shape::Unary => format!("request: {input}) -> {}", fut(output)),
                 Shape::ServerStream => format!(
@@ -141,7 +148,10 @@ impl ServiceGenerator for DrpcGenerator {
         let _ = writeln!(buf, "}}\n");
 
         // Router registration.
-        let _ = writeln!(buf, "/// Registers every method of `{full}` on `router`, served by `service`.");
+        let _ = writeln!(
+            buf,
+            "/// Registers every method of `{full}` on `router`, served by `service`."
+        );
         let _ = writeln!(
             buf,
             "pub fn register_{svc_snake}<S: {svc}Server>(router: &mut {t}::server::Router<S::Context>, service: ::std::sync::Arc<S>) {{"
@@ -207,9 +217,15 @@ impl ServiceGenerator for DrpcGenerator {
         let _ = writeln!(buf, "}}\n");
 
         // Typed client.
-        let _ = writeln!(buf, "/// Typed client of `{full}`: every call opens its own yamux stream.");
+        let _ = writeln!(
+            buf,
+            "/// Typed client of `{full}`: every call opens its own yamux stream."
+        );
         let _ = writeln!(buf, "#[derive(Clone, Debug)]");
-        let _ = writeln!(buf, "pub struct {svc}Client {{\n    inner: {t}::client::Client,\n}}\n");
+        let _ = writeln!(
+            buf,
+            "pub struct {svc}Client {{\n    inner: {t}::client::Client,\n}}\n"
+        );
         let _ = writeln!(buf, "impl {svc}Client {{");
         let _ = writeln!(buf, "    pub fn new(inner: {t}::client::Client) -> Self {{\n        Self {{ inner }}\n    }}");
         for m in &service.methods {

@@ -17,11 +17,11 @@ pub use limits::Limits;
 
 #[cfg(feature = "tokio")]
 pub mod client;
+#[cfg(feature = "codegen")]
+pub mod codegen;
 #[cfg(feature = "tokio")]
 pub mod io;
 #[cfg(feature = "tokio")]
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "codegen")]
-pub mod codegen;

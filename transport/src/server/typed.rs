@@ -20,7 +20,9 @@ impl<T: prost::Message + Default> RequestStream<T> {
     /// ends the call with an error, as a Go handler's `Recv` error would.
     pub async fn recv(&mut self) -> Result<Option<T>, Status> {
         match self.inbound.recv().await {
-            Some(body) => T::decode(body).map(Some).map_err(|e| Status::decode_failed(self.type_name, e)),
+            Some(body) => T::decode(body)
+                .map(Some)
+                .map_err(|e| Status::decode_failed(self.type_name, e)),
             None => Ok(None),
         }
     }
@@ -58,7 +60,10 @@ impl<T: prost::Message> ResponseSink<T> {
 
 impl ServerStream {
     /// Splits the call into typed halves; `request_type` names the message in decode errors.
-    pub fn into_typed<Req, Resp>(self, request_type: &'static str) -> (RequestStream<Req>, ResponseSink<Resp>) {
+    pub fn into_typed<Req, Resp>(
+        self,
+        request_type: &'static str,
+    ) -> (RequestStream<Req>, ResponseSink<Resp>) {
         (
             RequestStream {
                 inbound: self.inbound,
