@@ -1,0 +1,55 @@
+// Command interop drives Coder's real Go transport libraries (coder/websocket,
+// hashicorp/yamux, storj.io/drpc, Coder's generated Agent API) so the Rust
+// integration tests can check agentwire against them from both sides.
+//
+//	interop serve --transport tcp|ws --listen ADDR
+//	interop call  --transport tcp --addr HOST:PORT | --transport ws --url URL [flags]
+//	interop agent --url URL --token T [--version V] [--rpc NAME]
+//
+// See README.md for the full contract.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// Exit codes shared by all subcommands.
+const (
+	exitOK    = 0
+	exitFail  = 1 // a check failed, or the connection did not work
+	exitUsage = 2
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(exitUsage)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "serve":
+		os.Exit(serve(args))
+	case "call":
+		os.Exit(call(args))
+	case "agent":
+		os.Exit(agent(args))
+	case "-h", "--help", "help":
+		usage()
+		os.Exit(exitOK)
+	default:
+		fmt.Fprintf(os.Stderr, "interop: unknown subcommand %q\n", os.Args[1])
+		usage()
+		os.Exit(exitUsage)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  interop serve --transport tcp|ws [--listen 127.0.0.1:0]
+  interop call  --transport tcp --addr HOST:PORT [flags]
+  interop call  --transport ws --url URL [--token T] [flags]
+  interop agent --url URL --token T [--version V] [--rpc NAME]
+run "interop <subcommand> -h" for the flags of one subcommand
+`)
+}
