@@ -5,251 +5,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentwire::proto::agent::v2 as agent;
 use agentwire::proto::tailnet::v2 as tailnet;
-use agentwire_transport::server::{
-    RequestStream, ResponseSink, Router, Server, ServerConfig, Status,
-};
+use agentwire_transport::server::{Router, Server, ServerConfig};
 use agentwire_transport::stream::{Connection, Event, Role};
 use agentwire_transport::wire::{Frame, Kind, Metadata, PacketAssembler};
 use agentwire_transport::Limits;
+use common::recorded::{call_for_rpc, index, recorded_reply, recorded_service};
 use common::yamux_frames::*;
 use common::{fixture_dir, unhex};
 use prost::Message;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-fn index() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("index.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn call_for_rpc<'a>(index: &'a Value, rpc: &str) -> &'a Value {
-    index["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["rpc"] == rpc)
-        .unwrap()
-}
-
-/// The recorded server's replies, decoded into our types: what a test service must answer to look like it.
-fn recorded_reply<M: Message + Default>(index: &Value, rpc: &str, nth: usize) -> M {
-    let packets = call_for_rpc(index, rpc)["server_to_client"]
-        .as_array()
-        .unwrap();
-    let messages: Vec<&Value> = packets.iter().filter(|p| p["kind"] == "Message").collect();
-    M::decode(&unhex(messages[nth]["data_hex"].as_str().unwrap())[..]).unwrap()
-}
-
-/// Answers as the Go server of the recording did: a fixed manifest, lifecycle echoed, empty replies, two DERP maps,
-/// and ListSubAgents left to the Unimplemented stub. Everything it receives is kept for the test to check.
-struct RecordedGoServer {
-    manifest: agent::Manifest,
-    derp_maps: Vec<tailnet::DerpMap>,
-    received: Mutex<Vec<String>>,
-}
-
-impl RecordedGoServer {
-    fn keep(&self, what: impl std::fmt::Debug) {
-        self.received.lock().unwrap().push(format!("{what:?}"));
-    }
-}
-
-type R<T> = Result<T, Status>;
-
-impl agent::AgentServer for RecordedGoServer {
-    type Context = ();
-    async fn get_manifest(&self, _: &(), r: agent::GetManifestRequest) -> R<agent::Manifest> {
-        self.keep(r);
-        Ok(self.manifest.clone())
-    }
-    async fn get_service_banner(
-        &self,
-        _: &(),
-        _: agent::GetServiceBannerRequest,
-    ) -> R<agent::ServiceBanner> {
-        Err(Status::unimplemented())
-    }
-    async fn update_stats(
-        &self,
-        _: &(),
-        r: agent::UpdateStatsRequest,
-    ) -> R<agent::UpdateStatsResponse> {
-        self.keep(r);
-        Ok(Default::default())
-    }
-    async fn update_lifecycle(
-        &self,
-        _: &(),
-        r: agent::UpdateLifecycleRequest,
-    ) -> R<agent::Lifecycle> {
-        self.keep(&r);
-        r.lifecycle.ok_or_else(|| Status::error("no lifecycle"))
-    }
-    async fn batch_update_app_healths(
-        &self,
-        _: &(),
-        r: agent::BatchUpdateAppHealthRequest,
-    ) -> R<agent::BatchUpdateAppHealthResponse> {
-        self.keep(r);
-        Ok(Default::default())
-    }
-    async fn update_startup(&self, _: &(), _: agent::UpdateStartupRequest) -> R<agent::Startup> {
-        Err(Status::unimplemented())
-    }
-    async fn batch_update_metadata(
-        &self,
-        _: &(),
-        r: agent::BatchUpdateMetadataRequest,
-    ) -> R<agent::BatchUpdateMetadataResponse> {
-        self.keep(r);
-        Ok(Default::default())
-    }
-    async fn batch_create_logs(
-        &self,
-        _: &(),
-        r: agent::BatchCreateLogsRequest,
-    ) -> R<agent::BatchCreateLogsResponse> {
-        self.keep(r);
-        Ok(Default::default())
-    }
-    async fn get_announcement_banners(
-        &self,
-        _: &(),
-        _: agent::GetAnnouncementBannersRequest,
-    ) -> R<agent::GetAnnouncementBannersResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn script_completed(
-        &self,
-        _: &(),
-        _: agent::WorkspaceAgentScriptCompletedRequest,
-    ) -> R<agent::WorkspaceAgentScriptCompletedResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn get_resources_monitoring_configuration(
-        &self,
-        _: &(),
-        _: agent::GetResourcesMonitoringConfigurationRequest,
-    ) -> R<agent::GetResourcesMonitoringConfigurationResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn push_resources_monitoring_usage(
-        &self,
-        _: &(),
-        _: agent::PushResourcesMonitoringUsageRequest,
-    ) -> R<agent::PushResourcesMonitoringUsageResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn report_connection(&self, _: &(), r: agent::ReportConnectionRequest) -> R<()> {
-        self.keep(r);
-        Ok(())
-    }
-    async fn create_sub_agent(
-        &self,
-        _: &(),
-        _: agent::CreateSubAgentRequest,
-    ) -> R<agent::CreateSubAgentResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn delete_sub_agent(
-        &self,
-        _: &(),
-        _: agent::DeleteSubAgentRequest,
-    ) -> R<agent::DeleteSubAgentResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn list_sub_agents(
-        &self,
-        _: &(),
-        _: agent::ListSubAgentsRequest,
-    ) -> R<agent::ListSubAgentsResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn report_boundary_logs(
-        &self,
-        _: &(),
-        _: agent::ReportBoundaryLogsRequest,
-    ) -> R<agent::ReportBoundaryLogsResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn update_app_status(
-        &self,
-        _: &(),
-        _: agent::UpdateAppStatusRequest,
-    ) -> R<agent::UpdateAppStatusResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn push_context_state(
-        &self,
-        _: &(),
-        _: agent::PushContextStateRequest,
-    ) -> R<agent::PushContextStateResponse> {
-        Err(Status::unimplemented())
-    }
-}
-
-impl tailnet::TailnetServer for RecordedGoServer {
-    type Context = ();
-    async fn post_telemetry(
-        &self,
-        _: &(),
-        _: tailnet::TelemetryRequest,
-    ) -> R<tailnet::TelemetryResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn stream_derp_maps(
-        &self,
-        _: &(),
-        r: tailnet::StreamDerpMapsRequest,
-        responses: ResponseSink<tailnet::DerpMap>,
-    ) -> R<()> {
-        self.keep(r);
-        for map in &self.derp_maps {
-            responses.send(map).await?;
-        }
-        Ok(())
-    }
-    async fn refresh_resume_token(
-        &self,
-        _: &(),
-        _: tailnet::RefreshResumeTokenRequest,
-    ) -> R<tailnet::RefreshResumeTokenResponse> {
-        Err(Status::unimplemented())
-    }
-    async fn coordinate(
-        &self,
-        _: &(),
-        _: RequestStream<tailnet::CoordinateRequest>,
-        _: ResponseSink<tailnet::CoordinateResponse>,
-    ) -> R<()> {
-        Err(Status::unimplemented())
-    }
-    async fn workspace_updates(
-        &self,
-        _: &(),
-        _: tailnet::WorkspaceUpdatesRequest,
-        _: ResponseSink<tailnet::WorkspaceUpdate>,
-    ) -> R<()> {
-        Err(Status::unimplemented())
-    }
-}
-
-fn recorded_service(index: &Value) -> Arc<RecordedGoServer> {
-    let derp = "/coder.tailnet.v2.Tailnet/StreamDERPMaps";
-    Arc::new(RecordedGoServer {
-        manifest: recorded_reply(index, "/coder.agent.v2.Agent/GetManifest", 0),
-        derp_maps: vec![
-            recorded_reply(index, derp, 0),
-            recorded_reply(index, derp, 1),
-        ],
-        received: Mutex::new(Vec::new()),
-    })
-}
 
 /// A dRPC packet as the index describes it: kind, message id, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,19 +41,13 @@ struct PacketReader {
 
 impl PacketReader {
     fn push(&mut self, bytes: &[u8]) -> Vec<Packet> {
-        let assembler = self
-            .assembler
-            .get_or_insert_with(|| PacketAssembler::new(4 << 20));
+        let assembler = self.assembler.get_or_insert_with(|| PacketAssembler::new(4 << 20));
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         while let Some(frame) = Frame::decode(&mut self.buf, 4 << 20).unwrap() {
             if let Some(p) = assembler.push(frame).unwrap() {
                 assert_eq!(p.id.stream, 1, "one dRPC stream per yamux stream");
-                out.push(Packet {
-                    kind: kind_name(p.kind),
-                    message_id: p.id.message,
-                    data: p.data.to_vec(),
-                });
+                out.push(Packet { kind: kind_name(p.kind), message_id: p.id.message, data: p.data.to_vec() });
             }
         }
         out
@@ -358,9 +121,7 @@ impl Peer {
 }
 
 fn reply_complete(side: &ServerSide) -> bool {
-    side.packets
-        .iter()
-        .any(|p| p.kind == "CloseSend" || p.kind == "Error")
+    side.packets.iter().any(|p| p.kind == "CloseSend" || p.kind == "Error")
 }
 
 #[tokio::test]
@@ -373,48 +134,29 @@ async fn our_server_answers_the_recorded_client_like_the_go_server() {
     // Not registered by the Go server of the recording either: the replay must see drpcmux's unknown-rpc error.
     let server = Server::new(router, ServerConfig::default());
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
-    let served = tokio::spawn(async move {
-        server
-            .serve_session(server_io, (), tokio_util::sync::CancellationToken::new())
-            .await
-    });
+    let served =
+        tokio::spawn(
+            async move { server.serve_session(server_io, (), tokio_util::sync::CancellationToken::new()).await },
+        );
 
     let mut client_bytes = std::fs::read(fixture_dir().join("client_to_server.bin")).unwrap();
     let client_frames = parse_frames(&mut client_bytes);
-    assert!(
-        client_bytes.is_empty(),
-        "the recording ends on a frame boundary"
-    );
-    let mut peer = Peer {
-        io: client_io,
-        inbound: Vec::new(),
-        streams: BTreeMap::new(),
-        go_aways: 0,
-    };
+    assert!(client_bytes.is_empty(), "the recording ends on a frame boundary");
+    let mut peer = Peer { io: client_io, inbound: Vec::new(), streams: BTreeMap::new(), go_aways: 0 };
 
     for call in index["calls"].as_array().unwrap() {
         let stream = call["yamux_stream_id"].as_u64().unwrap() as u32;
-        let frames: Vec<&YamuxFrame> = client_frames
-            .iter()
-            .filter(|f| f.stream == stream)
-            .collect();
+        let frames: Vec<&YamuxFrame> = client_frames.iter().filter(|f| f.stream == stream).collect();
         // Send up to and including the frame that completes the client's CloseSend.
         let mut reader = PacketReader::default();
         let mut split = frames.len();
         for (i, frame) in frames.iter().enumerate() {
-            if reader
-                .push(&frame.body)
-                .iter()
-                .any(|p| p.kind == "CloseSend")
-            {
+            if reader.push(&frame.body).iter().any(|p| p.kind == "CloseSend") {
                 split = i + 1;
                 break;
             }
         }
-        assert!(
-            split < frames.len(),
-            "stream {stream}: the client's Close/FIN follow its CloseSend"
-        );
+        assert!(split < frames.len(), "stream {stream}: the client's Close/FIN follow its CloseSend");
         for frame in &frames[..split] {
             peer.io.write_all(&frame.raw).await.unwrap();
         }
@@ -427,36 +169,16 @@ async fn our_server_answers_the_recorded_client_like_the_go_server() {
         let side = &peer.streams[&stream];
         let name = call["name"].as_str().unwrap();
         assert!(side.acked, "{name}: stream {stream} was never ACKed");
-        assert!(
-            side.fin && !side.rst,
-            "{name}: stream {stream} must end with FIN, never RST"
-        );
+        assert!(side.fin && !side.rst, "{name}: stream {stream} must end with FIN, never RST");
         let expected = recorded_packets(call, "server_to_client");
-        assert_eq!(
-            side.packets.len(),
-            expected.len(),
-            "{name}: {:?}",
-            side.packets
-        );
+        assert_eq!(side.packets.len(), expected.len(), "{name}: {:?}", side.packets);
         for (ours, theirs) in side.packets.iter().zip(&expected) {
-            assert_eq!(
-                (&ours.kind, ours.message_id),
-                (&theirs.kind, theirs.message_id),
-                "{name}: packet kind and id"
-            );
-            assert_eq!(
-                ours.data, theirs.data,
-                "{name}: {} #{} body",
-                ours.kind, ours.message_id
-            );
+            assert_eq!((&ours.kind, ours.message_id), (&theirs.kind, theirs.message_id), "{name}: packet kind and id");
+            assert_eq!(ours.data, theirs.data, "{name}: {} #{} body", ours.kind, ours.message_id);
         }
         if let Some(code) = call["server_to_client"][0]["error_code"].as_u64() {
             let body = &side.packets[0].data;
-            assert_eq!(
-                u64::from_be_bytes(body[..8].try_into().unwrap()),
-                code,
-                "{name}: error code"
-            );
+            assert_eq!(u64::from_be_bytes(body[..8].try_into().unwrap()), code, "{name}: error code");
         }
     }
     assert_eq!(peer.go_aways, 0);
@@ -477,10 +199,7 @@ async fn our_server_answers_the_recorded_client_like_the_go_server() {
         "app_name: \"ssh\"",
         "ip: \"127.0.0.1\"",
     ] {
-        assert!(
-            received.contains(needle),
-            "decoded requests lack {needle}:\n{received}"
-        );
+        assert!(received.contains(needle), "decoded requests lack {needle}:\n{received}");
     }
 }
 
@@ -494,12 +213,8 @@ fn our_client_side_decodes_the_recorded_server_bytes() {
         let stream = call["yamux_stream_id"].as_u64().unwrap() as u32;
         let name = call["name"].as_str().unwrap();
         let mut conn = Connection::new(Role::Client, Limits::default());
-        conn.start_call(call["rpc"].as_str().unwrap(), &Metadata::new())
-            .unwrap();
-        for frame in frames
-            .iter()
-            .filter(|f| f.stream == stream && f.kind == TYPE_DATA)
-        {
+        conn.start_call(call["rpc"].as_str().unwrap(), &Metadata::new()).unwrap();
+        for frame in frames.iter().filter(|f| f.stream == stream && f.kind == TYPE_DATA) {
             conn.handle_input(&frame.body);
         }
         let mut events = Vec::new();
@@ -518,16 +233,8 @@ fn our_client_side_decodes_the_recorded_server_bytes() {
                 Event::Error { error, .. } => {
                     assert_eq!(packet.kind, "Error", "{name}");
                     let recorded = &call["server_to_client"][0];
-                    assert_eq!(
-                        error.code,
-                        recorded["error_code"].as_u64().unwrap(),
-                        "{name}"
-                    );
-                    assert_eq!(
-                        error.message,
-                        recorded["error_message"].as_str().unwrap(),
-                        "{name}"
-                    );
+                    assert_eq!(error.code, recorded["error_code"].as_u64().unwrap(), "{name}");
+                    assert_eq!(error.message, recorded["error_message"].as_str().unwrap(), "{name}");
                 }
                 other => panic!("{name}: unexpected {other:?}"),
             }
@@ -539,13 +246,7 @@ fn our_client_side_decodes_the_recorded_server_bytes() {
     assert_eq!(manifest.agent_name, "main");
     assert_eq!(manifest.workspace_name, "harness-ws");
     assert_eq!(manifest.owner_username, "harness-owner");
-    assert_eq!(
-        manifest
-            .environment_variables
-            .get("CODER_HARNESS")
-            .map(String::as_str),
-        Some("1")
-    );
+    assert_eq!(manifest.environment_variables.get("CODER_HARNESS").map(String::as_str), Some("1"));
     assert_eq!(manifest.scripts.len(), 1);
     assert_eq!(manifest.apps[0].slug, "code-server");
     assert_eq!(manifest.metadata.len(), 3);

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+pub mod go_interop;
+pub mod recorded;
 pub mod yamux_frames;
 
 use std::path::PathBuf;
@@ -9,8 +11,5 @@ pub fn fixture_dir() -> PathBuf {
 }
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }

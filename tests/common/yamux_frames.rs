@@ -48,22 +48,11 @@ pub fn parse_frames(buf: &mut Vec<u8>) -> Vec<YamuxFrame> {
         let flags = u16::from_be_bytes([buf[2], buf[3]]);
         let stream = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let length = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let body_len = if kind == TYPE_DATA {
-            length as usize
-        } else {
-            0
-        };
+        let body_len = if kind == TYPE_DATA { length as usize } else { 0 };
         if buf.len() < HEADER_LEN + body_len {
             return frames;
         }
         let raw: Vec<u8> = buf.drain(..HEADER_LEN + body_len).collect();
-        frames.push(YamuxFrame {
-            kind,
-            flags,
-            stream,
-            length,
-            body: raw[HEADER_LEN..].to_vec(),
-            raw,
-        });
+        frames.push(YamuxFrame { kind, flags, stream, length, body: raw[HEADER_LEN..].to_vec(), raw });
     }
 }

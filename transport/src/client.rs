@@ -33,10 +33,7 @@ pub enum CallError {
     RemoteClosed,
     /// The reply is not a valid protobuf message of the expected type.
     #[error("failed to decode {type_name}: {source}")]
-    Decode {
-        type_name: &'static str,
-        source: prost::DecodeError,
-    },
+    Decode { type_name: &'static str, source: prost::DecodeError },
 }
 
 impl From<DriveError> for CallError {
@@ -85,13 +82,9 @@ impl Client {
         let reply = loop {
             match io.next_event().await {
                 Ok(Some(Event::Message { data, .. })) => break Ok(data),
-                Ok(Some(Event::Error { error, .. })) => {
-                    break Err(Status::new(error.code, error.message).into())
-                }
+                Ok(Some(Event::Error { error, .. })) => break Err(Status::new(error.code, error.message).into()),
                 Ok(Some(Event::CloseSend { .. })) | Ok(None) => break Err(CallError::NoReply),
-                Ok(Some(Event::Close { .. } | Event::Cancel { .. })) => {
-                    break Err(CallError::RemoteClosed)
-                }
+                Ok(Some(Event::Close { .. } | Event::Cancel { .. })) => break Err(CallError::RemoteClosed),
                 Ok(Some(_)) => continue,
                 Err(err) => break Err(err.into()),
             }
@@ -113,10 +106,7 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (event_tx, event_rx) = mpsc::channel(8);
         tokio::spawn(drive_client_stream(io, id, cmd_rx, event_tx));
-        Ok(ClientStream {
-            commands: cmd_tx,
-            events: event_rx,
-        })
+        Ok(ClientStream { commands: cmd_tx, events: event_rx })
     }
 }
 
@@ -133,18 +123,12 @@ pub struct ClientStream {
 
 impl ClientStream {
     pub async fn send(&self, message: Bytes) -> Result<(), CallError> {
-        self.commands
-            .send(Command::Send(message))
-            .await
-            .map_err(|_| CallError::RemoteClosed)
+        self.commands.send(Command::Send(message)).await.map_err(|_| CallError::RemoteClosed)
     }
 
     /// Ends our send side (CloseSend); replies keep coming.
     pub async fn close_send(&self) -> Result<(), CallError> {
-        self.commands
-            .send(Command::CloseSend)
-            .await
-            .map_err(|_| CallError::RemoteClosed)
+        self.commands.send(Command::CloseSend).await.map_err(|_| CallError::RemoteClosed)
     }
 
     /// The next reply; `Ok(None)` once the server has closed its send side.
@@ -226,11 +210,7 @@ pub struct TypedClientStream<Req, Resp> {
 
 impl<Req: prost::Message, Resp: prost::Message + Default> TypedClientStream<Req, Resp> {
     pub fn new(inner: ClientStream, reply_type: &'static str) -> Self {
-        TypedClientStream {
-            inner,
-            reply_type,
-            _types: std::marker::PhantomData,
-        }
+        TypedClientStream { inner, reply_type, _types: std::marker::PhantomData }
     }
 
     pub async fn send(&self, request: &Req) -> Result<(), CallError> {
@@ -243,12 +223,9 @@ impl<Req: prost::Message, Resp: prost::Message + Default> TypedClientStream<Req,
 
     pub async fn recv(&mut self) -> Result<Option<Resp>, CallError> {
         match self.inner.recv().await? {
-            Some(body) => Resp::decode(body)
-                .map(Some)
-                .map_err(|source| CallError::Decode {
-                    type_name: self.reply_type,
-                    source,
-                }),
+            Some(body) => {
+                Resp::decode(body).map(Some).map_err(|source| CallError::Decode { type_name: self.reply_type, source })
+            }
             None => Ok(None),
         }
     }

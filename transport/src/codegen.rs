@@ -26,16 +26,12 @@ pub struct DrpcGenerator {
 
 impl DrpcGenerator {
     pub fn new() -> Self {
-        DrpcGenerator {
-            crate_path: "::agentwire_transport".to_owned(),
-        }
+        DrpcGenerator { crate_path: "::agentwire_transport".to_owned() }
     }
 
     /// For code compiled inside a crate that names the transport crate differently.
     pub fn with_crate_path(path: impl Into<String>) -> Self {
-        DrpcGenerator {
-            crate_path: path.into(),
-        }
+        DrpcGenerator { crate_path: path.into() }
     }
 }
 
@@ -113,12 +109,10 @@ impl ServiceGenerator for DrpcGenerator {
 
         // Server trait.
         doc(buf, "", &service.comments.leading);
-        let _ = writeln!(buf, "/// Server side of `{full}`: implement it, then [`register_{svc_snake}`] it on a router.");
+        let _ =
+            writeln!(buf, "/// Server side of `{full}`: implement it, then [`register_{svc_snake}`] it on a router.");
         let _ = writeln!(buf, "pub trait {svc}Server: Send + Sync + 'static {{");
-        let _ = writeln!(
-            buf,
-            "    /// What each call gets from the session that carries it."
-        );
+        let _ = writeln!(buf, "    /// What each call gets from the session that carries it.");
         let _ = writeln!(buf, "    type Context: Clone + Send + Sync + 'static;");
         for m in &service.methods {
             let (input, output) = (&m.input_type, &m.output_type);
@@ -148,10 +142,7 @@ impl ServiceGenerator for DrpcGenerator {
         let _ = writeln!(buf, "}}\n");
 
         // Router registration.
-        let _ = writeln!(
-            buf,
-            "/// Registers every method of `{full}` on `router`, served by `service`."
-        );
+        let _ = writeln!(buf, "/// Registers every method of `{full}` on `router`, served by `service`.");
         let _ = writeln!(
             buf,
             "pub fn register_{svc_snake}<S: {svc}Server>(router: &mut {t}::server::Router<S::Context>, service: ::std::sync::Arc<S>) {{"
@@ -217,17 +208,12 @@ impl ServiceGenerator for DrpcGenerator {
         let _ = writeln!(buf, "}}\n");
 
         // Typed client.
-        let _ = writeln!(
-            buf,
-            "/// Typed client of `{full}`: every call opens its own yamux stream."
-        );
+        let _ = writeln!(buf, "/// Typed client of `{full}`: every call opens its own yamux stream.");
         let _ = writeln!(buf, "#[derive(Clone, Debug)]");
-        let _ = writeln!(
-            buf,
-            "pub struct {svc}Client {{\n    inner: {t}::client::Client,\n}}\n"
-        );
+        let _ = writeln!(buf, "pub struct {svc}Client {{\n    inner: {t}::client::Client,\n}}\n");
         let _ = writeln!(buf, "impl {svc}Client {{");
-        let _ = writeln!(buf, "    pub fn new(inner: {t}::client::Client) -> Self {{\n        Self {{ inner }}\n    }}");
+        let _ =
+            writeln!(buf, "    pub fn new(inner: {t}::client::Client) -> Self {{\n        Self {{ inner }}\n    }}");
         for m in &service.methods {
             let (input, output) = (&m.input_type, &m.output_type);
             let out_name = proto_type(&m.output_proto_type);

@@ -41,9 +41,7 @@ pub fn register_interop<C: Send + 'static>(router: &mut Router<C>) {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             Ok(format!("slept:{ms}").into())
         })
-        .unary(&path("Fail"), |_, _| async {
-            Err(Status::new(FAIL_CODE, FAIL_MESSAGE))
-        })
+        .unary(&path("Fail"), |_, _| async { Err(Status::new(FAIL_CODE, FAIL_MESSAGE)) })
         .unary(&path("Big"), |_, body| async move {
             let len = parse_number(&body)?;
             Ok(big_payload(len as usize).into())

@@ -11,11 +11,7 @@ use agentwire_transport::Limits;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-fn start() -> (
-    Client,
-    CancellationToken,
-    tokio::task::JoinHandle<SessionEnd>,
-) {
+fn start() -> (Client, CancellationToken, tokio::task::JoinHandle<SessionEnd>) {
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     let mut router = Router::<()>::new();
     register_interop(&mut router);
@@ -30,21 +26,12 @@ fn start() -> (
 #[tokio::test]
 async fn unary_empty_and_big() {
     let (client, _, _) = start();
-    assert_eq!(
-        &client.unary(&path("Unary"), b"hi").await.unwrap()[..],
-        b"echo:hi"
-    );
+    assert_eq!(&client.unary(&path("Unary"), b"hi").await.unwrap()[..], b"echo:hi");
     assert!(client.unary(&path("Empty"), b"").await.unwrap().is_empty());
     for len in [0usize, 1, 65_536, 70_000, (4 << 20) - 1024] {
-        let reply = client
-            .unary(&path("Big"), len.to_string().as_bytes())
-            .await
-            .unwrap();
+        let reply = client.unary(&path("Big"), len.to_string().as_bytes()).await.unwrap();
         assert_eq!(reply.len(), len);
-        assert!(
-            reply[..] == big_payload(len)[..],
-            "payload of {len} bytes differs"
-        );
+        assert!(reply[..] == big_payload(len)[..], "payload of {len} bytes differs");
     }
 }
 
@@ -53,31 +40,19 @@ async fn errors_carry_code_and_text() {
     let (client, _, _) = start();
     match client.unary(&path("Fail"), b"").await {
         Err(CallError::Status(status)) => {
-            assert_eq!(
-                (status.code, status.message.as_str()),
-                (FAIL_CODE, FAIL_MESSAGE)
-            );
+            assert_eq!((status.code, status.message.as_str()), (FAIL_CODE, FAIL_MESSAGE));
         }
         other => panic!("unexpected {other:?}"),
     }
-    match client
-        .unary("/agentwire.interop.v1.Interop/Nope", b"")
-        .await
-    {
+    match client.unary("/agentwire.interop.v1.Interop/Nope", b"").await {
         Err(CallError::Status(status)) => {
             assert_eq!(status.code, 0);
-            assert_eq!(
-                status.message,
-                r#"protocol error: unknown rpc: "/agentwire.interop.v1.Interop/Nope""#
-            );
+            assert_eq!(status.message, r#"protocol error: unknown rpc: "/agentwire.interop.v1.Interop/Nope""#);
         }
         other => panic!("unexpected {other:?}"),
     }
     // the session is still usable afterwards
-    assert_eq!(
-        &client.unary(&path("Unary"), b"x").await.unwrap()[..],
-        b"echo:x"
-    );
+    assert_eq!(&client.unary(&path("Unary"), b"x").await.unwrap()[..], b"echo:x");
 }
 
 #[tokio::test]

@@ -27,12 +27,7 @@ pub struct DrpcStream {
 
 impl DrpcStream {
     pub fn new(stream: yamux::Stream, role: Role, limits: Limits) -> Self {
-        DrpcStream {
-            stream,
-            conn: Connection::new(role, limits),
-            eof: false,
-            closed: false,
-        }
+        DrpcStream { stream, conn: Connection::new(role, limits), eof: false, closed: false }
     }
 
     pub fn conn(&mut self) -> &mut Connection {

@@ -34,10 +34,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig {
-            max_streams: DEFAULT_MAX_STREAMS_PER_SESSION,
-            split_send_size: DEFAULT_SPLIT_SEND_SIZE,
-        }
+        SessionConfig { max_streams: DEFAULT_MAX_STREAMS_PER_SESSION, split_send_size: DEFAULT_SPLIT_SEND_SIZE }
     }
 }
 
@@ -89,9 +86,7 @@ impl SessionHandle {
     /// Opens a stream (client side: odd ids). Nothing reaches the wire before the stream's first write.
     pub async fn open(&self) -> Result<yamux::Stream, SessionError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Open(tx))
-            .map_err(|_| SessionError::Closed)?;
+        self.commands.send(Command::Open(tx)).map_err(|_| SessionError::Closed)?;
         Ok(rx.await.map_err(|_| SessionError::Closed)??)
     }
 
@@ -176,11 +171,5 @@ where
         }
         let _ = ended_tx.send(result);
     });
-    (
-        SessionHandle { commands: cmd_tx },
-        Incoming {
-            streams: stream_rx,
-            ended: ended_rx,
-        },
-    )
+    (SessionHandle { commands: cmd_tx }, Incoming { streams: stream_rx, ended: ended_rx })
 }

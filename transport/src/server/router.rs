@@ -37,9 +37,7 @@ pub struct Router<C> {
 
 impl<C> Default for Router<C> {
     fn default() -> Self {
-        Router {
-            methods: HashMap::new(),
-        }
+        Router { methods: HashMap::new() }
     }
 }
 

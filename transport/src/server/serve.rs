@@ -63,19 +63,13 @@ pub struct Server<C> {
 
 impl<C> Clone for Server<C> {
     fn clone(&self) -> Self {
-        Server {
-            router: self.router.clone(),
-            config: self.config,
-        }
+        Server { router: self.router.clone(), config: self.config }
     }
 }
 
 impl<C: Clone + Send + Sync + 'static> Server<C> {
     pub fn new(router: Router<C>, config: ServerConfig) -> Self {
-        Server {
-            router: Arc::new(router),
-            config,
-        }
+        Server { router: Arc::new(router), config }
     }
 
     pub fn router(&self) -> &Router<C> {
@@ -150,21 +144,13 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
                 }
             },
         };
-        let Event::Invoke {
-            stream: id, method, ..
-        } = event
-        else {
+        let Event::Invoke { stream: id, method, .. } = event else {
             // Late packets of a finished call (the client's Close, say) need no answer.
             continue;
         };
         let Some(handler) = router.get(&method).cloned() else {
             tracing::debug!(%method, "unknown rpc");
-            if io
-                .conn()
-                .send_error(id, 0, &Status::unknown_rpc(&method).message)
-                .is_ok()
-                && io.flush().await.is_err()
-            {
+            if io.conn().send_error(id, 0, &Status::unknown_rpc(&method).message).is_ok() && io.flush().await.is_err() {
                 break;
             }
             continue;
@@ -174,16 +160,10 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
         };
         let span = tracing::debug_span!("rpc", method = %method);
         let outcome = match handler {
-            Method::Unary(f) => {
-                serve_unary(&mut io, id, |body| f(ctx.clone(), body))
-                    .instrument(span)
-                    .await
-            }
+            Method::Unary(f) => serve_unary(&mut io, id, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
                 let queue = config.stream_send_queue.max(1);
-                serve_streaming(&mut io, id, method, queue, |stream| f(ctx.clone(), stream))
-                    .instrument(span)
-                    .await
+                serve_streaming(&mut io, id, method, queue, |stream| f(ctx.clone(), stream)).instrument(span).await
             }
         };
         match outcome {
@@ -265,10 +245,7 @@ async fn serve_unary(
         }
     };
     let sent = match result {
-        Ok(reply) => io
-            .conn()
-            .send_message(id, &reply)
-            .and_then(|()| io.conn().send_close_send(id)),
+        Ok(reply) => io.conn().send_message(id, &reply).and_then(|()| io.conn().send_close_send(id)),
         Err(status) => io.conn().send_error(id, status.code, &status.message),
     };
     if sent.is_ok() {
@@ -286,12 +263,7 @@ async fn serve_streaming(
 ) -> Result<Option<Event>, DriveError> {
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(send_queue);
-    let call = AssertUnwindSafe(handler(ServerStream {
-        inbound: in_rx,
-        outbound: out_tx,
-        method,
-    }))
-    .catch_unwind();
+    let call = AssertUnwindSafe(handler(ServerStream { inbound: in_rx, outbound: out_tx, method })).catch_unwind();
     tokio::pin!(call);
     let mut in_tx = Some(in_tx);
     // A message the handler has not taken yet; while it waits we read nothing more (Go's back-pressure).

@@ -13,10 +13,7 @@ pub struct Status {
 
 impl Status {
     pub fn new(code: u64, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
-        }
+        Status { code, message: message.into() }
     }
 
     /// A plain error without a code, as Coder's handlers return them.

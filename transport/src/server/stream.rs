@@ -22,10 +22,7 @@ impl ServerStream {
 
     /// Queues one message for the client. Fails once the call is over (the client left or cancelled).
     pub async fn send(&self, message: Bytes) -> Result<(), Status> {
-        self.outbound
-            .send(message)
-            .await
-            .map_err(|_| Status::error("stream closed"))
+        self.outbound.send(message).await.map_err(|_| Status::error("stream closed"))
     }
 
     pub fn method(&self) -> &str {

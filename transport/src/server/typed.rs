@@ -20,9 +20,7 @@ impl<T: prost::Message + Default> RequestStream<T> {
     /// ends the call with an error, as a Go handler's `Recv` error would.
     pub async fn recv(&mut self) -> Result<Option<T>, Status> {
         match self.inbound.recv().await {
-            Some(body) => T::decode(body)
-                .map(Some)
-                .map_err(|e| Status::decode_failed(self.type_name, e)),
+            Some(body) => T::decode(body).map(Some).map_err(|e| Status::decode_failed(self.type_name, e)),
             None => Ok(None),
         }
     }
@@ -36,20 +34,14 @@ pub struct ResponseSink<T> {
 
 impl<T> Clone for ResponseSink<T> {
     fn clone(&self) -> Self {
-        ResponseSink {
-            outbound: self.outbound.clone(),
-            _type: PhantomData,
-        }
+        ResponseSink { outbound: self.outbound.clone(), _type: PhantomData }
     }
 }
 
 impl<T: prost::Message> ResponseSink<T> {
     /// Fails once the call is over (the client left or cancelled): the handler should return then.
     pub async fn send(&self, message: &T) -> Result<(), Status> {
-        self.outbound
-            .send(message.encode_to_vec().into())
-            .await
-            .map_err(|_| Status::error("stream closed"))
+        self.outbound.send(message.encode_to_vec().into()).await.map_err(|_| Status::error("stream closed"))
     }
 
     /// Resolves when the call is over and nothing more can be sent.
@@ -60,20 +52,10 @@ impl<T: prost::Message> ResponseSink<T> {
 
 impl ServerStream {
     /// Splits the call into typed halves; `request_type` names the message in decode errors.
-    pub fn into_typed<Req, Resp>(
-        self,
-        request_type: &'static str,
-    ) -> (RequestStream<Req>, ResponseSink<Resp>) {
+    pub fn into_typed<Req, Resp>(self, request_type: &'static str) -> (RequestStream<Req>, ResponseSink<Resp>) {
         (
-            RequestStream {
-                inbound: self.inbound,
-                type_name: request_type,
-                _type: PhantomData,
-            },
-            ResponseSink {
-                outbound: self.outbound,
-                _type: PhantomData,
-            },
+            RequestStream { inbound: self.inbound, type_name: request_type, _type: PhantomData },
+            ResponseSink { outbound: self.outbound, _type: PhantomData },
         )
     }
 }

@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::limits::Limits;
 use crate::wire::{
-    decode_metadata, encode_metadata, encode_packet, ErrorBody, Frame, FrameError, Id, Kind,
-    Metadata, MetadataError, Packet, PacketAssembler, PacketError,
+    decode_metadata, encode_metadata, encode_packet, ErrorBody, Frame, FrameError, Id, Kind, Metadata, MetadataError,
+    Packet, PacketAssembler, PacketError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,13 +117,7 @@ struct StreamState {
 
 impl StreamState {
     fn new(id: u64) -> Self {
-        StreamState {
-            id,
-            next_send: 1,
-            sent_close_send: false,
-            recv_close_send: false,
-            finished: false,
-        }
+        StreamState { id, next_send: 1, sent_close_send: false, recv_close_send: false, finished: false }
     }
 }
 
@@ -221,8 +215,7 @@ impl Connection {
         if let Some(stream) = self.stream.as_mut() {
             if stream.id < newer && !stream.finished {
                 stream.finished = true;
-                self.events
-                    .push_back(Event::Superseded { stream: stream.id });
+                self.events.push_back(Event::Superseded { stream: stream.id });
             }
         }
     }
@@ -231,20 +224,14 @@ impl Connection {
         let stream = packet.id.stream;
         if let Kind::Unknown(code) = packet.kind {
             // The Control flag asks receivers that do not understand a packet to ignore it.
-            return if packet.control {
-                Ok(())
-            } else {
-                Err(ConnError::UnknownKind(code))
-            };
+            return if packet.control { Ok(()) } else { Err(ConnError::UnknownKind(code)) };
         }
         if matches!(self.current_id(), Some(current) if stream < current) {
             // A late packet of an older stream: harmless, dropped as Go's manager does.
             return Ok(());
         }
         match packet.kind {
-            Kind::Invoke | Kind::InvokeMetadata if self.role == Role::Client => {
-                Err(ConnError::InvokeToClient)
-            }
+            Kind::Invoke | Kind::InvokeMetadata if self.role == Role::Client => Err(ConnError::InvokeToClient),
             Kind::InvokeMetadata => {
                 if self.current_id() == Some(stream) {
                     return Err(ConnError::InvokeOnExistingStream { stream });
@@ -311,10 +298,7 @@ impl Connection {
             }
             Kind::Error => {
                 state.finished = true;
-                Event::Error {
-                    stream,
-                    error: ErrorBody::decode(&data),
-                }
+                Event::Error { stream, error: ErrorBody::decode(&data) }
             }
             Kind::Invoke | Kind::InvokeMetadata | Kind::Unknown(_) => {
                 unreachable!("handled by on_packet")
@@ -359,10 +343,7 @@ impl Connection {
     }
 
     fn sendable(&mut self, stream: u64) -> Result<&mut StreamState, SendError> {
-        self.stream
-            .as_mut()
-            .filter(|s| s.id == stream && !s.finished)
-            .ok_or(SendError::StreamFinished)
+        self.stream.as_mut().filter(|s| s.id == stream && !s.finished).ok_or(SendError::StreamFinished)
     }
 
     fn queue(&mut self, stream: u64, kind: Kind, data: &[u8]) -> Result<(), SendError> {
@@ -407,9 +388,7 @@ impl Connection {
 
     /// Whether the stream has ended both ways, or was ended by Error, Close or Cancel.
     pub fn is_finished(&self, stream: u64) -> bool {
-        self.stream
-            .as_ref()
-            .is_none_or(|s| s.id != stream || s.finished)
+        self.stream.as_ref().is_none_or(|s| s.id != stream || s.finished)
     }
 
     /// Bytes waiting to be written to the transport.
@@ -434,9 +413,7 @@ mod tests {
 
     fn client_request() -> Vec<u8> {
         let mut client = Connection::new(Role::Client, Limits::default());
-        let id = client
-            .start_call(std::str::from_utf8(GET_MANIFEST).unwrap(), &Metadata::new())
-            .unwrap();
+        let id = client.start_call(std::str::from_utf8(GET_MANIFEST).unwrap(), &Metadata::new()).unwrap();
         client.send_message(id, b"").unwrap();
         client.send_close_send(id).unwrap();
         client.poll_transmit().unwrap().to_vec()
@@ -447,10 +424,7 @@ mod tests {
         let bytes = client_request();
         assert_eq!(bytes.len(), 45);
         assert_eq!(&bytes[..4], &[0x03, 0x01, 0x01, 0x21]);
-        assert_eq!(
-            &bytes[37..],
-            &[0x05, 0x01, 0x02, 0x00, 0x0d, 0x01, 0x03, 0x00]
-        );
+        assert_eq!(&bytes[37..], &[0x05, 0x01, 0x02, 0x00, 0x0d, 0x01, 0x03, 0x00]);
     }
 
     #[test]
@@ -465,21 +439,10 @@ mod tests {
                 metadata: Metadata::new()
             })
         );
-        assert_eq!(
-            server.poll_event().unwrap(),
-            Some(Event::Message {
-                stream: 1,
-                data: Bytes::new()
-            })
-        );
-        assert_eq!(
-            server.poll_event().unwrap(),
-            Some(Event::CloseSend { stream: 1 })
-        );
+        assert_eq!(server.poll_event().unwrap(), Some(Event::Message { stream: 1, data: Bytes::new() }));
+        assert_eq!(server.poll_event().unwrap(), Some(Event::CloseSend { stream: 1 }));
         assert_eq!(server.poll_event().unwrap(), None);
-        server
-            .send_message(1, &[0x7a, 0x04, b'm', b'a', b'i', b'n'])
-            .unwrap();
+        server.send_message(1, &[0x7a, 0x04, b'm', b'a', b'i', b'n']).unwrap();
         server.send_close_send(1).unwrap();
         assert!(server.is_finished(1));
         assert_eq!(
@@ -498,10 +461,7 @@ mod tests {
         let id = client.start_call("/a.B/C", &md).unwrap();
         client.send_message(id, b"x").unwrap();
         let bytes = client.poll_transmit().unwrap();
-        assert_eq!(
-            &bytes[..12],
-            &[0x0f, 0x01, 0x01, 0x08, 0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v']
-        );
+        assert_eq!(&bytes[..12], &[0x0f, 0x01, 0x01, 0x08, 0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v']);
         let mut server = Connection::new(Role::Server, Limits::default());
         server.handle_input(&bytes);
         match server.poll_event().unwrap() {
@@ -515,18 +475,9 @@ mod tests {
         let mut server = Connection::new(Role::Server, Limits::default());
         server.handle_input(&[0x03, 0x01, 0x01, 0x02, b'/', b'a']);
         server.handle_input(&[0x03, 0x02, 0x01, 0x02, b'/', b'b']);
-        assert!(matches!(
-            server.poll_event().unwrap(),
-            Some(Event::Invoke { stream: 1, .. })
-        ));
-        assert_eq!(
-            server.poll_event().unwrap(),
-            Some(Event::Superseded { stream: 1 })
-        );
-        assert!(matches!(
-            server.poll_event().unwrap(),
-            Some(Event::Invoke { stream: 2, .. })
-        ));
+        assert!(matches!(server.poll_event().unwrap(), Some(Event::Invoke { stream: 1, .. })));
+        assert_eq!(server.poll_event().unwrap(), Some(Event::Superseded { stream: 1 }));
+        assert!(matches!(server.poll_event().unwrap(), Some(Event::Invoke { stream: 2, .. })));
         // An answer for stream 1 can no longer be sent.
         assert_eq!(server.send_message(1, b""), Err(SendError::StreamFinished));
     }
@@ -535,16 +486,10 @@ mod tests {
     fn protocol_violations_end_the_connection_and_stay_ended() {
         let cases: &[(&[u8], &str)] = &[
             (&[0x05, 0x01, 0x01, 0x00], "before its invoke"),
-            (
-                &[0x03, 0x01, 0x01, 0x00, 0x03, 0x01, 0x02, 0x00],
-                "invoke on existing stream",
-            ),
+            (&[0x03, 0x01, 0x01, 0x00, 0x03, 0x01, 0x02, 0x00], "invoke on existing stream"),
             (&[0x11, 0x01, 0x01, 0x00], "unknown packet kind 8"),
             (&[0x03, 0x00, 0x01, 0x00], "id monotonicity violation"),
-            (
-                &[0x04, 0x01, 0x01, 0x01, b'a', 0x03, 0x01, 0x01, 0x00],
-                "packet kind change",
-            ),
+            (&[0x04, 0x01, 0x01, 0x01, b'a', 0x03, 0x01, 0x01, 0x00], "packet kind change"),
         ];
         for (bytes, text) in cases {
             let mut server = Connection::new(Role::Server, Limits::default());
@@ -565,22 +510,8 @@ mod tests {
     fn control_packets_of_unknown_kind_are_ignored() {
         let mut server = Connection::new(Role::Server, Limits::default());
         // kind 9 with Control, then a normal invoke
-        server.handle_input(&[
-            0x80 | (9 << 1) | 1,
-            0x01,
-            0x01,
-            0x00,
-            0x03,
-            0x01,
-            0x02,
-            0x02,
-            b'/',
-            b'a',
-        ]);
-        assert!(matches!(
-            server.poll_event().unwrap(),
-            Some(Event::Invoke { stream: 1, .. })
-        ));
+        server.handle_input(&[0x80 | (9 << 1) | 1, 0x01, 0x01, 0x00, 0x03, 0x01, 0x02, 0x02, b'/', b'a']);
+        assert!(matches!(server.poll_event().unwrap(), Some(Event::Invoke { stream: 1, .. })));
     }
 
     #[test]
@@ -590,25 +521,13 @@ mod tests {
         client.handle_input(&[0x07, 0x01, 0x01, 0x09, 0, 0, 0, 0, 0, 0, 0, 12, b'x']);
         assert_eq!(
             client.poll_event().unwrap(),
-            Some(Event::Error {
-                stream: id,
-                error: ErrorBody {
-                    code: 12,
-                    message: "x".into()
-                }
-            })
+            Some(Event::Error { stream: id, error: ErrorBody { code: 12, message: "x".into() } })
         );
         assert!(client.is_finished(id));
         let mut server = Connection::new(Role::Server, Limits::default());
         server.handle_input(&[0x03, 0x01, 0x01, 0x00, 0x89, 0x01, 0x02, 0x00]);
-        assert!(matches!(
-            server.poll_event().unwrap(),
-            Some(Event::Invoke { .. })
-        ));
-        assert_eq!(
-            server.poll_event().unwrap(),
-            Some(Event::Cancel { stream: 1 })
-        );
+        assert!(matches!(server.poll_event().unwrap(), Some(Event::Invoke { .. })));
+        assert_eq!(server.poll_event().unwrap(), Some(Event::Cancel { stream: 1 }));
     }
 
     #[test]

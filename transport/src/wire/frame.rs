@@ -74,17 +74,9 @@ fn parse_header(buf: &[u8], max_data_len: usize) -> Result<Option<Header>, Frame
     let [stream, message, len] = fields;
     // Cap first: a declared length past the packet limit is refused before we wait for (or buffer) its bytes.
     if len > max_data_len as u64 {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_data_len,
-        });
+        return Err(FrameError::TooLarge { len, max: max_data_len });
     }
-    Ok(Some(Header {
-        control,
-        id: Id { stream, message },
-        data_len: len as usize,
-        header_len: at,
-    }))
+    Ok(Some(Header { control, id: Id { stream, message }, data_len: len as usize, header_len: at }))
 }
 
 impl Frame {
@@ -109,10 +101,7 @@ impl Frame {
     }
 
     /// Same as [`Frame::decode`] on a borrowed slice; returns the frame and how many bytes it took.
-    pub fn decode_slice(
-        buf: &[u8],
-        max_data_len: usize,
-    ) -> Result<Option<(Frame, usize)>, FrameError> {
+    pub fn decode_slice(buf: &[u8], max_data_len: usize) -> Result<Option<(Frame, usize)>, FrameError> {
         let Some(header) = parse_header(buf, max_data_len)? else {
             return Ok(None);
         };
@@ -140,28 +129,12 @@ impl Frame {
 }
 
 pub fn header_len(id: Id, data_len: usize) -> usize {
-    1 + varint::encoded_len(id.stream)
-        + varint::encoded_len(id.message)
-        + varint::encoded_len(data_len as u64)
+    1 + varint::encoded_len(id.stream) + varint::encoded_len(id.message) + varint::encoded_len(data_len as u64)
 }
 
-pub fn encode_frame(
-    dst: &mut BytesMut,
-    id: Id,
-    kind: Kind,
-    control: bool,
-    done: bool,
-    data: &[u8],
-) {
+pub fn encode_frame(dst: &mut BytesMut, id: Id, kind: Kind, control: bool, done: bool, data: &[u8]) {
     dst.reserve(header_len(id, data.len()) + data.len());
-    dst.put_u8(
-        ControlByte {
-            kind,
-            control,
-            done,
-        }
-        .to_byte(),
-    );
+    dst.put_u8(ControlByte { kind, control, done }.to_byte());
     varint::encode(id.stream, dst);
     varint::encode(id.message, dst);
     varint::encode(data.len() as u64, dst);
@@ -184,10 +157,7 @@ mod tests {
         assert!(invoke.done && !invoke.control);
         assert_eq!(&invoke.data[..], b"/coder.agent.v2.Agent/GetManifest");
         let message = Frame::decode(&mut buf, 1 << 22).unwrap().unwrap();
-        assert_eq!(
-            (message.kind, message.id, message.data.len()),
-            (Kind::Message, Id::new(1, 2), 0)
-        );
+        assert_eq!((message.kind, message.id, message.data.len()), (Kind::Message, Id::new(1, 2), 0));
         assert!(buf.is_empty());
         assert_eq!(Frame::decode(&mut buf, 1 << 22), Ok(None));
     }
@@ -195,14 +165,7 @@ mod tests {
     #[test]
     fn incomplete_frames_wait_and_leave_the_buffer_alone() {
         let mut whole = BytesMut::new();
-        encode_frame(
-            &mut whole,
-            Id::new(1, 2),
-            Kind::Message,
-            false,
-            true,
-            b"hello",
-        );
+        encode_frame(&mut whole, Id::new(1, 2), Kind::Message, false, true, b"hello");
         for cut in 0..whole.len() {
             let mut part = BytesMut::from(&whole[..cut]);
             assert_eq!(Frame::decode(&mut part, 100), Ok(None), "cut at {cut}");
@@ -217,22 +180,12 @@ mod tests {
         varint::encode(1, &mut buf);
         varint::encode(1, &mut buf);
         varint::encode(u64::MAX, &mut buf);
-        assert!(matches!(
-            Frame::decode(&mut buf, 4 << 20),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(Frame::decode(&mut buf, 4 << 20), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
     fn overlong_varint_is_an_error() {
-        let mut buf = BytesMut::from(
-            &[
-                0x05u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
-            ][..],
-        );
-        assert_eq!(
-            Frame::decode(&mut buf, 100),
-            Err(FrameError::Varint(VarintError::TooLong))
-        );
+        let mut buf = BytesMut::from(&[0x05u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01][..]);
+        assert_eq!(Frame::decode(&mut buf, 100), Err(FrameError::Varint(VarintError::TooLong)));
     }
 }

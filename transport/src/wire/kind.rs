@@ -84,14 +84,7 @@ mod tests {
 
     #[test]
     fn control_bytes_as_go_sends_them() {
-        let b = |kind, control, done| {
-            ControlByte {
-                kind,
-                control,
-                done,
-            }
-            .to_byte()
-        };
+        let b = |kind, control, done| ControlByte { kind, control, done }.to_byte();
         assert_eq!(b(Kind::Invoke, false, true), 0x03);
         assert_eq!(b(Kind::Message, false, true), 0x05);
         assert_eq!(b(Kind::Message, false, false), 0x04);

@@ -9,6 +9,4 @@ pub mod varint;
 pub use frame::{Frame, FrameError, Id};
 pub use kind::Kind;
 pub use packet::{encode_packet, Packet, PacketAssembler, PacketError};
-pub use payload::{
-    decode_metadata, encode_metadata, ErrorBody, Metadata, MetadataError, CODE_UNIMPLEMENTED,
-};
+pub use payload::{decode_metadata, encode_metadata, ErrorBody, Metadata, MetadataError, CODE_UNIMPLEMENTED};

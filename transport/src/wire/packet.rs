@@ -50,11 +50,7 @@ pub struct PacketAssembler {
 
 impl PacketAssembler {
     pub fn new(max_packet_size: usize) -> Self {
-        PacketAssembler {
-            next: Id::new(1, 1),
-            partial: None,
-            max_packet_size,
-        }
+        PacketAssembler { next: Id::new(1, 1), partial: None, max_packet_size }
     }
 
     pub fn max_packet_size(&self) -> usize {
@@ -69,10 +65,7 @@ impl PacketAssembler {
     pub fn push(&mut self, frame: Frame) -> Result<Option<Packet>, PacketError> {
         // "id monotonicity violation": ids only go up, per direction.
         if frame.id < self.next {
-            return Err(PacketError::IdMonotonicity {
-                got: frame.id,
-                expected_at_least: self.next,
-            });
+            return Err(PacketError::IdMonotonicity { got: frame.id, expected_at_least: self.next });
         }
         let continues = matches!(&self.partial, Some(p) if p.id == frame.id);
         if !continues {
@@ -82,25 +75,14 @@ impl PacketAssembler {
             if frame.done {
                 // Fast path, nearly every packet: one frame, no copy.
                 if frame.data.len() > self.max_packet_size {
-                    return Err(PacketError::DataOverflow {
-                        max: self.max_packet_size,
-                    });
+                    return Err(PacketError::DataOverflow { max: self.max_packet_size });
                 }
                 self.partial = None;
                 self.advance(frame.id)?;
-                return Ok(Some(Packet {
-                    id: frame.id,
-                    kind: frame.kind,
-                    control: frame.control,
-                    data: frame.data,
-                }));
+                return Ok(Some(Packet { id: frame.id, kind: frame.kind, control: frame.control, data: frame.data }));
             }
-            self.partial = Some(Partial {
-                id: frame.id,
-                kind: frame.kind,
-                control: frame.control,
-                data: BytesMut::new(),
-            });
+            self.partial =
+                Some(Partial { id: frame.id, kind: frame.kind, control: frame.control, data: BytesMut::new() });
         }
         let Some(partial) = self.partial.as_mut() else {
             unreachable!("a partial packet was just ensured");
@@ -109,9 +91,7 @@ impl PacketAssembler {
             return Err(PacketError::KindChange { id: frame.id });
         }
         if partial.data.len() + frame.data.len() > self.max_packet_size {
-            return Err(PacketError::DataOverflow {
-                max: self.max_packet_size,
-            });
+            return Err(PacketError::DataOverflow { max: self.max_packet_size });
         }
         partial.data.extend_from_slice(&frame.data);
         partial.control |= frame.control;
@@ -122,20 +102,12 @@ impl PacketAssembler {
             unreachable!("checked above");
         };
         self.advance(done.id)?;
-        Ok(Some(Packet {
-            id: done.id,
-            kind: done.kind,
-            control: done.control,
-            data: done.data.freeze(),
-        }))
+        Ok(Some(Packet { id: done.id, kind: done.kind, control: done.control, data: done.data.freeze() }))
     }
 
     /// "increment the message id so that we do not accept any frames with the same id".
     fn advance(&mut self, finished: Id) -> Result<(), PacketError> {
-        let message = finished
-            .message
-            .checked_add(1)
-            .ok_or(PacketError::IdExhausted { id: finished })?;
+        let message = finished.message.checked_add(1).ok_or(PacketError::IdExhausted { id: finished })?;
         self.next = Id::new(finished.stream, message);
         Ok(())
     }
@@ -146,11 +118,7 @@ impl PacketAssembler {
 pub fn encode_packet(dst: &mut BytesMut, id: Id, kind: Kind, data: &[u8], split_size: usize) {
     let control = kind.sent_as_control();
     let splittable = matches!(kind, Kind::Invoke | Kind::InvokeMetadata | Kind::Message);
-    let split = if splittable {
-        split_size.max(1)
-    } else {
-        usize::MAX
-    };
+    let split = if splittable { split_size.max(1) } else { usize::MAX };
     let mut rest = data;
     loop {
         let take = rest.len().min(split);
@@ -183,10 +151,7 @@ mod tests {
         let mut buf = BytesMut::new();
         encode_packet(&mut buf, Id::new(1, 2), Kind::Message, &body, 64 * 1024);
         assert_eq!(&buf[..6], &[0x04, 0x01, 0x02, 0x80, 0x80, 0x04]);
-        assert_eq!(
-            &buf[6 + 65536..6 + 65536 + 5],
-            &[0x05, 0x01, 0x02, 0xf0, 0x22]
-        );
+        assert_eq!(&buf[6 + 65536..6 + 65536 + 5], &[0x05, 0x01, 0x02, 0xf0, 0x22]);
         let fs = frames(&mut buf);
         assert_eq!(fs.len(), 2);
         let mut asm = PacketAssembler::new(4 << 20);
@@ -206,55 +171,31 @@ mod tests {
     }
 
     fn frame(stream: u64, message: u64, kind: Kind, done: bool, data: &'static [u8]) -> Frame {
-        Frame {
-            id: Id::new(stream, message),
-            kind,
-            control: false,
-            done,
-            data: Bytes::from_static(data),
-        }
+        Frame { id: Id::new(stream, message), kind, control: false, done, data: Bytes::from_static(data) }
     }
 
     #[test]
     fn ids_never_go_down() {
         let mut asm = PacketAssembler::new(100);
-        assert!(asm
-            .push(frame(1, 1, Kind::Invoke, true, b"/a"))
-            .unwrap()
-            .is_some());
+        assert!(asm.push(frame(1, 1, Kind::Invoke, true, b"/a")).unwrap().is_some());
         // the finished id may not be reused
-        assert!(matches!(
-            asm.push(frame(1, 1, Kind::Message, true, b"")),
-            Err(PacketError::IdMonotonicity { .. })
-        ));
+        assert!(matches!(asm.push(frame(1, 1, Kind::Message, true, b"")), Err(PacketError::IdMonotonicity { .. })));
         let mut asm = PacketAssembler::new(100);
-        assert!(matches!(
-            asm.push(frame(0, 5, Kind::Invoke, true, b"")),
-            Err(PacketError::IdMonotonicity { .. })
-        ));
+        assert!(matches!(asm.push(frame(0, 5, Kind::Invoke, true, b"")), Err(PacketError::IdMonotonicity { .. })));
     }
 
     #[test]
     fn kind_change_inside_one_id_is_an_error() {
         let mut asm = PacketAssembler::new(100);
         assert_eq!(asm.push(frame(1, 1, Kind::Message, false, b"ab")), Ok(None));
-        assert_eq!(
-            asm.push(frame(1, 1, Kind::Invoke, true, b"c")),
-            Err(PacketError::KindChange { id: Id::new(1, 1) })
-        );
+        assert_eq!(asm.push(frame(1, 1, Kind::Invoke, true, b"c")), Err(PacketError::KindChange { id: Id::new(1, 1) }));
     }
 
     #[test]
     fn a_new_id_discards_the_unfinished_packet() {
         let mut asm = PacketAssembler::new(100);
-        assert_eq!(
-            asm.push(frame(1, 1, Kind::Message, false, b"lost")),
-            Ok(None)
-        );
-        let pkt = asm
-            .push(frame(1, 3, Kind::Message, true, b"kept"))
-            .unwrap()
-            .unwrap();
+        assert_eq!(asm.push(frame(1, 1, Kind::Message, false, b"lost")), Ok(None));
+        let pkt = asm.push(frame(1, 3, Kind::Message, true, b"kept")).unwrap().unwrap();
         assert_eq!((pkt.id, &pkt.data[..]), (Id::new(1, 3), &b"kept"[..]));
         assert_eq!(asm.buffered(), 0);
     }
@@ -262,22 +203,13 @@ mod tests {
     #[test]
     fn overflow_across_frames_is_refused() {
         let mut asm = PacketAssembler::new(4);
-        assert_eq!(
-            asm.push(frame(1, 1, Kind::Message, false, b"abc")),
-            Ok(None)
-        );
-        assert_eq!(
-            asm.push(frame(1, 1, Kind::Message, true, b"de")),
-            Err(PacketError::DataOverflow { max: 4 })
-        );
+        assert_eq!(asm.push(frame(1, 1, Kind::Message, false, b"abc")), Ok(None));
+        assert_eq!(asm.push(frame(1, 1, Kind::Message, true, b"de")), Err(PacketError::DataOverflow { max: 4 }));
     }
 
     #[test]
     fn message_id_exhaustion_is_an_error_not_a_wrap() {
         let mut asm = PacketAssembler::new(4);
-        assert!(matches!(
-            asm.push(frame(1, u64::MAX, Kind::Message, true, b"")),
-            Err(PacketError::IdExhausted { .. })
-        ));
+        assert!(matches!(asm.push(frame(1, u64::MAX, Kind::Message, true, b"")), Err(PacketError::IdExhausted { .. })));
     }
 }

@@ -28,17 +28,11 @@ impl ErrorBody {
     /// Go's client turns a body under 8 bytes into an error built from the raw text; we keep the text and say why.
     pub fn decode(data: &[u8]) -> ErrorBody {
         if data.len() < 8 {
-            return ErrorBody {
-                code: 0,
-                message: format!("invalid error data: {:?}", String::from_utf8_lossy(data)),
-            };
+            return ErrorBody { code: 0, message: format!("invalid error data: {:?}", String::from_utf8_lossy(data)) };
         }
         let mut code = [0u8; 8];
         code.copy_from_slice(&data[..8]);
-        ErrorBody {
-            code: u64::from_be_bytes(code),
-            message: String::from_utf8_lossy(&data[8..]).into_owned(),
-        }
+        ErrorBody { code: u64::from_be_bytes(code), message: String::from_utf8_lossy(&data[8..]).into_owned() }
     }
 }
 
@@ -77,11 +71,7 @@ pub fn encode_metadata(metadata: &Metadata) -> Bytes {
     out.freeze()
 }
 
-fn take_len_prefixed<'a>(
-    buf: &mut &'a [u8],
-    tag: u8,
-    what: &'static str,
-) -> Result<&'a [u8], MetadataError> {
+fn take_len_prefixed<'a>(buf: &mut &'a [u8], tag: u8, what: &'static str) -> Result<&'a [u8], MetadataError> {
     if buf.first() != Some(&tag) {
         return Err(MetadataError::Malformed(what));
     }
@@ -108,10 +98,7 @@ pub fn decode_metadata(mut data: &[u8]) -> Result<Metadata, MetadataError> {
         if !entry.is_empty() {
             return Err(MetadataError::Malformed("unexpected field in entry"));
         }
-        out.insert(
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        );
+        out.insert(String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned());
     }
     Ok(out)
 }
@@ -125,31 +112,16 @@ mod tests {
         let body = ErrorBody::encode(CODE_UNIMPLEMENTED, "Unimplemented");
         assert_eq!(&body[..8], &[0, 0, 0, 0, 0, 0, 0, 12]);
         assert_eq!(&body[8..], b"Unimplemented");
-        assert_eq!(
-            ErrorBody::decode(&body),
-            ErrorBody {
-                code: 12,
-                message: "Unimplemented".into()
-            }
-        );
+        assert_eq!(ErrorBody::decode(&body), ErrorBody { code: 12, message: "Unimplemented".into() });
         assert_eq!(ErrorBody::decode(b"short").code, 0);
-        assert!(ErrorBody::decode(b"short")
-            .message
-            .contains("invalid error data"));
+        assert!(ErrorBody::decode(b"short").message.contains("invalid error data"));
     }
 
     #[test]
     fn metadata_matches_capture_and_round_trips() {
         let md: Metadata = [("k".to_string(), "v".to_string())].into();
-        assert_eq!(
-            &encode_metadata(&md)[..],
-            &[0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v']
-        );
-        let md: Metadata = [
-            ("".to_string(), "".to_string()),
-            ("traceparent".into(), "00-ab".into()),
-        ]
-        .into();
+        assert_eq!(&encode_metadata(&md)[..], &[0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v']);
+        let md: Metadata = [("".to_string(), "".to_string()), ("traceparent".into(), "00-ab".into())].into();
         assert_eq!(decode_metadata(&encode_metadata(&md)), Ok(md));
     }
 
@@ -160,15 +132,9 @@ mod tests {
         // missing value
         assert!(decode_metadata(&[0x0a, 0x03, 0x0a, 0x01, b'k']).is_err());
         // trailing field in the entry
-        assert!(decode_metadata(&[
-            0x0a, 0x0a, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a, 0x01, b'x'
-        ])
-        .is_err());
+        assert!(decode_metadata(&[0x0a, 0x0a, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a, 0x01, b'x']).is_err());
         // length past the end
         assert!(decode_metadata(&[0x0a, 0x7f, 0x0a]).is_err());
-        assert!(decode_metadata(&[
-            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
-        ])
-        .is_err());
+        assert!(decode_metadata(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
     }
 }

@@ -68,17 +68,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_length() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16383,
-            16384,
-            1 << 35,
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
+        for v in [0, 1, 127, 128, 16383, 16384, 1 << 35, u64::MAX - 1, u64::MAX] {
             let bytes = enc(v);
             assert_eq!(bytes.len(), encoded_len(v), "length of {v}");
             assert_eq!(decode(&bytes), Ok(Some((v, bytes.len()))));

@@ -1,0 +1,300 @@
+//! WebSocket binary messages as one continuous byte stream, as Coder's `websocket.NetConn(…, MessageBinary)` does.
+//!
+//! Message boundaries mean nothing: a Go yamux peer writes a frame's 12-byte header and its body as two messages,
+//! and one message may hold several frames. A text message is a protocol error. Each flush sends what was written
+//! since the last one as one binary message, so a yamux frame's header and body travel together.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Largest WebSocket message read. A Go yamux peer sends at most a 256 KiB window's worth plus a 12-byte header in
+/// one message; the cap leaves room and keeps a hostile peer from making us buffer more.
+pub const DEFAULT_MAX_WS_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// Bytes gathered before a message is sent even without a flush.
+pub const WS_WRITE_COALESCE: usize = 64 * 1024;
+
+/// What the byte stream needs to know of a WebSocket library's message type.
+pub enum WsFrame {
+    Binary(Bytes),
+    Text,
+    /// Ping, pong and raw frames: the library answers pings itself.
+    Control,
+    Close,
+}
+
+pub trait WsMessage: Sized {
+    fn classify(self) -> WsFrame;
+    fn binary(data: Bytes) -> Self;
+}
+
+pub struct WsByteStream<S, M> {
+    inner: S,
+    _message: std::marker::PhantomData<fn(M) -> M>,
+    readable: Bytes,
+    writable: BytesMut,
+    read_closed: bool,
+}
+
+impl<S, M> WsByteStream<S, M> {
+    pub fn new(inner: S) -> Self {
+        WsByteStream {
+            inner,
+            _message: std::marker::PhantomData,
+            readable: Bytes::new(),
+            writable: BytesMut::new(),
+            read_closed: false,
+        }
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn io_err<E: std::fmt::Display>(err: E) -> io::Error {
+    io::Error::other(err.to_string())
+}
+
+impl<S, M, E> AsyncRead for WsByteStream<S, M>
+where
+    S: Stream<Item = Result<M, E>> + Unpin,
+    M: WsMessage,
+    E: std::fmt::Display,
+{
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.readable.is_empty() {
+                let n = self.readable.len().min(buf.remaining());
+                buf.put_slice(&self.readable[..n]);
+                self.readable.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.read_closed {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(message)) => match message.classify() {
+                    WsFrame::Binary(data) => self.readable = data,
+                    WsFrame::Control => {}
+                    WsFrame::Text => {
+                        self.read_closed = true;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "text websocket message on a binary stream",
+                        )));
+                    }
+                    WsFrame::Close => self.read_closed = true,
+                },
+                Some(Err(err)) => {
+                    self.read_closed = true;
+                    return Poll::Ready(Err(io_err(err)));
+                }
+                None => self.read_closed = true,
+            }
+        }
+    }
+}
+
+impl<S, M, E> WsByteStream<S, M>
+where
+    S: Sink<M, Error = E> + Unpin,
+    M: WsMessage,
+    E: std::fmt::Display,
+{
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.writable.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(io_err)?;
+        let message = M::binary(self.writable.split().freeze());
+        Pin::new(&mut self.inner).start_send(message).map_err(io_err)?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S, M, E> AsyncWrite for WsByteStream<S, M>
+where
+    S: Sink<M, Error = E> + Unpin,
+    M: WsMessage,
+    E: std::fmt::Display,
+{
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.writable.len() >= WS_WRITE_COALESCE {
+            ready!(self.poll_send_pending(cx))?;
+        }
+        self.writable.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx).map_err(io_err)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.inner).poll_close(cx).map_err(io_err)
+    }
+}
+
+#[cfg(feature = "websocket")]
+mod tungstenite_support {
+    use super::*;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::handshake::client::Request;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    impl WsMessage for Message {
+        fn classify(self) -> WsFrame {
+            match self {
+                Message::Binary(data) => WsFrame::Binary(data),
+                Message::Text(_) => WsFrame::Text,
+                Message::Close(_) => WsFrame::Close,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => WsFrame::Control,
+            }
+        }
+
+        fn binary(data: Bytes) -> Self {
+            Message::Binary(data)
+        }
+    }
+
+    pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
+        WebSocketConfig::default().max_message_size(Some(max_message_size)).max_frame_size(Some(max_message_size))
+    }
+
+    pub type ClientWs = WsByteStream<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
+    pub type ServerWs = WsByteStream<WebSocketStream<TcpStream>, Message>;
+
+    /// Dials a WebSocket the way Coder's agent does: binary, no compression, Nagle off.
+    pub async fn connect(request: Request, max_message_size: usize) -> io::Result<ClientWs> {
+        let (ws, _response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config(max_message_size)), true)
+                .await
+                .map_err(io_err)?;
+        Ok(WsByteStream::new(ws))
+    }
+
+    /// Accepts a WebSocket on an already-accepted TCP connection (tests and tools; the server uses axum).
+    pub async fn accept(tcp: TcpStream, max_message_size: usize) -> io::Result<ServerWs> {
+        tcp.set_nodelay(true)?;
+        let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(max_message_size)))
+            .await
+            .map_err(io_err)?;
+        Ok(WsByteStream::new(ws))
+    }
+}
+
+#[cfg(feature = "websocket")]
+pub use tungstenite_support::{accept, connect, ws_config, ClientWs, ServerWs};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Debug, PartialEq)]
+    enum Msg {
+        Bin(Bytes),
+        Text,
+        Ping,
+        Close,
+    }
+
+    impl WsMessage for Msg {
+        fn classify(self) -> WsFrame {
+            match self {
+                Msg::Bin(b) => WsFrame::Binary(b),
+                Msg::Text => WsFrame::Text,
+                Msg::Ping => WsFrame::Control,
+                Msg::Close => WsFrame::Close,
+            }
+        }
+        fn binary(data: Bytes) -> Self {
+            Msg::Bin(data)
+        }
+    }
+
+    struct Pipe {
+        rx: mpsc::UnboundedReceiver<Result<Msg, String>>,
+        tx: mpsc::UnboundedSender<Msg>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Msg, String>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Pin::new(&mut self.rx).poll_next(cx)
+        }
+    }
+
+    impl Sink<Msg> for Pipe {
+        type Error = String;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Msg) -> Result<(), String> {
+            self.tx.unbounded_send(item).map_err(|e| e.to_string())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn pipe() -> (WsByteStream<Pipe, Msg>, mpsc::UnboundedSender<Result<Msg, String>>, mpsc::UnboundedReceiver<Msg>) {
+        let (in_tx, in_rx) = mpsc::unbounded();
+        let (out_tx, out_rx) = mpsc::unbounded();
+        (WsByteStream::new(Pipe { rx: in_rx, tx: out_tx }), in_tx, out_rx)
+    }
+
+    #[tokio::test]
+    async fn messages_join_into_one_stream_whatever_their_boundaries() {
+        let (mut ws, tx, _out) = pipe();
+        // A 12-byte header split one byte per message, then body and the next header in one message.
+        let header = [0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3];
+        for b in header {
+            tx.unbounded_send(Ok(Msg::Bin(Bytes::copy_from_slice(&[b])))).unwrap();
+        }
+        tx.unbounded_send(Ok(Msg::Ping)).unwrap();
+        tx.unbounded_send(Ok(Msg::Bin(Bytes::new()))).unwrap();
+        tx.unbounded_send(Ok(Msg::Bin(Bytes::from_static(b"abc\x00\x01")))).unwrap();
+        tx.unbounded_send(Ok(Msg::Close)).unwrap();
+        let mut all = Vec::new();
+        ws.read_to_end(&mut all).await.unwrap();
+        let mut expected = header.to_vec();
+        expected.extend_from_slice(b"abc\x00\x01");
+        assert_eq!(all, expected);
+    }
+
+    #[tokio::test]
+    async fn a_text_message_is_a_protocol_error() {
+        let (mut ws, tx, _out) = pipe();
+        tx.unbounded_send(Ok(Msg::Text)).unwrap();
+        let err = ws.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn writes_between_flushes_leave_as_one_binary_message() {
+        let (mut ws, _tx, mut out) = pipe();
+        ws.write_all(&[0u8; 12]).await.unwrap();
+        ws.write_all(b"body").await.unwrap();
+        ws.flush().await.unwrap();
+        ws.flush().await.unwrap();
+        let mut message = [0u8; 16].to_vec();
+        message[12..].copy_from_slice(b"body");
+        assert_eq!(out.try_recv().unwrap(), Msg::Bin(Bytes::from(message)));
+        assert!(out.try_recv().is_err(), "an empty flush sends nothing");
+    }
+}
