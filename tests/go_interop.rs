@@ -28,7 +28,12 @@ async fn our_server(websocket: bool) -> String {
     let service = recorded_service(&index());
     agent::register_agent(&mut router, service.clone());
     agentwire::proto::tailnet::v2::register_tailnet(&mut router, service);
-    let server = Server::new(router, ServerConfig::default());
+    // Keepalive pings every 100 ms that must be answered within 300 ms: a Go peer that did not answer (or answers
+    // our filter mishandled) would lose its session in the middle of the 1.5 s `slow` check.
+    let mut config = ServerConfig::default();
+    config.session.keepalive.interval = Some(Duration::from_millis(100));
+    config.session.keepalive.timeout = Duration::from_millis(300);
+    let server = Server::new(router, config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {

@@ -113,3 +113,25 @@ async fn shutdown_lets_the_call_in_flight_finish() {
     assert_eq!(&slow.await.unwrap().unwrap()[..], b"slept:200");
     assert!(matches!(served.await.unwrap(), SessionEnd::Shutdown));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_session_lives_on_keepalive_pings() {
+    let (client, _, served) = start();
+    assert_eq!(&client.unary(&path("Unary"), b"before").await.unwrap()[..], b"echo:before");
+    // Ten keepalive intervals with nothing to do: each side's pings must be answered and filtered correctly.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(!served.is_finished(), "the server gave up on a live peer");
+    assert_eq!(&client.unary(&path("Unary"), b"after").await.unwrap()[..], b"echo:after");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_dropped_after_interval_plus_timeout() {
+    let (_peer, server_io) = tokio::io::duplex(1 << 16);
+    let mut router = Router::<()>::new();
+    register_interop(&mut router);
+    let server = Server::new(router, ServerConfig::default());
+    let started = tokio::time::Instant::now();
+    let end = server.serve_session(server_io, (), CancellationToken::new()).await;
+    assert!(matches!(end, SessionEnd::Failed(_)), "{end:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(40));
+}

@@ -4,6 +4,7 @@
 //! it through channels. What the wrapper adds, each for a reason a Go peer would notice:
 //! - receive windows fixed at 256 KiB (the crate would auto-tune them up to frames past its own 1 MiB cap);
 //! - a stream limit that is ours to name (past it the crate ends the whole session);
+//! - hashicorp's keepalive pings and write timeout ([`super::keepalive`]);
 //! - inbound streams are acknowledged by their server task at once (see `server`): the crate delays the ACK until
 //!   the first write, and a Go peer closes the whole session when a stream stays un-ACKed for 75 s.
 
@@ -13,6 +14,8 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use super::keepalive::{Keepalive, KeepaliveConfig};
 
 /// hashicorp's `MaxStreamWindowSize`, which Coder never changes: a Go peer sends at most this much unacknowledged.
 pub const STREAM_WINDOW: usize = 256 * 1024;
@@ -30,11 +33,17 @@ pub struct SessionConfig {
     pub max_streams: usize,
     /// See [`DEFAULT_SPLIT_SEND_SIZE`].
     pub split_send_size: usize,
+    /// Keepalive pings and the write timeout, as hashicorp's `DefaultConfig` has them.
+    pub keepalive: KeepaliveConfig,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { max_streams: DEFAULT_MAX_STREAMS_PER_SESSION, split_send_size: DEFAULT_SPLIT_SEND_SIZE }
+        SessionConfig {
+            max_streams: DEFAULT_MAX_STREAMS_PER_SESSION,
+            split_send_size: DEFAULT_SPLIT_SEND_SIZE,
+            keepalive: KeepaliveConfig::default(),
+        }
     }
 }
 
@@ -123,6 +132,7 @@ pub fn spawn_session<T>(io: T, mode: Mode, config: &SessionConfig) -> (SessionHa
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = Keepalive::new(io, config.keepalive);
     let mut conn = yamux::Connection::new(io.compat(), config.to_yamux(), mode);
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
     // Unbounded on purpose: the driver must never stop polling the connection (pings, window updates), and the
