@@ -684,3 +684,22 @@ async fn postgres_notification_crosses_replicas() {
     a.close().await;
     b.close().await;
 }
+
+/// `sqlite::memory:` (one never-recycled connection for reads and writes) works end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_memory_store_works() {
+    let store = Store::open("sqlite::memory:", quiet_options()).await.unwrap();
+    assert_eq!(store.engine(), Engine::Sqlite);
+    let f = fixture(&store, "mem").await;
+    let scope = store.agent(&f.agent);
+    scope.update_lifecycle("ready", 1).await.unwrap();
+    scope.enqueue_stats(StatsReport::default());
+    store.flush().await;
+    assert_eq!(store.batcher_stats().stats.items_flushed, 1);
+    assert_eq!(scope.state().await.unwrap().unwrap().lifecycle_state, "ready");
+    assert!(matches!(Store::open("mysql://x", StoreOptions::default()).await, Err(StoreError::UnsupportedUrl(_))));
+    assert!(matches!(
+        Store::open("sqlite::memory:", StoreOptions { max_logs_length: 2 << 20, ..StoreOptions::default() }).await,
+        Err(StoreError::Options(_))
+    ));
+}
