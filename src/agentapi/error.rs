@@ -1,0 +1,48 @@
+//! The one place where handler failures become dRPC errors.
+//!
+//! Coder's handlers return plain Go errors, which drpc sends with code 0 and the error's text; agents match on
+//! nothing but success or failure, and people read the text. So validation errors carry Coder's wording, and
+//! database failures are logged in full but answered with a short text that leaks nothing.
+
+use agentwire_store::StoreError;
+use agentwire_transport::server::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The request breaks a rule; the text says which, in Coder's words where Coder has some.
+    #[error("{0}")]
+    Invalid(String),
+    /// The RPC exists but this server does not serve it (drpc's code 12).
+    #[error("Unimplemented")]
+    Unimplemented,
+    #[error("{what}: {source}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl RpcError {
+    pub fn invalid(text: impl Into<String>) -> Self {
+        RpcError::Invalid(text.into())
+    }
+
+    /// Wraps a store failure with what the handler was doing.
+    pub fn store(what: &'static str) -> impl FnOnce(StoreError) -> RpcError {
+        move |source| RpcError::Store { what, source }
+    }
+}
+
+impl From<RpcError> for Status {
+    fn from(err: RpcError) -> Status {
+        match err {
+            RpcError::Invalid(text) => Status::error(text),
+            RpcError::Unimplemented => Status::unimplemented(),
+            RpcError::Store { what, source } => {
+                tracing::error!(error = %source, "{what}");
+                Status::error(format!("{what}: internal database error"))
+            }
+        }
+    }
+}

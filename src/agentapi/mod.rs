@@ -1,0 +1,206 @@
+//! The `coder.agent.v2.Agent` service: one module per concern, as in Coder's `coderd/agentapi`.
+//!
+//! Every handler gets the [`AgentApi`] (shared: store, limits) and the caller's [`Session`] (fixed at connect).
+//! None of them reads the agent row: what they need of it is in the session, and what they write goes through
+//! the session's [`agentwire_store::AgentScope`], directly for durable writes or through a batcher for telemetry.
+
+mod apps;
+mod banners;
+mod boundary;
+mod connections;
+mod context;
+pub mod error;
+mod lifecycle;
+mod logs;
+mod manifest;
+mod metadata;
+mod resources;
+mod scripts;
+mod stats;
+mod subagents;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_store::Store;
+use agentwire_transport::server::Status;
+
+pub use self::error::RpcError;
+use crate::proto::agent::v2 as pb;
+use crate::session::Session;
+
+/// How often agents are told to send stats (`UpdateStatsResponse.report_interval`); Coder's default.
+pub const DEFAULT_STATS_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Settings of the Agent service.
+#[derive(Debug, Clone)]
+pub struct AgentApiConfig {
+    /// See [`DEFAULT_STATS_REPORT_INTERVAL`].
+    pub stats_report_interval: Duration,
+    /// The URL agents and users reach this server at; the manifest's `vs_code_port_proxy_uri` and app URLs build on it.
+    pub access_url: String,
+    /// Wildcard host for subdomain apps (`*.apps.example.com`), if any.
+    pub app_hostname: String,
+}
+
+impl Default for AgentApiConfig {
+    fn default() -> Self {
+        AgentApiConfig {
+            stats_report_interval: DEFAULT_STATS_REPORT_INTERVAL,
+            access_url: "http://127.0.0.1:3000".to_owned(),
+            app_hostname: String::new(),
+        }
+    }
+}
+
+/// The Agent service. One per server; sessions pass themselves to every call.
+pub struct AgentApi {
+    pub store: Store,
+    pub config: AgentApiConfig,
+}
+
+impl AgentApi {
+    pub fn new(store: Store, config: AgentApiConfig) -> Self {
+        AgentApi { store, config }
+    }
+}
+
+impl pb::AgentServer for AgentApi {
+    type Context = Arc<Session>;
+
+    async fn get_manifest(
+        &self,
+        session: &Arc<Session>,
+        request: pb::GetManifestRequest,
+    ) -> Result<pb::Manifest, Status> {
+        Ok(manifest::get_manifest(self, session, request).await?)
+    }
+    async fn get_service_banner(
+        &self,
+        session: &Arc<Session>,
+        request: pb::GetServiceBannerRequest,
+    ) -> Result<pb::ServiceBanner, Status> {
+        Ok(banners::get_service_banner(self, session, request).await?)
+    }
+    async fn update_stats(
+        &self,
+        session: &Arc<Session>,
+        request: pb::UpdateStatsRequest,
+    ) -> Result<pb::UpdateStatsResponse, Status> {
+        Ok(stats::update_stats(self, session, request).await?)
+    }
+    async fn update_lifecycle(
+        &self,
+        session: &Arc<Session>,
+        request: pb::UpdateLifecycleRequest,
+    ) -> Result<pb::Lifecycle, Status> {
+        Ok(lifecycle::update_lifecycle(self, session, request).await?)
+    }
+    async fn batch_update_app_healths(
+        &self,
+        session: &Arc<Session>,
+        request: pb::BatchUpdateAppHealthRequest,
+    ) -> Result<pb::BatchUpdateAppHealthResponse, Status> {
+        Ok(apps::batch_update_app_healths(self, session, request).await?)
+    }
+    async fn update_startup(
+        &self,
+        session: &Arc<Session>,
+        request: pb::UpdateStartupRequest,
+    ) -> Result<pb::Startup, Status> {
+        Ok(lifecycle::update_startup(self, session, request).await?)
+    }
+    async fn batch_update_metadata(
+        &self,
+        session: &Arc<Session>,
+        request: pb::BatchUpdateMetadataRequest,
+    ) -> Result<pb::BatchUpdateMetadataResponse, Status> {
+        Ok(metadata::batch_update_metadata(self, session, request).await?)
+    }
+    async fn batch_create_logs(
+        &self,
+        session: &Arc<Session>,
+        request: pb::BatchCreateLogsRequest,
+    ) -> Result<pb::BatchCreateLogsResponse, Status> {
+        Ok(logs::batch_create_logs(self, session, request).await?)
+    }
+    async fn get_announcement_banners(
+        &self,
+        session: &Arc<Session>,
+        request: pb::GetAnnouncementBannersRequest,
+    ) -> Result<pb::GetAnnouncementBannersResponse, Status> {
+        Ok(banners::get_announcement_banners(self, session, request).await?)
+    }
+    async fn script_completed(
+        &self,
+        session: &Arc<Session>,
+        request: pb::WorkspaceAgentScriptCompletedRequest,
+    ) -> Result<pb::WorkspaceAgentScriptCompletedResponse, Status> {
+        Ok(scripts::script_completed(self, session, request).await?)
+    }
+    async fn get_resources_monitoring_configuration(
+        &self,
+        session: &Arc<Session>,
+        request: pb::GetResourcesMonitoringConfigurationRequest,
+    ) -> Result<pb::GetResourcesMonitoringConfigurationResponse, Status> {
+        Ok(resources::get_resources_monitoring_configuration(self, session, request).await?)
+    }
+    async fn push_resources_monitoring_usage(
+        &self,
+        session: &Arc<Session>,
+        request: pb::PushResourcesMonitoringUsageRequest,
+    ) -> Result<pb::PushResourcesMonitoringUsageResponse, Status> {
+        Ok(resources::push_resources_monitoring_usage(self, session, request).await?)
+    }
+    async fn report_connection(
+        &self,
+        session: &Arc<Session>,
+        request: pb::ReportConnectionRequest,
+    ) -> Result<(), Status> {
+        Ok(connections::report_connection(self, session, request).await?)
+    }
+    async fn create_sub_agent(
+        &self,
+        session: &Arc<Session>,
+        request: pb::CreateSubAgentRequest,
+    ) -> Result<pb::CreateSubAgentResponse, Status> {
+        Ok(subagents::create_sub_agent(self, session, request).await?)
+    }
+    async fn delete_sub_agent(
+        &self,
+        session: &Arc<Session>,
+        request: pb::DeleteSubAgentRequest,
+    ) -> Result<pb::DeleteSubAgentResponse, Status> {
+        Ok(subagents::delete_sub_agent(self, session, request).await?)
+    }
+    async fn list_sub_agents(
+        &self,
+        session: &Arc<Session>,
+        request: pb::ListSubAgentsRequest,
+    ) -> Result<pb::ListSubAgentsResponse, Status> {
+        Ok(subagents::list_sub_agents(self, session, request).await?)
+    }
+    async fn report_boundary_logs(
+        &self,
+        session: &Arc<Session>,
+        request: pb::ReportBoundaryLogsRequest,
+    ) -> Result<pb::ReportBoundaryLogsResponse, Status> {
+        Ok(boundary::report_boundary_logs(self, session, request).await?)
+    }
+    async fn update_app_status(
+        &self,
+        session: &Arc<Session>,
+        request: pb::UpdateAppStatusRequest,
+    ) -> Result<pb::UpdateAppStatusResponse, Status> {
+        Ok(apps::update_app_status(self, session, request).await?)
+    }
+    async fn push_context_state(
+        &self,
+        session: &Arc<Session>,
+        request: pb::PushContextStateRequest,
+    ) -> Result<pb::PushContextStateResponse, Status> {
+        Ok(context::push_context_state(self, session, request).await?)
+    }
+}
