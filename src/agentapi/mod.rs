@@ -43,6 +43,18 @@ pub struct AgentApiConfig {
     pub access_url: String,
     /// Wildcard host for subdomain apps (`*.apps.example.com`), if any.
     pub app_hostname: String,
+    /// Manifest `disable_direct_connections` (Coder's `DERP.Config.BlockDirect`): agents relay only through DERP.
+    pub disable_direct_connections: bool,
+    /// Manifest `derp_force_websockets` (Coder's `DERP.Config.ForceWebSockets`).
+    pub derp_force_websockets: bool,
+    /// Manifest `git_auth_configs`: how many external-auth providers of a Git type the deployment has.
+    pub git_auth_configs: u32,
+    /// See [`metadata::DEFAULT_MAX_METADATA_VALUE_BYTES`].
+    pub max_metadata_value_bytes: usize,
+    /// See [`metadata::DEFAULT_MAX_METADATA_ERROR_BYTES`].
+    pub max_metadata_error_bytes: usize,
+    /// See [`metadata::DEFAULT_MAX_METADATA_KEYS_BYTES`].
+    pub max_metadata_keys_bytes: usize,
 }
 
 impl Default for AgentApiConfig {
@@ -51,6 +63,12 @@ impl Default for AgentApiConfig {
             stats_report_interval: DEFAULT_STATS_REPORT_INTERVAL,
             access_url: "http://127.0.0.1:3000".to_owned(),
             app_hostname: String::new(),
+            disable_direct_connections: false,
+            derp_force_websockets: false,
+            git_auth_configs: 0,
+            max_metadata_value_bytes: metadata::DEFAULT_MAX_METADATA_VALUE_BYTES,
+            max_metadata_error_bytes: metadata::DEFAULT_MAX_METADATA_ERROR_BYTES,
+            max_metadata_keys_bytes: metadata::DEFAULT_MAX_METADATA_KEYS_BYTES,
         }
     }
 }
