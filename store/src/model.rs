@@ -380,9 +380,10 @@ pub struct StatsReport {
 }
 
 /// A script timing (ScriptCompleted).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 #[allow(missing_docs)]
 pub struct ScriptTiming {
+    #[sqlx(try_from = "String")]
     pub script_id: Uuid,
     pub started_at: UnixMicros,
     pub ended_at: UnixMicros,
@@ -406,6 +407,33 @@ pub struct ConnectionEvent {
     /// Disconnect status code.
     pub code: Option<i64>,
     pub ip: Option<String>,
+    pub disconnect_reason: Option<String>,
+}
+
+/// A stored `workspace_agent_logs` row.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct AgentLog {
+    pub id: i64,
+    pub created_at: UnixMicros,
+    pub output: String,
+    pub level: String,
+    #[sqlx(try_from = "String")]
+    pub log_source_id: Uuid,
+}
+
+/// A stored `connection_logs` row, as [`crate::AgentScope::connection_logs`] reads it.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ConnectionLogEntry {
+    #[sqlx(try_from = "NullableUuid")]
+    pub connection_id: Option<Uuid>,
+    pub connect_time: UnixMicros,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub code: Option<i64>,
+    pub ip: Option<String>,
+    pub disconnect_time: Option<UnixMicros>,
     pub disconnect_reason: Option<String>,
 }
 

@@ -231,6 +231,32 @@ const UPSERT_CONTEXT_RESOURCE: Stmt = Stmt::new(
 );
 /// Statement name of the stale context resource DELETE.
 pub const DELETE_STALE_CONTEXT: &str = "DeleteStaleWorkspaceAgentContextResources";
+const LOGS_AFTER: Stmt = Stmt::new(
+    "GetWorkspaceAgentLogsAfter",
+    "SELECT id, created_at, output, level, log_source_id FROM workspace_agent_logs \
+     WHERE agent_id = $1 AND id > $2 ORDER BY id",
+);
+const LIST_SCRIPT_TIMINGS: Stmt = Stmt::new(
+    "GetWorkspaceAgentScriptTimingsByAgentID",
+    "SELECT t.script_id, t.started_at, t.ended_at, t.exit_code, t.stage, t.status \
+     FROM workspace_agent_script_timings t JOIN workspace_agent_scripts s ON s.id = t.script_id \
+     WHERE s.workspace_agent_id = $1 ORDER BY t.started_at, t.script_id",
+);
+const LIST_CONNECTION_LOGS: Stmt = Stmt::new(
+    "GetConnectionLogsByWorkspaceAndAgentName",
+    // connection_logs carry no agent id (Coder's schema): the agent is its workspace and name.
+    "SELECT connection_id, connect_time, type, code, ip, disconnect_time, disconnect_reason \
+     FROM connection_logs WHERE workspace_id = $1 AND agent_name = $2 \
+     ORDER BY connect_time, id",
+);
+const UPDATE_SUB_AGENT: Stmt = Stmt::new(
+    "UpdateWorkspaceAgentDisplayAppsAndDirectoryByID",
+    // Coder's pre-provisioned path runs two updates after reading the child; one statement
+    // that also checks the parent does the same for a child of this agent and nothing else.
+    "UPDATE workspace_agents SET display_apps = $3, \
+     directory = CASE WHEN $4 = '' THEN directory ELSE $4 END, updated_at = $5 \
+     WHERE id = $1 AND parent_id = $2 AND deleted = FALSE RETURNING id, name, auth_token",
+);
 const MARK_CONNECTED: Stmt = Stmt::new(
     "UpdateWorkspaceAgentConnectionByID",
     "UPDATE workspace_agents SET first_connected_at = COALESCE(first_connected_at, $2), \
@@ -953,6 +979,61 @@ impl AgentScope {
             true
         });
         Ok(accepted)
+    }
+
+    /// This agent's log lines with an id above `after_id`, oldest first (what a log stream
+    /// fetches after an `agent-logs:<agent>` notification).
+    pub async fn logs_after(&self, after_id: i64) -> Result<Vec<AgentLog>, StoreError> {
+        let core = self.core();
+        let rows = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, LOGS_AFTER, AgentLog).bind(&self.agent_key).bind(after_id).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// Timings recorded for this agent's scripts.
+    pub async fn script_timings(&self) -> Result<Vec<ScriptTiming>, StoreError> {
+        let core = self.core();
+        let rows = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, LIST_SCRIPT_TIMINGS, ScriptTiming).bind(&self.agent_key).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// Connection log entries of this agent (its workspace and name), oldest first.
+    pub async fn connection_logs(&self) -> Result<Vec<ConnectionLogEntry>, StoreError> {
+        let core = self.core();
+        let rows = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, LIST_CONNECTION_LOGS, ConnectionLogEntry)
+                .bind(id(self.workspace_id))
+                .bind(&self.name)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// CreateSubAgent for a pre-provisioned child (`req.id`): set its display apps, and its
+    /// directory unless `directory` is empty. `Ok(None)` when `sub_agent_id` is not a live
+    /// child of this agent (nothing written).
+    pub async fn update_sub_agent(
+        &self,
+        sub_agent_id: Uuid,
+        display_apps: &[String],
+        directory: &str,
+    ) -> Result<Option<SubAgent>, StoreError> {
+        let core = self.core();
+        let row = with_pool!(&core.db, write, |eng, pool| {
+            qa!(core.counters, eng, UPDATE_SUB_AGENT, SubAgent)
+                .bind(id(sub_agent_id))
+                .bind(&self.agent_key)
+                .bind(json_string_array(display_apps))
+                .bind(directory)
+                .bind(now_micros())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row)
     }
 
     /// Connection monitor start: `first_connected_at` if unset, `last_connected_at`, the

@@ -54,6 +54,7 @@ dual!(
     site_configs,
     app_status,
     pubsub_roundtrip,
+    scoped_read_backs_and_pre_provisioned_sub_agent,
 );
 
 mod cases {
@@ -596,6 +597,88 @@ mod cases {
         let d = env.store.queries().snapshot().since(&before);
         assert_eq!((d.begins, d.commits), (1, 1));
         assert_eq!(d.get("DeleteStaleWorkspaceAgentContextResources"), 1);
+    }
+
+    pub async fn scoped_read_backs_and_pre_provisioned_sub_agent(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let store = &env.store;
+        let f = fixture(store, "tara").await;
+        let other = second_agent(store, &f, "other").await;
+        let (mine, theirs) = (store.agent(&f.agent), store.agent(&other));
+
+        // Logs: only mine, after the given id, oldest first, as stored (cut, levels, source).
+        let src = Uuid::new_v4();
+        let line = |l: &str, s: &str| LogLine { level: l.into(), output: s.into() };
+        mine.insert_logs(src, &[line("warn", "a"), line("error", &"é".repeat(1100))]).await.unwrap();
+        theirs.insert_logs(src, &[line("info", "theirs")]).await.unwrap();
+        let logs = mine.logs_after(0).await.unwrap();
+        assert_eq!(logs.len(), 2);
+        assert_eq!((logs[0].level.as_str(), logs[0].output.as_str(), logs[0].log_source_id), ("warn", "a", src));
+        assert_eq!(logs[1].output.chars().count(), 1024);
+        assert_eq!(mine.logs_after(logs[0].id).await.unwrap().len(), 1);
+
+        // Script timings: only my scripts'.
+        let admin = store.admin();
+        let my_script =
+            admin.add_script(f.agent.id, &NewScript { script: "x".into(), ..Default::default() }).await.unwrap();
+        let their_script =
+            admin.add_script(other.id, &NewScript { script: "y".into(), ..Default::default() }).await.unwrap();
+        let t = |script_id| ScriptTiming {
+            script_id,
+            started_at: 1,
+            ended_at: 2,
+            exit_code: 3,
+            stage: "cron".into(),
+            status: "timed_out".into(),
+        };
+        assert!(mine.insert_script_timing(&t(my_script)).await.unwrap());
+        assert!(theirs.insert_script_timing(&t(their_script)).await.unwrap());
+        assert_eq!(mine.script_timings().await.unwrap(), vec![t(my_script)]);
+
+        // Connection logs: by workspace and agent name.
+        let conn = Uuid::new_v4();
+        let ev = ConnectionEvent {
+            connection_id: conn,
+            time: 10,
+            connect: false,
+            kind: "vscode".into(),
+            code: Some(7),
+            ip: Some("localhost".into()),
+            disconnect_reason: Some("bye".into()),
+        };
+        mine.insert_connection_log(&ev).await.unwrap();
+        theirs.insert_connection_log(&ConnectionEvent { connection_id: Uuid::new_v4(), ..ev.clone() }).await.unwrap();
+        let rows = mine.connection_logs().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].connection_id, Some(conn));
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].code, rows[0].ip.as_deref()),
+            ("vscode", Some(7), Some("127.0.0.1"))
+        );
+        assert_eq!((rows[0].disconnect_time, rows[0].disconnect_reason.as_deref()), (Some(10), Some("bye")));
+
+        // Pre-provisioned sub-agent: only my live child is updated; an empty directory keeps it.
+        let child = mine
+            .create_sub_agent(&NewSubAgent { name: "dev".into(), directory: "/ws".into(), ..Default::default() })
+            .await
+            .unwrap();
+        let their_child =
+            theirs.create_sub_agent(&NewSubAgent { name: "dev".into(), ..Default::default() }).await.unwrap();
+        let before = store.queries().snapshot();
+        let got = mine.update_sub_agent(child.id, &["web_terminal".into()], "").await.unwrap();
+        assert_eq!(got, Some(child.clone()));
+        assert_eq!(store.queries().snapshot().since(&before).total(), 1);
+        let resolved = store.resolve_agent_by_token(&child.auth_token.to_string()).await.unwrap().unwrap();
+        assert_eq!((resolved.directory.as_str(), resolved.display_apps.as_str()), ("/ws", r#"["web_terminal"]"#));
+        mine.update_sub_agent(child.id, &[], "/new").await.unwrap();
+        let resolved = store.resolve_agent_by_token(&child.auth_token.to_string()).await.unwrap().unwrap();
+        assert_eq!(resolved.directory, "/new");
+        assert!(mine.update_sub_agent(their_child.id, &[], "/x").await.unwrap().is_none());
+        assert!(mine.update_sub_agent(other.id, &[], "/x").await.unwrap().is_none());
+        let resolved = store.resolve_agent_by_token(&their_child.auth_token.to_string()).await.unwrap().unwrap();
+        assert_eq!(resolved.directory, "");
+        assert!(mine.delete_sub_agent(child.id).await.unwrap());
+        assert!(mine.update_sub_agent(child.id, &[], "/x").await.unwrap().is_none());
     }
 
     pub async fn site_configs(kind: Kind) {
