@@ -77,11 +77,13 @@ impl Default for AgentApiConfig {
 pub struct AgentApi {
     pub store: Store,
     pub config: AgentApiConfig,
+    /// Agents known to be over their log budget, so BatchCreateLogs answers them without a query.
+    log_overflow: logs::OverflowedAgents,
 }
 
 impl AgentApi {
     pub fn new(store: Store, config: AgentApiConfig) -> Self {
-        AgentApi { store, config }
+        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default() }
     }
 }
 
