@@ -33,6 +33,8 @@ async fn our_server(websocket: bool) -> String {
     let mut config = ServerConfig::default();
     config.session.keepalive.interval = Some(Duration::from_millis(100));
     config.session.keepalive.timeout = Duration::from_millis(300);
+    // The Go client below uses a 400 ms stream-open timeout (Coder's is 75 s): ACK well before it.
+    config.ack_delay = Duration::from_millis(100);
     let server = Server::new(router, config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();

@@ -23,11 +23,13 @@ pub struct DrpcStream {
     eof: bool,
     /// We sent our FIN; never send it twice (hashicorp ends the whole session on a second FIN).
     closed: bool,
+    /// Something went out on the stream, so the peer has its ACK (the crate sets it on the first frame we send).
+    acked: bool,
 }
 
 impl DrpcStream {
     pub fn new(stream: yamux::Stream, role: Role, limits: Limits) -> Self {
-        DrpcStream { stream, conn: Connection::new(role, limits), eof: false, closed: false }
+        DrpcStream { stream, conn: Connection::new(role, limits), eof: false, closed: false, acked: false }
     }
 
     pub fn conn(&mut self) -> &mut Connection {
@@ -41,8 +43,29 @@ impl DrpcStream {
     /// Acknowledges an inbound stream now rather than at its first reply: an empty write makes the crate send a
     /// zero-length Data frame carrying ACK.
     pub async fn acknowledge(&mut self) -> io::Result<()> {
+        if self.acked {
+            return Ok(());
+        }
+        self.acked = true;
         self.stream.write(&[]).await?;
         self.stream.flush().await
+    }
+
+    pub fn is_acked(&self) -> bool {
+        self.acked
+    }
+
+    /// Like [`DrpcStream::next_event`], but acknowledges the stream if nothing has gone out by `ack_at`: the reply
+    /// usually carries the ACK for free, and a slow one must not leave a Go peer waiting past its open timeout.
+    pub async fn next_event_acking(&mut self, ack_at: tokio::time::Instant) -> Result<Option<Event>, DriveError> {
+        if !self.acked {
+            tokio::select! {
+                biased;
+                event = self.next_event() => return event,
+                _ = tokio::time::sleep_until(ack_at) => self.acknowledge().await?,
+            }
+        }
+        self.next_event().await
     }
 
     /// The next event; `Ok(None)` when the peer has closed its side and every buffered packet was delivered.
@@ -74,6 +97,7 @@ impl DrpcStream {
     /// Writes whatever the connection has queued, in one write, and flushes.
     pub async fn flush(&mut self) -> io::Result<()> {
         if let Some(bytes) = self.conn.poll_transmit() {
+            self.acked = true;
             self.stream.write_all(&bytes).await?;
             self.stream.flush().await?;
         }
@@ -86,6 +110,7 @@ impl DrpcStream {
             return Ok(());
         }
         self.closed = true;
+        self.acked = true;
         self.flush().await?;
         self.stream.close().await
     }

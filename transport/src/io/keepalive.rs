@@ -116,8 +116,11 @@ pub struct Keepalive<T> {
     outbound: FrameCursor,
     /// Bytes read and filtered, not yet handed to the crate.
     readable: BytesMut,
-    /// Our ping, and how much of it is written.
-    ping_out: Option<([u8; HEADER_LEN], usize)>,
+    /// Bytes the crate wrote, not yet on the socket. The crate writes a frame's header and body separately and
+    /// flushes after every frame: buffering here turns two syscalls per frame into one.
+    writable: BytesMut,
+    /// A ping is due and waits for a frame boundary in `writable`.
+    ping_due: bool,
     awaiting: Option<u32>,
     next_nonce: u32,
     /// When the next ping is due, or when the one in flight times out.
@@ -136,7 +139,8 @@ impl<T> Keepalive<T> {
             inbound: FrameCursor::default(),
             outbound: FrameCursor::default(),
             readable: BytesMut::new(),
-            ping_out: None,
+            writable: BytesMut::new(),
+            ping_due: false,
             awaiting: None,
             next_nonce: 0,
             timer,
@@ -173,7 +177,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
         let nonce = OUR_PING | (self.next_nonce & !OUR_PING);
         self.next_nonce = self.next_nonce.wrapping_add(1);
         self.awaiting = Some(nonce);
-        self.ping_out = Some((ping_frame(FLAG_SYN, nonce), 0));
+        self.ping_due = true;
         timer.as_mut().reset(Instant::now() + self.config.timeout);
         let _ = interval;
         // Register the timer's waker again for the deadline.
@@ -203,29 +207,44 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
         }
     }
 
-    fn poll_inner_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
+    /// Appends the due ping to the outgoing bytes if they end on a frame boundary.
+    fn queue_ping(&mut self) {
+        if self.ping_due && self.outbound.at_boundary() {
+            if let Some(nonce) = self.awaiting {
+                self.writable.extend_from_slice(&ping_frame(FLAG_SYN, nonce));
+            }
+            self.ping_due = false;
+        }
+    }
+
+    /// Writes every buffered byte to the socket.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.writable.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.writable) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.write_stall = None;
+                    self.writable.advance(n);
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    ready!(self.stalled(cx))?;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes every buffered byte and flushes the socket.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
+        match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Ready(result) => {
                 self.write_stall = None;
                 Poll::Ready(result)
             }
-            Poll::Pending => self.stalled(cx),
+            Poll::Pending => self.stalled(cx).map_ok(|_| ()),
         }
-    }
-
-    /// Writes our ping if one is waiting and the outbound stream is between frames.
-    fn poll_ping_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((frame, written)) = self.ping_out {
-            if !self.outbound.at_boundary() {
-                return Poll::Ready(Ok(()));
-            }
-            let n = ready!(self.poll_inner_write(cx, &frame[written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.ping_out = if written + n == HEADER_LEN { None } else { Some((frame, written + n)) };
-        }
-        Poll::Ready(Ok(()))
     }
 
     fn fill_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
@@ -259,12 +278,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Keepalive<T> {
         let this = &mut *self;
         // The crate polls reads all the time, even on an idle session: the place to drive the keepalive.
         this.poll_keepalive(cx)?;
-        if this.ping_out.is_some() {
-            if let Poll::Ready(Err(err)) = this.poll_ping_out(cx) {
+        if this.ping_due {
+            this.queue_ping();
+            // Pending is fine: the socket wakes this task when it can take more, and the next poll goes on.
+            // The flush matters: a WebSocket sends only on flush.
+            if let Poll::Ready(Err(err)) = this.poll_send(cx) {
                 return Poll::Ready(Err(err));
-            }
-            if this.ping_out.is_none() {
-                let _ = Pin::new(&mut this.inner).poll_flush(cx)?;
             }
         }
         loop {
@@ -281,32 +300,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Keepalive<T> {
     }
 }
 
+/// Largest run of bytes held before they go to the socket even without a flush.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Keepalive<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.poll_ping_out(cx))?;
-        let n = ready!(this.poll_inner_write(cx, data))?;
-        this.outbound.walk(&data[..n], &mut |_| {}, &mut |_| true);
-        if this.ping_out.is_some() && this.outbound.at_boundary() {
-            // Best effort: the ping rides along now if the socket takes it, otherwise with the next write or read.
-            let _ = this.poll_ping_out(cx);
+        if this.writable.len() >= WRITE_BUFFER {
+            ready!(this.poll_write_out(cx))?;
         }
-        Poll::Ready(Ok(n))
+        this.writable.extend_from_slice(data);
+        this.outbound.walk(data, &mut |_| {}, &mut |_| true);
+        this.queue_ping();
+        Poll::Ready(Ok(data.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => {
-                this.write_stall = None;
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.stalled(cx).map_ok(|_| ()),
-        }
+        self.poll_send(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -403,7 +419,8 @@ mod tests {
         let (ours, _peer) = tokio::io::duplex(1024);
         let mut ka = Keepalive::new(ours, KeepaliveConfig { interval: None, ..KeepaliveConfig::default() });
         let started = Instant::now();
-        let err = ka.write_all(&vec![0u8; 4096]).await.unwrap_err();
+        ka.write_all(&[0u8; 4096]).await.unwrap();
+        let err = ka.flush().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), DEFAULT_WRITE_TIMEOUT);
     }
@@ -416,11 +433,12 @@ mod tests {
         let mut frame = header(TYPE_DATA, 0, 1, 4);
         frame.extend_from_slice(b"abcd");
         ka.write_all(&frame[..6]).await.unwrap();
+        ka.flush().await.unwrap();
         tokio::time::sleep(DEFAULT_KEEPALIVE_INTERVAL).await;
         let mut buf = [0u8; 1];
         let _ = tokio::time::timeout(Duration::from_millis(1), ka.read(&mut buf)).await;
         ka.write_all(&frame[6..]).await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_millis(1), ka.read(&mut buf)).await;
+        ka.flush().await.unwrap();
         let mut seen = vec![0u8; frame.len() + HEADER_LEN];
         peer.read_exact(&mut seen).await.unwrap();
         assert_eq!(&seen[..frame.len()], &frame[..]);

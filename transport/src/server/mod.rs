@@ -7,7 +7,8 @@ pub mod stream;
 
 pub use router::{BoxFuture, Method, Router};
 pub use serve::{
-    Server, ServerConfig, SessionEnd, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION, DEFAULT_STREAM_SEND_QUEUE,
+    Server, ServerConfig, SessionEnd, DEFAULT_ACK_DELAY, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
+    DEFAULT_STREAM_SEND_QUEUE,
 };
 pub use status::Status;
 pub use stream::ServerStream;

@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -24,6 +25,11 @@ pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION: usize = 128;
 /// Replies a streaming handler may queue before its `send` waits for the peer to take them.
 pub const DEFAULT_STREAM_SEND_QUEUE: usize = 8;
 
+/// How long an accepted stream may go without an ACK. A reply carries the ACK in its first frame, so a quick call
+/// costs no extra frame; a slower one is acknowledged after this delay, far inside the 75 s after which a Go peer
+/// (hashicorp `StreamOpenTimeout`) tears the whole session down. Streaming calls are acknowledged at once.
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     pub session: SessionConfig,
@@ -32,6 +38,8 @@ pub struct ServerConfig {
     pub max_concurrent_calls: usize,
     /// See [`DEFAULT_STREAM_SEND_QUEUE`].
     pub stream_send_queue: usize,
+    /// See [`DEFAULT_ACK_DELAY`].
+    pub ack_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +49,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
             stream_send_queue: DEFAULT_STREAM_SEND_QUEUE,
+            ack_delay: DEFAULT_ACK_DELAY,
         }
     }
 }
@@ -127,15 +136,12 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     calls: Arc<Semaphore>,
 ) {
     let mut io = DrpcStream::new(stream, Role::Server, config.limits);
-    if let Err(err) = io.acknowledge().await {
-        tracing::debug!(error = %err, "could not acknowledge stream");
-        return;
-    }
+    let ack_at = tokio::time::Instant::now() + config.ack_delay;
     let mut next: Option<Event> = None;
     loop {
         let event = match next.take() {
             Some(event) => event,
-            None => match io.next_event().await {
+            None => match io.next_event_acking(ack_at).await {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(err) => {
@@ -160,7 +166,7 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
         };
         let span = tracing::debug_span!("rpc", method = %method);
         let outcome = match handler {
-            Method::Unary(f) => serve_unary(&mut io, id, |body| f(ctx.clone(), body)).instrument(span).await,
+            Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
                 let queue = config.stream_send_queue.max(1);
                 serve_streaming(&mut io, id, method, queue, |stream| f(ctx.clone(), stream)).instrument(span).await
@@ -213,11 +219,12 @@ fn carry_over(event: Event) -> Option<Event> {
 async fn serve_unary(
     io: &mut DrpcStream,
     id: u64,
+    ack_at: tokio::time::Instant,
     handler: impl FnOnce(Bytes) -> BoxFuture<Result<Bytes, Status>>,
 ) -> Result<Option<Event>, DriveError> {
     // drpcmux reads the request before it calls the handler.
     let request = loop {
-        match io.next_event().await? {
+        match io.next_event_acking(ack_at).await? {
             Some(Event::Message { stream, data }) if stream == id => break data,
             Some(Event::CloseSend { stream }) if stream == id => {
                 // Go's MsgRecv returns io.EOF, and the handler's error goes back as is.
@@ -233,6 +240,7 @@ async fn serve_unary(
     let call = AssertUnwindSafe(handler(request)).catch_unwind();
     tokio::pin!(call);
     let result = loop {
+        let acked = io.is_acked();
         tokio::select! {
             biased;
             result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
@@ -242,6 +250,7 @@ async fn serve_unary(
                 // The client half-closed its transport: Go's server cancels the call, and so do we.
                 None => return Ok(None),
             },
+            _ = tokio::time::sleep_until(ack_at), if !acked => io.acknowledge().await?,
         }
     };
     let sent = match result {
@@ -261,6 +270,8 @@ async fn serve_streaming(
     send_queue: usize,
     handler: impl FnOnce(ServerStream) -> BoxFuture<Result<(), Status>>,
 ) -> Result<Option<Event>, DriveError> {
+    // Streaming calls live long and may stay quiet: acknowledge now rather than arm a timer.
+    io.acknowledge().await?;
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(send_queue);
     let call = AssertUnwindSafe(handler(ServerStream { inbound: in_rx, outbound: out_tx, method })).catch_unwind();
