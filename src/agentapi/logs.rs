@@ -13,7 +13,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use agentwire_store::pubsub::{agent_logs_channel, agent_logs_payload, workspace_event_payload, workspace_owner_channel};
+use agentwire_store::pubsub::{
+    agent_logs_channel, agent_logs_payload, workspace_event_payload, workspace_owner_channel,
+};
 use agentwire_store::{InsertLogsOutcome, LogLine};
 use uuid::Uuid;
 
@@ -67,8 +69,11 @@ pub(super) async fn batch_create_logs(
     let lines: Vec<LogLine> =
         request.logs.into_iter().map(|l| LogLine { level: level_name(l.level).to_owned(), output: l.output }).collect();
 
-    let outcome =
-        session.scope.insert_logs(log_source_id, &lines).await.map_err(RpcError::store("insert workspace agent logs"))?;
+    let outcome = session
+        .scope
+        .insert_logs(log_source_id, &lines)
+        .await
+        .map_err(RpcError::store("insert workspace agent logs"))?;
     let pubsub = api.store.pubsub();
     match outcome {
         InsertLogsOutcome::Empty => Ok(pb::BatchCreateLogsResponse::default()),
@@ -212,7 +217,11 @@ mod tests {
         assert_eq!(d.commits, 1);
         let rows = f.session.scope.logs_after(0).await.expect("read");
         assert_eq!(rows[0].output, "x".repeat(1024));
-        assert_eq!(rows[0].log_source_id, uuid::uuid!("3b579bf4-1ed8-4b99-87a8-e9a1e3410410"), "Coder's External source");
+        assert_eq!(
+            rows[0].log_source_id,
+            uuid::uuid!("3b579bf4-1ed8-4b99-87a8-e9a1e3410410"),
+            "Coder's External source"
+        );
         // The budget is charged with the full length, as Coder's output_length is.
         assert_eq!(f.session.scope.state().await.expect("state").expect("row").logs_length, 1500);
         let sources = f.session.scope.list_log_sources().await.expect("sources");
@@ -328,9 +337,10 @@ mod tests {
         assert_eq!(other_session.scope.state().await.expect("state").expect("row").logs_length, 6);
         // One agent's overflow does not short-circuit another's.
         f.api.log_overflow.insert(f.agent.id);
-        let resp = batch_create_logs(&f.api, &other_session, request(their_source, vec![log(pb::log::Level::Info, "x")]))
-            .await
-            .expect("theirs");
+        let resp =
+            batch_create_logs(&f.api, &other_session, request(their_source, vec![log(pb::log::Level::Info, "x")]))
+                .await
+                .expect("theirs");
         assert!(!resp.log_limit_exceeded);
         assert_ne!(other.id, f.agent.id);
     }
