@@ -7,7 +7,7 @@ pub mod stream;
 
 pub use router::{BoxFuture, Method, Router};
 pub use serve::{
-    Server, ServerConfig, SessionEnd, DEFAULT_ACK_DELAY, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
+    CallObserver, CallOutcome, Server, UNKNOWN_METHOD, ServerConfig, SessionEnd, DEFAULT_ACK_DELAY, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
     DEFAULT_STREAM_SEND_QUEUE,
 };
 pub use status::Status;

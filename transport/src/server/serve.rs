@@ -54,6 +54,25 @@ impl Default for ServerConfig {
     }
 }
 
+/// How a call ended, for observers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// A reply went out.
+    Ok,
+    /// An Error packet went out with this code.
+    Error(u64),
+    /// The peer cancelled (Close, Cancel, FIN) before the reply.
+    Cancelled,
+}
+
+/// What observers see as the method of a call to a path nobody registered.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// Sees every call a server serves: metrics and logs hook in here.
+pub trait CallObserver: Send + Sync + 'static {
+    fn call_finished(&self, method: &str, outcome: CallOutcome, elapsed: Duration);
+}
+
 /// How a session ended.
 #[derive(Debug)]
 pub enum SessionEnd {
@@ -68,17 +87,23 @@ pub enum SessionEnd {
 pub struct Server<C> {
     router: Arc<Router<C>>,
     config: ServerConfig,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl<C> Clone for Server<C> {
     fn clone(&self) -> Self {
-        Server { router: self.router.clone(), config: self.config }
+        Server { router: self.router.clone(), config: self.config, observer: self.observer.clone() }
     }
 }
 
 impl<C: Clone + Send + Sync + 'static> Server<C> {
     pub fn new(router: Router<C>, config: ServerConfig) -> Self {
-        Server { router: Arc::new(router), config }
+        Server { router: Arc::new(router), config, observer: None }
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn router(&self) -> &Router<C> {
@@ -105,7 +130,14 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                 _ = shutdown.cancelled() => break true,
                 stream = incoming.next() => match stream {
                     Some(stream) => {
-                        let task = serve_stream(stream, self.router.clone(), ctx.clone(), self.config, calls.clone());
+                        let task = serve_stream(
+                            stream,
+                            self.router.clone(),
+                            ctx.clone(),
+                            self.config,
+                            calls.clone(),
+                            self.observer.clone(),
+                        );
                         tracker.spawn(task.in_current_span());
                     }
                     None => break false,
@@ -134,6 +166,7 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     ctx: C,
     config: ServerConfig,
     calls: Arc<Semaphore>,
+    observer: Option<Arc<dyn CallObserver>>,
 ) {
     let mut io = DrpcStream::new(stream, Role::Server, config.limits);
     let ack_at = tokio::time::Instant::now() + config.ack_delay;
@@ -156,6 +189,10 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
         };
         let Some(handler) = router.get(&method).cloned() else {
             tracing::debug!(%method, "unknown rpc");
+            if let Some(observer) = &observer {
+                // Not the peer's string: method names become metric labels, and those must stay a bounded set.
+                observer.call_finished(UNKNOWN_METHOD, CallOutcome::Error(0), Duration::ZERO);
+            }
             if io.conn().send_error(id, 0, &Status::unknown_rpc(&method).message).is_ok() && io.flush().await.is_err() {
                 break;
             }
@@ -165,15 +202,22 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             break;
         };
         let span = tracing::debug_span!("rpc", method = %method);
+        let started = std::time::Instant::now();
         let outcome = match handler {
             Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
                 let queue = config.stream_send_queue.max(1);
-                serve_streaming(&mut io, id, method, queue, |stream| f(ctx.clone(), stream)).instrument(span).await
+                serve_streaming(&mut io, id, method.clone(), queue, |stream| f(ctx.clone(), stream))
+                    .instrument(span)
+                    .await
             }
         };
+        if let Some(observer) = &observer {
+            let result = outcome.as_ref().map_or(CallOutcome::Cancelled, |(_, result)| *result);
+            observer.call_finished(&method, result, started.elapsed());
+        }
         match outcome {
-            Ok(then) => next = then,
+            Ok((then, _)) => next = then,
             Err(err) => {
                 log_drive_error(&err);
                 break;
@@ -221,7 +265,7 @@ async fn serve_unary(
     id: u64,
     ack_at: tokio::time::Instant,
     handler: impl FnOnce(Bytes) -> BoxFuture<Result<Bytes, Status>>,
-) -> Result<Option<Event>, DriveError> {
+) -> Result<(Option<Event>, CallOutcome), DriveError> {
     // drpcmux reads the request before it calls the handler.
     let request = loop {
         match io.next_event_acking(ack_at).await? {
@@ -230,11 +274,11 @@ async fn serve_unary(
                 // Go's MsgRecv returns io.EOF, and the handler's error goes back as is.
                 let _ = io.conn().send_error(id, 0, "EOF");
                 io.flush().await?;
-                return Ok(None);
+                return Ok((None, CallOutcome::Error(0)));
             }
-            Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+            Some(event) if ends_call(&event, id) => return Ok((carry_over(event), CallOutcome::Cancelled)),
             Some(_) => continue,
-            None => return Ok(None),
+            None => return Ok((None, CallOutcome::Cancelled)),
         }
     };
     let call = AssertUnwindSafe(handler(request)).catch_unwind();
@@ -245,13 +289,17 @@ async fn serve_unary(
             biased;
             result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
             event = io.next_event() => match event? {
-                Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+                Some(event) if ends_call(&event, id) => return Ok((carry_over(event), CallOutcome::Cancelled)),
                 Some(_) => continue,
                 // The client half-closed its transport: Go's server cancels the call, and so do we.
-                None => return Ok(None),
+                None => return Ok((None, CallOutcome::Cancelled)),
             },
             _ = tokio::time::sleep_until(ack_at), if !acked => io.acknowledge().await?,
         }
+    };
+    let outcome = match &result {
+        Ok(_) => CallOutcome::Ok,
+        Err(status) => CallOutcome::Error(status.code),
     };
     let sent = match result {
         Ok(reply) => io.conn().send_message(id, &reply).and_then(|()| io.conn().send_close_send(id)),
@@ -260,7 +308,7 @@ async fn serve_unary(
     if sent.is_ok() {
         io.flush().await?;
     }
-    Ok(None)
+    Ok((None, outcome))
 }
 
 async fn serve_streaming(
@@ -269,7 +317,7 @@ async fn serve_streaming(
     method: String,
     send_queue: usize,
     handler: impl FnOnce(ServerStream) -> BoxFuture<Result<(), Status>>,
-) -> Result<Option<Event>, DriveError> {
+) -> Result<(Option<Event>, CallOutcome), DriveError> {
     // Streaming calls live long and may stay quiet: acknowledge now rather than arm a timer.
     io.acknowledge().await?;
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
@@ -285,7 +333,7 @@ async fn serve_streaming(
             result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
             Some(reply) = out_rx.recv() => {
                 if io.conn().send_message(id, &reply).is_err() {
-                    return Ok(None);
+                    return Ok((None, CallOutcome::Cancelled));
                 }
                 io.flush().await?;
             }
@@ -302,24 +350,28 @@ async fn serve_streaming(
                     _ => {}
                 },
                 Some(Event::CloseSend { stream }) if stream == id => in_tx = None,
-                Some(event) if ends_call(&event, id) => return Ok(carry_over(event)),
+                Some(event) if ends_call(&event, id) => return Ok((carry_over(event), CallOutcome::Cancelled)),
                 Some(_) => {}
-                None => return Ok(None),
+                None => return Ok((None, CallOutcome::Cancelled)),
             },
         }
     };
     // Replies the handler queued before it returned still go out, before the end of the stream.
     while let Ok(reply) = out_rx.try_recv() {
         if io.conn().send_message(id, &reply).is_err() {
-            return Ok(None);
+            return Ok((None, CallOutcome::Cancelled));
         }
     }
+    let outcome = match &result {
+        Ok(()) => CallOutcome::Ok,
+        Err(status) => CallOutcome::Error(status.code),
+    };
     let _ = match result {
         Ok(()) => io.conn().send_close_send(id),
         Err(status) => io.conn().send_error(id, status.code, &status.message),
     };
     io.flush().await?;
-    Ok(None)
+    Ok((None, outcome))
 }
 
 async fn reserve(tx: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
