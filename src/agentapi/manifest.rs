@@ -1,12 +1,564 @@
-//! Placeholder until this concern is implemented: answers Unimplemented (code 12), never a silent success.
+//! GetManifest (Coder's `manifest.go`): everything the agent needs to start, read once per connection.
+//!
+//! The agent's own fields (name, directory, environment, motd, parent) and its workspace's come from the session,
+//! resolved from the token at connect; Coder re-reads the agent row here, we do not. What belongs to the agent but
+//! lives in other tables (apps, scripts, metadata descriptions, devcontainers) is listed through the session's
+//! scope, and the DERP map comes from the site configuration: five reads, run concurrently.
 
-use super::{pb, AgentApi, RpcError};
+use std::collections::HashMap;
+
+use agentwire_store::{App, Devcontainer, Metadata, Script};
+use serde::Deserialize;
+
+use super::{pb, AgentApi, AgentApiConfig, RpcError};
+use crate::proto::tailnet::v2 as tailnet;
 use crate::session::Session;
 
+use pb::workspace_app::{Health, SharingLevel};
+
 pub(super) async fn get_manifest(
-    _api: &AgentApi,
-    _session: &Session,
+    api: &AgentApi,
+    session: &Session,
     _request: pb::GetManifestRequest,
 ) -> Result<pb::Manifest, RpcError> {
-    Err(RpcError::Unimplemented)
+    let scope = &session.scope;
+    let (apps, scripts, metadata, devcontainers, derp_map) = tokio::try_join!(
+        scope.list_apps(),
+        scope.list_scripts(),
+        scope.list_metadata(),
+        scope.list_devcontainers(),
+        api.store.derp_map(),
+    )
+    .map_err(RpcError::store("fetching workspace agent data"))?;
+
+    let agent = &session.agent;
+    let environment_variables = match agent.environment_variables.as_deref() {
+        // `null` decodes to no variables, as Go's json.Unmarshal into a map does.
+        Some(json) => serde_json::from_str::<Option<HashMap<String, String>>>(json)
+            .map_err(|e| RpcError::invalid(format!("unmarshal env vars: {e}")))?
+            .unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let names = Names { agent: &agent.name, workspace: &agent.workspace_name, owner: &agent.owner_username };
+    let apps = apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            app_to_proto(app, &names, &api.config).map_err(|e| {
+                RpcError::invalid(format!("converting workspace apps: parse app {i} ({:?}): {e}", app.slug))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let derp_map = match derp_map {
+        Some(json) => derp_map_from_json(&json).map_err(|e| RpcError::invalid(format!("decode DERP map: {e}")))?,
+        // No DERP map configured: send an empty one rather than none, as agents expect the field. Such agents can only
+        // connect directly; the operator sets the map with the site configuration.
+        None => empty_derp_map(),
+    };
+
+    Ok(pb::Manifest {
+        agent_id: uuid_bytes(agent.id),
+        agent_name: agent.name.clone(),
+        owner_username: agent.owner_username.clone(),
+        workspace_id: uuid_bytes(agent.workspace_id),
+        workspace_name: agent.workspace_name.clone(),
+        git_auth_configs: api.config.git_auth_configs,
+        environment_variables,
+        directory: agent.directory.clone(),
+        vs_code_port_proxy_uri: vscode_port_proxy_uri(&api.config, &names),
+        motd_path: agent.motd_file.clone(),
+        disable_direct_connections: api.config.disable_direct_connections,
+        derp_force_websockets: api.config.derp_force_websockets,
+        parent_id: agent.parent_id.map(uuid_bytes),
+        derp_map: Some(derp_map),
+        scripts: scripts.iter().map(script_to_proto).collect(),
+        apps,
+        metadata: metadata.iter().map(metadata_to_proto).collect(),
+        devcontainers: devcontainers.iter().map(devcontainer_to_proto).collect(),
+        // Coder MAIN sends the owner's user secrets here; this server keeps none.
+        secrets: Vec::new(),
+    })
+}
+
+/// The names that make up subdomain app hosts.
+struct Names<'a> {
+    agent: &'a str,
+    workspace: &'a str,
+    owner: &'a str,
+}
+
+fn uuid_bytes(id: uuid::Uuid) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(id.as_bytes())
+}
+
+fn seconds(s: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: s, nanos: 0 }
+}
+
+/// Coder stores metadata intervals and timeouts as Go `time.Duration`: nanoseconds.
+fn nanoseconds(ns: i64) -> prost_types::Duration {
+    // Euclidean remainder keeps nanos in 0..1e9, so the value fits an i32.
+    let nanos = i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+    prost_types::Duration { seconds: ns.div_euclid(1_000_000_000), nanos }
+}
+
+fn app_to_proto(app: &App, names: &Names<'_>, config: &AgentApiConfig) -> Result<pb::WorkspaceApp, String> {
+    // Coder maps by upper-casing the DB enum and looking up the proto name; an unknown value fails the manifest.
+    let sharing_level = SharingLevel::from_str_name(&app.sharing_level.to_uppercase())
+        .filter(|l| *l != SharingLevel::Unspecified)
+        .ok_or_else(|| format!("unknown app sharing level: {:?}", app.sharing_level))?;
+    let health = Health::from_str_name(&app.health.to_uppercase())
+        .filter(|h| *h != Health::Unspecified)
+        .ok_or_else(|| format!("unknown app health: {:?}", app.health))?;
+    Ok(pb::WorkspaceApp {
+        id: uuid_bytes(app.id),
+        url: app.url.clone().unwrap_or_default(),
+        external: app.external,
+        slug: app.slug.clone(),
+        display_name: app.display_name.clone(),
+        command: app.command.clone().unwrap_or_default(),
+        icon: app.icon.clone(),
+        subdomain: app.subdomain,
+        subdomain_name: subdomain_name(app, names, &config.app_hostname),
+        sharing_level: sharing_level as i32,
+        healthcheck: Some(pb::workspace_app::Healthcheck {
+            url: app.healthcheck_url.clone(),
+            interval: Some(seconds(app.healthcheck_interval)),
+            threshold: i32::try_from(app.healthcheck_threshold).unwrap_or(i32::MAX),
+        }),
+        health: health as i32,
+        hidden: app.hidden,
+    })
+}
+
+/// `<slug>--<workspace>--<owner>`, or `<port>--<agent>--<workspace>--<owner>` for a port slug; empty unless the app
+/// is a subdomain app, an app hostname is configured, and every name is known.
+fn subdomain_name(app: &App, names: &Names<'_>, app_hostname: &str) -> String {
+    if !app.subdomain
+        || app_hostname.is_empty()
+        || names.agent.is_empty()
+        || names.workspace.is_empty()
+        || names.owner.is_empty()
+    {
+        return String::new();
+    }
+    if app.slug.parse::<u16>().is_ok() {
+        format!("{}--{}--{}--{}", app.slug, names.agent, names.workspace, names.owner)
+    } else {
+        format!("{}--{}--{}", app.slug, names.workspace, names.owner)
+    }
+}
+
+/// `<access scheme>://<app host>` with the `*` replaced by `{{port}}--<agent>--<workspace>--<owner>`; the app host
+/// gets the access URL's port when it has none. Empty without an app hostname (port proxying needs subdomains).
+fn vscode_port_proxy_uri(config: &AgentApiConfig, names: &Names<'_>) -> String {
+    if config.app_hostname.is_empty() {
+        return String::new();
+    }
+    let (scheme, access_port) = scheme_and_port(&config.access_url);
+    let mut host = config.app_hostname.clone();
+    if let Some(port) = access_port {
+        if host_port(&host).is_none() {
+            host = format!("{host}:{port}");
+        }
+    }
+    let app = format!("{{{{port}}}}--{}--{}--{}", names.agent, names.workspace, names.owner);
+    format!("{scheme}://{}", host.replace('*', &app))
+}
+
+/// The scheme and explicit port of a URL such as `https://coder.example.com:8443/path`.
+fn scheme_and_port(url: &str) -> (&str, Option<&str>) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (scheme, host_port(host))
+}
+
+/// The explicit port of `host[:port]` (IPv6 literals in brackets allowed).
+fn host_port(host: &str) -> Option<&str> {
+    let (before, port) = host.rsplit_once(':')?;
+    let bracketed_ok = !before.contains(':') || before.ends_with(']');
+    (bracketed_ok && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())).then_some(port)
+}
+
+fn script_to_proto(s: &Script) -> pb::WorkspaceAgentScript {
+    pb::WorkspaceAgentScript {
+        log_source_id: uuid_bytes(s.log_source_id),
+        log_path: s.log_path.clone(),
+        script: s.script.clone(),
+        cron: s.cron.clone(),
+        run_on_start: s.run_on_start,
+        run_on_stop: s.run_on_stop,
+        start_blocks_login: s.start_blocks_login,
+        timeout: Some(seconds(s.timeout_seconds)),
+        // Coder's GetManifest leaves the display name out (its `dbAgentScriptToProto` never sets it); agents
+        // compare manifests, so we do the same.
+        display_name: String::new(),
+        id: uuid_bytes(s.id),
+    }
+}
+
+fn metadata_to_proto(m: &Metadata) -> pb::workspace_agent_metadata::Description {
+    pb::workspace_agent_metadata::Description {
+        display_name: m.display_name.clone(),
+        key: m.key.clone(),
+        script: m.script.clone(),
+        interval: Some(nanoseconds(m.interval)),
+        timeout: Some(nanoseconds(m.timeout)),
+    }
+}
+
+fn devcontainer_to_proto(d: &Devcontainer) -> pb::WorkspaceAgentDevcontainer {
+    pb::WorkspaceAgentDevcontainer {
+        id: uuid_bytes(d.id),
+        workspace_folder: d.workspace_folder.clone(),
+        config_path: d.config_path.clone(),
+        name: d.name.clone(),
+        subagent_id: d.subagent_id.map(uuid_bytes),
+    }
+}
+
+fn empty_derp_map() -> tailnet::DerpMap {
+    tailnet::DerpMap { home_params: Some(tailnet::derp_map::HomeParams::default()), regions: HashMap::new() }
+}
+
+/// Coder's DERP map JSON (tailscale's `tailcfg.DERPMap` with Coder's additions, `EmbeddedRelay` and `ForceHTTP`)
+/// as the tailnet proto, the way Coder's `DERPMapToProto` converts it (home params always present).
+pub(crate) fn derp_map_from_json(json: &str) -> Result<tailnet::DerpMap, serde_json::Error> {
+    let map: DerpMapJson = serde_json::from_str(json)?;
+    let regions = map
+        .regions
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, region)| Some((id, region?)))
+        .map(|(id, r)| {
+            let nodes = r
+                .nodes
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|n| tailnet::derp_map::region::Node {
+                    name: n.name,
+                    region_id: n.region_id,
+                    host_name: n.host_name,
+                    cert_name: n.cert_name,
+                    ipv4: n.ipv4,
+                    ipv6: n.ipv6,
+                    stun_port: n.stun_port,
+                    stun_only: n.stun_only,
+                    derp_port: n.derp_port,
+                    insecure_for_tests: n.insecure_for_tests,
+                    force_http: n.force_http,
+                    stun_test_ip: n.stun_test_ip,
+                    can_port_80: n.can_port_80,
+                })
+                .collect();
+            let region = tailnet::derp_map::Region {
+                region_id: r.region_id,
+                embedded_relay: r.embedded_relay,
+                region_code: r.region_code,
+                region_name: r.region_name,
+                avoid: r.avoid,
+                nodes,
+            };
+            (id, region)
+        })
+        .collect();
+    let region_score = map.home_params.and_then(|h| h.region_score).unwrap_or_default();
+    Ok(tailnet::DerpMap { home_params: Some(tailnet::derp_map::HomeParams { region_score }), regions })
+}
+
+// Go's encoding/json field names (tailcfg has explicit tags only for a few); every field may be missing.
+#[derive(Deserialize)]
+struct DerpMapJson {
+    #[serde(rename = "HomeParams", default)]
+    home_params: Option<HomeParamsJson>,
+    #[serde(rename = "Regions", default)]
+    regions: Option<HashMap<i64, Option<RegionJson>>>,
+}
+
+#[derive(Deserialize)]
+struct HomeParamsJson {
+    #[serde(rename = "RegionScore", default)]
+    region_score: Option<HashMap<i64, f64>>,
+}
+
+#[derive(Deserialize)]
+struct RegionJson {
+    #[serde(rename = "RegionID", default)]
+    region_id: i64,
+    #[serde(rename = "EmbeddedRelay", default)]
+    embedded_relay: bool,
+    #[serde(rename = "RegionCode", default)]
+    region_code: String,
+    #[serde(rename = "RegionName", default)]
+    region_name: String,
+    #[serde(rename = "Avoid", default)]
+    avoid: bool,
+    #[serde(rename = "Nodes", default)]
+    nodes: Option<Vec<Option<NodeJson>>>,
+}
+
+#[derive(Deserialize)]
+struct NodeJson {
+    #[serde(rename = "Name", default)]
+    name: String,
+    #[serde(rename = "RegionID", default)]
+    region_id: i64,
+    #[serde(rename = "HostName", default)]
+    host_name: String,
+    #[serde(rename = "CertName", default)]
+    cert_name: String,
+    #[serde(rename = "IPv4", default)]
+    ipv4: String,
+    #[serde(rename = "IPv6", default)]
+    ipv6: String,
+    #[serde(rename = "STUNPort", default)]
+    stun_port: i32,
+    #[serde(rename = "STUNOnly", default)]
+    stun_only: bool,
+    #[serde(rename = "DERPPort", default)]
+    derp_port: i32,
+    #[serde(rename = "InsecureForTests", default)]
+    insecure_for_tests: bool,
+    #[serde(rename = "ForceHTTP", default)]
+    force_http: bool,
+    #[serde(rename = "STUNTestIP", default)]
+    stun_test_ip: String,
+    #[serde(rename = "CanPort80", default)]
+    can_port_80: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use agentwire_store::{NewAgent, NewApp, NewMetadata, NewScript};
+    use uuid::Uuid;
+
+    use super::super::test_support::{another_agent, fixture, session_for, Fixture};
+    use super::super::AgentApi;
+    use super::*;
+
+    const DERP_JSON: &str = r#"{
+        "HomeParams": {"RegionScore": {"999": 0.5}},
+        "Regions": {"999": {"EmbeddedRelay": true, "RegionID": 999, "RegionCode": "coder", "RegionName": "Coder",
+            "Nodes": [{"Name": "999a", "RegionID": 999, "HostName": "coder.example.com", "IPv4": "10.0.0.1",
+                       "STUNPort": -1, "DERPPort": 443, "ForceHTTP": true, "CanPort80": true}]}},
+        "OmitDefaultRegions": true
+    }"#;
+
+    /// An agent with everything the manifest shows: env, motd, apps, scripts, metadata, a devcontainer.
+    async fn rich_agent() -> (Fixture, Uuid, Uuid, Uuid, Uuid) {
+        let f = fixture().await;
+        let admin = f.store.admin();
+        let (build, _) = admin.create_demo_agent("carol", "dev", "seed").await.expect("build");
+        let agent = admin
+            .create_agent(
+                build.resource_id,
+                &NewAgent {
+                    name: "main".into(),
+                    directory: "/workspaces/app".into(),
+                    environment_variables: Some(r#"{"FOO":"bar","EMPTY":""}"#.into()),
+                    motd_file: "/etc/motd".into(),
+                    architecture: "arm64".into(),
+                    operating_system: "linux".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("agent");
+        let web = admin
+            .add_app(
+                agent.id,
+                &NewApp {
+                    slug: "web".into(),
+                    display_name: "Web".into(),
+                    url: Some("http://localhost:3000".into()),
+                    healthcheck_url: "http://localhost:3000/healthz".into(),
+                    healthcheck_interval: 5,
+                    healthcheck_threshold: 6,
+                    subdomain: true,
+                    sharing_level: Some("authenticated".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("web");
+        let port = admin
+            .add_app(agent.id, &NewApp { slug: "8080".into(), subdomain: true, ..Default::default() })
+            .await
+            .expect("port app");
+        let script = admin
+            .add_script(
+                agent.id,
+                &NewScript {
+                    display_name: "setup".into(),
+                    script: "echo hi".into(),
+                    cron: "0 * * * *".into(),
+                    run_on_start: true,
+                    start_blocks_login: true,
+                    timeout_seconds: 90,
+                    log_path: "/tmp/setup.log".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("script");
+        admin
+            .add_metadata_description(
+                agent.id,
+                &NewMetadata {
+                    key: "load".into(),
+                    display_name: "Load".into(),
+                    script: "uptime".into(),
+                    interval: 10_000_000_000,
+                    timeout: 1_500_000_000,
+                    display_order: 1,
+                },
+            )
+            .await
+            .expect("metadata");
+        let dc = admin.add_devcontainer(agent.id, "dc", "/workspaces/app", ".devcontainer.json").await.expect("dc");
+        admin.set_derp_map(DERP_JSON).await.expect("derp");
+        let session = session_for(&f.store, &agent).await;
+        let f = Fixture { session, agent, ..f };
+        (f, web, port, script, dc)
+    }
+
+    #[tokio::test]
+    async fn manifest_carries_what_the_admin_created() {
+        let (f, web, port, script, dc) = rich_agent().await;
+        let before = f.store.queries().snapshot();
+        let m = get_manifest(&f.api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
+        let diff = f.store.queries().snapshot().since(&before);
+        // Apps, scripts, metadata, devcontainers, DERP map; never the agent row, never the token lookup.
+        assert_eq!(diff.total(), 5, "{diff:?}");
+        assert_eq!(diff.get("GetAuthenticatedWorkspaceAgentAndBuildByAuthToken"), 0);
+        assert_eq!(diff.get("GetWorkspaceAgentStateBySelf"), 0);
+        assert_eq!(diff.notifications, 0);
+
+        assert_eq!(m.agent_id.as_ref(), f.agent.id.as_bytes());
+        assert_eq!(m.agent_id.len(), 16);
+        assert_eq!(m.workspace_id.as_ref(), f.session.agent.workspace_id.as_bytes());
+        assert_eq!(
+            (m.agent_name.as_str(), m.workspace_name.as_str(), m.owner_username.as_str()),
+            ("main", "dev", "carol")
+        );
+        assert_eq!(m.directory, "/workspaces/app");
+        assert_eq!(m.motd_path, "/etc/motd");
+        assert_eq!(m.environment_variables.get("FOO").map(String::as_str), Some("bar"));
+        assert_eq!(m.environment_variables.len(), 2);
+        assert_eq!(m.parent_id, None);
+        assert_eq!(m.vs_code_port_proxy_uri, "", "no app hostname configured");
+
+        // Ordered by slug: "8080" < "web".
+        assert_eq!(m.apps.iter().map(|a| a.slug.as_str()).collect::<Vec<_>>(), vec!["8080", "web"]);
+        let w = &m.apps[1];
+        assert_eq!(w.id.as_ref(), web.as_bytes());
+        assert_eq!(m.apps[0].id.as_ref(), port.as_bytes());
+        assert_eq!((w.url.as_str(), w.display_name.as_str(), w.subdomain), ("http://localhost:3000", "Web", true));
+        assert_eq!(w.sharing_level, SharingLevel::Authenticated as i32);
+        assert_eq!(w.health, Health::Initializing as i32);
+        let hc = w.healthcheck.as_ref().expect("healthcheck");
+        assert_eq!(
+            (hc.url.as_str(), hc.interval, hc.threshold),
+            ("http://localhost:3000/healthz", Some(seconds(5)), 6)
+        );
+        assert_eq!(w.subdomain_name, "", "no app hostname configured");
+
+        assert_eq!(m.scripts.len(), 1);
+        let s = &m.scripts[0];
+        assert_eq!(s.id.as_ref(), script.as_bytes());
+        assert_eq!(s.log_source_id.len(), 16);
+        assert_eq!(
+            (s.script.as_str(), s.cron.as_str(), s.log_path.as_str()),
+            ("echo hi", "0 * * * *", "/tmp/setup.log")
+        );
+        assert_eq!((s.run_on_start, s.run_on_stop, s.start_blocks_login), (true, false, true));
+        assert_eq!(s.timeout, Some(seconds(90)));
+        assert_eq!(s.display_name, "", "Coder does not send it");
+
+        assert_eq!(m.metadata.len(), 1);
+        let md = &m.metadata[0];
+        assert_eq!((md.key.as_str(), md.display_name.as_str(), md.script.as_str()), ("load", "Load", "uptime"));
+        assert_eq!(md.interval, Some(seconds(10)));
+        assert_eq!(md.timeout, Some(prost_types::Duration { seconds: 1, nanos: 500_000_000 }));
+
+        assert_eq!(m.devcontainers.len(), 1);
+        let d = &m.devcontainers[0];
+        assert_eq!(d.id.as_ref(), dc.as_bytes());
+        assert_eq!(
+            (d.name.as_str(), d.workspace_folder.as_str(), d.config_path.as_str()),
+            ("dc", "/workspaces/app", ".devcontainer.json")
+        );
+        assert_eq!(d.subagent_id, None);
+
+        let derp = m.derp_map.expect("derp map");
+        let region = &derp.regions[&999];
+        assert_eq!((region.region_code.as_str(), region.embedded_relay), ("coder", true));
+        let node = &region.nodes[0];
+        assert_eq!((node.host_name.as_str(), node.stun_port, node.derp_port), ("coder.example.com", -1, 443));
+        assert!(node.force_http && node.can_port_80);
+        assert_eq!(derp.home_params.expect("home").region_score.get(&999), Some(&0.5));
+    }
+
+    #[tokio::test]
+    async fn subdomain_names_and_port_proxy_follow_the_app_hostname() {
+        let (f, ..) = rich_agent().await;
+        let config = AgentApiConfig {
+            access_url: "https://coder.example.com:8443".into(),
+            app_hostname: "*.apps.example.com".into(),
+            git_auth_configs: 2,
+            disable_direct_connections: true,
+            ..AgentApiConfig::default()
+        };
+        let api = AgentApi::new(f.store.clone(), config);
+        let m = get_manifest(&api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
+        assert_eq!(m.vs_code_port_proxy_uri, "https://{{port}}--main--dev--carol.apps.example.com:8443");
+        assert_eq!(m.apps[0].subdomain_name, "8080--main--dev--carol");
+        assert_eq!(m.apps[1].subdomain_name, "web--dev--carol");
+        assert_eq!((m.git_auth_configs, m.disable_direct_connections, m.derp_force_websockets), (2, true, false));
+    }
+
+    #[tokio::test]
+    async fn no_derp_map_is_an_empty_map_and_lists_are_per_agent() {
+        let f = fixture().await;
+        let (other, _) = another_agent(&f.store, "bob").await;
+        f.store.admin().add_app(other.id, &NewApp { slug: "theirs".into(), ..Default::default() }).await.expect("app");
+        let m = get_manifest(&f.api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
+        assert!(m.apps.is_empty() && m.scripts.is_empty() && m.metadata.is_empty() && m.devcontainers.is_empty());
+        assert!(m.environment_variables.is_empty());
+        assert_eq!(m.derp_map, Some(empty_derp_map()));
+        assert_eq!(m.directory, "/home/coder");
+    }
+
+    #[test]
+    fn unknown_enums_and_bad_json_are_errors() {
+        let app = App {
+            id: Uuid::nil(),
+            slug: "x".into(),
+            display_name: String::new(),
+            icon: String::new(),
+            command: None,
+            url: None,
+            healthcheck_url: String::new(),
+            healthcheck_interval: 0,
+            healthcheck_threshold: 0,
+            health: "disabled".into(),
+            subdomain: false,
+            sharing_level: "everyone".into(),
+            external: false,
+            display_order: 0,
+            hidden: false,
+            open_in: "slim-window".into(),
+            display_group: None,
+            tooltip: String::new(),
+        };
+        let names = Names { agent: "a", workspace: "w", owner: "o" };
+        let err = app_to_proto(&app, &names, &AgentApiConfig::default()).expect_err("sharing level");
+        assert_eq!(err, r#"unknown app sharing level: "everyone""#);
+        assert!(derp_map_from_json("{").is_err());
+        assert_eq!(derp_map_from_json(r#"{"Regions":{"1":null}}"#).expect("null region").regions.len(), 0);
+        assert_eq!(scheme_and_port("http://[::1]:3000/x"), ("http", Some("3000")));
+        assert_eq!(scheme_and_port("https://coder.example.com"), ("https", None));
+    }
 }
