@@ -55,6 +55,14 @@ pub struct AgentApiConfig {
     pub max_metadata_error_bytes: usize,
     /// See [`metadata::DEFAULT_MAX_METADATA_KEYS_BYTES`].
     pub max_metadata_keys_bytes: usize,
+    /// See [`resources::DEFAULT_RESOURCES_MONITORING_NUM_DATAPOINTS`].
+    pub resources_monitoring_num_datapoints: i32,
+    /// See [`resources::DEFAULT_RESOURCES_MONITORING_COLLECTION_INTERVAL`].
+    pub resources_monitoring_collection_interval: Duration,
+    /// See [`resources::DEFAULT_RESOURCES_MONITORING_DEBOUNCE`].
+    pub resources_monitoring_debounce: Duration,
+    /// See [`boundary::DEFAULT_MAX_BOUNDARY_LOGS_PER_BATCH`].
+    pub max_boundary_logs_per_batch: usize,
 }
 
 impl Default for AgentApiConfig {
@@ -69,6 +77,10 @@ impl Default for AgentApiConfig {
             max_metadata_value_bytes: metadata::DEFAULT_MAX_METADATA_VALUE_BYTES,
             max_metadata_error_bytes: metadata::DEFAULT_MAX_METADATA_ERROR_BYTES,
             max_metadata_keys_bytes: metadata::DEFAULT_MAX_METADATA_KEYS_BYTES,
+            resources_monitoring_num_datapoints: resources::DEFAULT_RESOURCES_MONITORING_NUM_DATAPOINTS,
+            resources_monitoring_collection_interval: resources::DEFAULT_RESOURCES_MONITORING_COLLECTION_INTERVAL,
+            resources_monitoring_debounce: resources::DEFAULT_RESOURCES_MONITORING_DEBOUNCE,
+            max_boundary_logs_per_batch: boundary::DEFAULT_MAX_BOUNDARY_LOGS_PER_BATCH,
         }
     }
 }
