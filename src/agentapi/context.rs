@@ -334,8 +334,8 @@ mod tests {
             let err = push_context_state(&f.api, &f.session, request).await.expect_err(text);
             assert_eq!(err.to_string(), text);
         }
-        // 17 bodies of ~245 KiB each: each under its cap, together over 4 MiB.
-        let chunky: Vec<_> = (0..17)
+        // 18 bodies of ~240 KiB encoded each: each under its cap, together over 4 MiB.
+        let chunky: Vec<_> = (0..18)
             .map(|i| pb::ContextResource {
                 body: Some(Body::InstructionFile(pb::InstructionFileBody { content: vec![0; 180 * 1024].into() })),
                 ..res(&i.to_string())
