@@ -1,5 +1,13 @@
 //! agentwire: a wire-compatible server for Coder's workspace agent RPC endpoint.
+//!
+//! A session resolves its agent once from the token and serves every `coder.agent.v2.Agent` RPC from that
+//! session's context ([`session`]), with one module per concern under [`agentapi`]; the store
+//! (`agentwire-store`) batches hot writes; the dRPC transport (`agentwire-transport`) speaks Go's wire.
 
 pub mod agentapi;
+pub mod http;
+pub mod metrics;
 pub mod proto;
+pub mod server;
 pub mod session;
+pub mod tailnet;

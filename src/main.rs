@@ -1,1 +1,295 @@
-fn main() {}
+//! `agentwire`: serve Coder agents, and the operator commands around it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentwire::agentapi::AgentApiConfig;
+use agentwire::server::{self, AppState, ServeConfig};
+use agentwire_store::{NewAgent, Store, StoreOptions};
+use agentwire_transport::io::KeepaliveConfig;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+const DEFAULT_DB: &str = "sqlite://agentwire.db?mode=rwc";
+
+#[derive(Parser)]
+#[command(name = "agentwire", version, about = "A wire-compatible server for Coder's workspace agent endpoint")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve agents on /api/v2/workspaceagents/me/rpc.
+    Serve(ServeArgs),
+    /// Manage agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Create an agent (and its user, template, workspace and build) and print its token.
+    Create(CreateArgs),
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// Database URL: sqlite://FILE?mode=rwc (embedded, the default) or postgres://… (shared by replicas).
+    #[arg(long, env = "AGENTWIRE_DB", default_value = DEFAULT_DB)]
+    db: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// HTTP address to listen on.
+    #[arg(long, env = "AGENTWIRE_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Create a demo workspace and agent on first start and print how to connect it.
+    #[arg(long, env = "AGENTWIRE_DEMO")]
+    demo: bool,
+    /// Also serve plain-TCP yamux (no WebSocket) on this address; every session there is --tcp-agent-token's agent.
+    #[arg(long, env = "AGENTWIRE_TCP_LISTEN", requires = "tcp_agent_token")]
+    tcp_listen: Option<SocketAddr>,
+    /// The agent token whose agent the --tcp-listen sessions are.
+    #[arg(long, env = "AGENTWIRE_TCP_AGENT_TOKEN")]
+    tcp_agent_token: Option<String>,
+    /// The URL agents and users reach this server at.
+    #[arg(long, env = "AGENTWIRE_ACCESS_URL")]
+    access_url: Option<String>,
+    /// This replica's id, recorded on the agents it serves (random by default).
+    #[arg(long, env = "AGENTWIRE_REPLICA_ID")]
+    replica_id: Option<Uuid>,
+    /// Most agent sessions at once.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSIONS", default_value_t = server::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
+    /// Most sessions one agent may hold at once.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSIONS_PER_AGENT", default_value_t = server::DEFAULT_MAX_SESSIONS_PER_AGENT)]
+    max_sessions_per_agent: usize,
+    /// Most yamux streams open at once in one session.
+    #[arg(long, env = "AGENTWIRE_MAX_STREAMS_PER_SESSION",
+          default_value_t = agentwire_transport::io::yamux::DEFAULT_MAX_STREAMS_PER_SESSION)]
+    max_streams_per_session: usize,
+    /// Most calls running at once in one session.
+    #[arg(long, env = "AGENTWIRE_MAX_CONCURRENT_CALLS",
+          default_value_t = agentwire_transport::server::DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION)]
+    max_concurrent_calls: usize,
+    /// Largest dRPC message accepted, in bytes.
+    #[arg(long, env = "AGENTWIRE_MAX_MESSAGE_SIZE", default_value_t = agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE)]
+    max_message_size: usize,
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, env = "AGENTWIRE_MAX_WS_MESSAGE_SIZE", default_value_t = agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE)]
+    max_ws_message_size: usize,
+    /// Seconds between yamux keepalive pings (0 turns them off).
+    #[arg(long, env = "AGENTWIRE_KEEPALIVE_INTERVAL", default_value_t = 30)]
+    keepalive_interval: u64,
+    /// Seconds a keepalive ping may go unanswered.
+    #[arg(long, env = "AGENTWIRE_KEEPALIVE_TIMEOUT", default_value_t = 10)]
+    keepalive_timeout: u64,
+    /// Seconds a write may stall (a peer that stopped reading) before the session ends.
+    #[arg(long, env = "AGENTWIRE_WRITE_TIMEOUT", default_value_t = 10)]
+    write_timeout: u64,
+    /// Seconds between agent stats reports, as told to agents.
+    #[arg(long, env = "AGENTWIRE_STATS_REPORT_INTERVAL", default_value_t = 30)]
+    stats_report_interval: u64,
+    /// Seconds between connection heartbeats (last_connected_at).
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_INTERVAL", default_value_t = 15)]
+    heartbeat_interval: u64,
+    /// Seconds shutdown waits for calls in flight.
+    #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Workspace name.
+    #[arg(long)]
+    workspace: String,
+    /// Agent name.
+    #[arg(long)]
+    name: String,
+    /// Owner's username (created when missing).
+    #[arg(long, default_value = "admin")]
+    owner: String,
+    /// Template name.
+    #[arg(long, default_value = "default")]
+    template: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Agent { command: AgentCommand::Create(args) } => create_agent(args).await,
+        }
+    })
+}
+
+async fn open_store(db: &str) -> anyhow::Result<Store> {
+    Store::open(db, StoreOptions::default()).await.with_context(|| format!("opening the database {db}"))
+}
+
+struct Created {
+    workspace: String,
+    agent: String,
+    agent_id: Uuid,
+    token: Uuid,
+}
+
+async fn create(store: &Store, owner: &str, template: &str, workspace: &str, agent: &str) -> anyhow::Result<Created> {
+    let admin = store.admin();
+    let owner_id = match admin.user_id(owner).await? {
+        Some(id) => id,
+        None => admin.create_user(owner, &format!("{owner}@example.com")).await?,
+    };
+    let template = admin.create_template("default", template).await?;
+    let build = admin.create_workspace_with_build(owner_id, template.template_id, workspace).await?;
+    let created = admin
+        .create_agent(
+            build.resource_id,
+            &NewAgent {
+                name: agent.to_owned(),
+                directory: "/home/coder".to_owned(),
+                architecture: std::env::consts::ARCH.to_owned(),
+                operating_system: std::env::consts::OS.to_owned(),
+                ..NewAgent::default()
+            },
+        )
+        .await?;
+    Ok(Created {
+        workspace: workspace.to_owned(),
+        agent: agent.to_owned(),
+        agent_id: created.id,
+        token: created.auth_token,
+    })
+}
+
+async fn create_agent(args: CreateArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.db.db).await?;
+    let created = create(&store, &args.owner, &args.template, &args.workspace, &args.name).await?;
+    if args.json {
+        let out = serde_json::json!({
+            "workspace": created.workspace,
+            "agent": created.agent,
+            "agent_id": created.agent_id.to_string(),
+            "token": created.token.to_string(),
+        });
+        println!("{out}");
+    } else {
+        println!("agent {} of workspace {} created", created.agent, created.workspace);
+        println!("token: {}", created.token);
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.db.db).await?;
+    let access_url = args.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    if args.demo && store.admin().user_id("demo").await?.is_none() {
+        let created = create(&store, "demo", "demo", "demo", "main").await?;
+        println!("demo agent created; connect a Coder agent with:");
+        println!("  CODER_AGENT_URL={access_url} CODER_AGENT_TOKEN={} coder agent", created.token);
+        println!("or the Go test client:");
+        println!(
+            "  scripts/build-go-interop.sh && target/go-interop/interop agent --url ws://{}/api/v2/workspaceagents/me/rpc --token {}",
+            args.listen, created.token
+        );
+    }
+    let mut config = ServeConfig {
+        listen: args.listen,
+        replica_id: args.replica_id.unwrap_or_else(Uuid::new_v4),
+        max_sessions: args.max_sessions,
+        max_sessions_per_agent: args.max_sessions_per_agent,
+        max_ws_message_size: args.max_ws_message_size,
+        heartbeat_interval: secs(args.heartbeat_interval),
+        shutdown_grace: secs(args.shutdown_grace),
+        agent_api: AgentApiConfig {
+            stats_report_interval: secs(args.stats_report_interval),
+            access_url,
+            ..AgentApiConfig::default()
+        },
+        tcp_listen: args.tcp_listen,
+        tcp_agent_token: args.tcp_agent_token.clone(),
+        ..ServeConfig::default()
+    };
+    config.rpc.session.max_streams = args.max_streams_per_session;
+    config.rpc.max_concurrent_calls = args.max_concurrent_calls;
+    config.rpc.limits.max_packet_size = args.max_message_size;
+    config.rpc.session.keepalive = KeepaliveConfig {
+        interval: (args.keepalive_interval > 0).then(|| secs(args.keepalive_interval)),
+        timeout: secs(args.keepalive_timeout),
+        write_timeout: (args.write_timeout > 0).then(|| secs(args.write_timeout)),
+    };
+
+    let state = AppState::new(store, config);
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, replica = %state.config().replica_id, "serving agents");
+    if let (Some(addr), Some(token)) = (args.tcp_listen, args.tcp_agent_token) {
+        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(listen = %tcp.local_addr()?, "serving plain-TCP yamux");
+        tokio::spawn(server::serve_tcp(state.clone(), tcp, token));
+    }
+    let app = agentwire::http::router(state.clone());
+    let stop = state.shutdown_token().clone();
+    let http = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        // Nagle off, as Go does: a small-RPC round trip over WebSocket is ~30× slower with it.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    });
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new sessions, finishing calls in flight, flushing batchers");
+    state.shutdown().await;
+    let _ = tokio::time::timeout(secs(2), http).await;
+    state.store().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

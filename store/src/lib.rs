@@ -536,6 +536,8 @@ mod admin_sql {
         "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
     );
+    pub const SELECT_USER_ID: Stmt =
+        Stmt::new("GetUserByUsername", "SELECT id FROM users WHERE username = $1 AND deleted = FALSE");
     pub const INSERT_USER: Stmt = Stmt::new(
         "InsertUser",
         "INSERT INTO users (id, email, username, created_at, updated_at) \
@@ -696,6 +698,15 @@ impl Admin {
                 .await?;
         });
         Ok(user)
+    }
+
+    /// The id of a user that is not deleted, by username: lets operator commands reuse an owner.
+    pub async fn user_id(&self, username: &str) -> Result<Option<Uuid>, StoreError> {
+        let core = self.store.core();
+        let got: Option<String> = with_pool!(&core.db, read, |eng, pool| {
+            qs!(core.counters, eng, admin_sql::SELECT_USER_ID, String).bind(username).fetch_optional(pool).await?
+        });
+        got.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::corrupt("users", e.to_string()))).transpose()
     }
 
     /// Create a template with one (active) version, in the named organization.

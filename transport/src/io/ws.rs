@@ -193,6 +193,33 @@ mod tungstenite_support {
     }
 }
 
+#[cfg(feature = "axum")]
+mod axum_support {
+    use super::*;
+    use axum::extract::ws::{Message, WebSocket};
+
+    impl WsMessage for Message {
+        fn classify(self) -> WsFrame {
+            match self {
+                Message::Binary(data) => WsFrame::Binary(data),
+                Message::Text(_) => WsFrame::Text,
+                Message::Close(_) => WsFrame::Close,
+                Message::Ping(_) | Message::Pong(_) => WsFrame::Control,
+            }
+        }
+
+        fn binary(data: Bytes) -> Self {
+            Message::Binary(data)
+        }
+    }
+
+    /// The byte stream of an upgraded axum WebSocket.
+    pub type AxumWs = WsByteStream<WebSocket, Message>;
+}
+
+#[cfg(feature = "axum")]
+pub use axum_support::AxumWs;
+
 #[cfg(feature = "websocket")]
 pub use tungstenite_support::{accept, connect, ws_config, ClientWs, ServerWs};
 

@@ -137,6 +137,7 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                             self.config,
                             calls.clone(),
                             self.observer.clone(),
+                            shutdown.clone(),
                         );
                         tracker.spawn(task.in_current_span());
                     }
@@ -167,6 +168,7 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     config: ServerConfig,
     calls: Arc<Semaphore>,
     observer: Option<Arc<dyn CallObserver>>,
+    shutdown: CancellationToken,
 ) {
     let mut io = DrpcStream::new(stream, Role::Server, config.limits);
     let ack_at = tokio::time::Instant::now() + config.ack_delay;
@@ -174,14 +176,21 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     loop {
         let event = match next.take() {
             Some(event) => event,
-            None => match io.next_event_acking(ack_at).await {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(err) => {
-                    log_drive_error(&err);
-                    break;
+            None => {
+                let event = tokio::select! {
+                    // Between calls at shutdown: nothing is lost by closing now.
+                    _ = shutdown.cancelled() => break,
+                    event = io.next_event_acking(ack_at) => event,
+                };
+                match event {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(err) => {
+                        log_drive_error(&err);
+                        break;
+                    }
                 }
-            },
+            }
         };
         let Event::Invoke { stream: id, method, .. } = event else {
             // Late packets of a finished call (the client's Close, say) need no answer.
@@ -207,7 +216,7 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
                 let queue = config.stream_send_queue.max(1);
-                serve_streaming(&mut io, id, method.clone(), queue, |stream| f(ctx.clone(), stream))
+                serve_streaming(&mut io, id, method.clone(), queue, &shutdown, |stream| f(ctx.clone(), stream))
                     .instrument(span)
                     .await
             }
@@ -316,6 +325,7 @@ async fn serve_streaming(
     id: u64,
     method: String,
     send_queue: usize,
+    shutdown: &CancellationToken,
     handler: impl FnOnce(ServerStream) -> BoxFuture<Result<(), Status>>,
 ) -> Result<(Option<Event>, CallOutcome), DriveError> {
     // Streaming calls live long and may stay quiet: acknowledge now rather than arm a timer.
@@ -331,6 +341,9 @@ async fn serve_streaming(
         tokio::select! {
             biased;
             result = &mut call => break result.unwrap_or_else(|panic| Err(panicked(panic))),
+            // Streams live as long as the agent: at shutdown they end (the handler is dropped) instead of holding
+            // the drain. Unary calls in flight are left to finish.
+            _ = shutdown.cancelled() => return Ok((None, CallOutcome::Cancelled)),
             Some(reply) = out_rx.recv() => {
                 if io.conn().send_message(id, &reply).is_err() {
                     return Ok((None, CallOutcome::Cancelled));

@@ -1,0 +1,153 @@
+//! `GET /api/v2/workspaceagents/me/rpc`: the endpoint a Coder agent dials.
+//!
+//! Everything that can refuse the agent happens before the upgrade, with coderd's status codes and texts: the
+//! token (header, cookie or query parameter) resolved to the agent in one query (401 unknown, 403 not on the
+//! workspace's latest build), then the API version (400). Only then is the WebSocket accepted and the session,
+//! built from that one lookup, served.
+
+use std::collections::HashMap;
+
+use agentwire_transport::io::ws::AxumWs;
+use agentwire_transport::io::WsByteStream;
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::server::AppState;
+use crate::session::ApiVersion;
+
+pub const TOKEN_HEADER: &str = "Coder-Session-Token";
+pub const TOKEN_COOKIE: &str = "coder_session_token";
+
+/// coderd reads the token from its header, its cookie, or a query parameter, in that order.
+pub fn session_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    if let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()) {
+        return Some(token.to_owned());
+    }
+    for cookies in headers.get_all(axum::http::header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else { continue };
+        for pair in cookies.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=') {
+                if name == TOKEN_COOKIE && !value.is_empty() {
+                    return Some(value.to_owned());
+                }
+            }
+        }
+    }
+    query.get(TOKEN_COOKIE).filter(|t| !t.is_empty()).cloned()
+}
+
+pub fn parse_version(query: &HashMap<String, String>) -> Result<ApiVersion, ApiError> {
+    let unsupported = |detail: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "Unknown or unsupported API version").validation("version", detail)
+    };
+    let version = match query.get("version") {
+        None => return Ok(ApiVersion::DEFAULT),
+        Some(v) => v.parse::<ApiVersion>().map_err(unsupported)?,
+    };
+    if !version.is_supported() {
+        return Err(unsupported(format!(
+            "server supports API versions {}.0 through {}, not {version}",
+            ApiVersion::CURRENT.major,
+            ApiVersion::CURRENT
+        )));
+    }
+    Ok(version)
+}
+
+pub async fn agent_rpc(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let refuse = |reason: &'static str, err: ApiError| {
+        state.metrics().session_refused(reason);
+        err.into_response()
+    };
+    let Some(token) = session_token(&headers, &query) else {
+        return refuse(
+            "unauthorized",
+            ApiError::new(StatusCode::UNAUTHORIZED, format!("Cookie {TOKEN_COOKIE:?} must be provided.")),
+        );
+    };
+    if uuid::Uuid::parse_str(&token).is_err() {
+        return refuse("unauthorized", ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent token invalid."));
+    }
+    let agent = match state.store().resolve_agent_by_token(&token).await {
+        Ok(Some(agent)) => agent,
+        Ok(None) => {
+            return refuse("unauthorized", ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent not authorized."))
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "resolving an agent token");
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error authorizing workspace agent.")
+                .into_response();
+        }
+    };
+    if !agent.is_latest_build {
+        return refuse(
+            "forbidden",
+            ApiError::new(StatusCode::FORBIDDEN, "Agent trying to connect from non-latest build.").detail(format!(
+                "build {} of workspace {} is not its latest",
+                agent.build_number, agent.workspace_name
+            )),
+        );
+    }
+    let version = match parse_version(&query) {
+        Ok(version) => version,
+        Err(err) => return refuse("bad_version", err),
+    };
+    let permit = match state.admit(agent.id) {
+        Ok(permit) => permit,
+        Err(limit) => {
+            return refuse(
+                "limit",
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Too many agent connections.").detail(limit),
+            )
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = state.config().max_ws_message_size;
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        let io: AxumWs = WsByteStream::new(socket);
+        state.run_agent_session(io, agent, version, permit).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn token_from_header_then_cookie_then_query() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_token(&headers, &query(&[("coder_session_token", "q")])), Some("q".into()));
+        headers.insert("cookie", "a=b; coder_session_token=c".parse().unwrap());
+        assert_eq!(session_token(&headers, &query(&[("coder_session_token", "q")])), Some("c".into()));
+        headers.insert(TOKEN_HEADER, "h".parse().unwrap());
+        assert_eq!(session_token(&headers, &query(&[])), Some("h".into()));
+        assert_eq!(session_token(&HeaderMap::new(), &query(&[])), None);
+    }
+
+    #[test]
+    fn versions_default_to_2_0_and_newer_minors_are_refused() {
+        assert_eq!(parse_version(&query(&[])).unwrap(), ApiVersion::DEFAULT);
+        assert_eq!(parse_version(&query(&[("version", "2.7")])).unwrap(), ApiVersion::new(2, 7));
+        let err = parse_version(&query(&[("version", "2.99")])).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.message, "Unknown or unsupported API version");
+        assert!(err.validations[0].detail.contains("2.0 through 2.10"), "{:?}", err.validations);
+        assert!(parse_version(&query(&[("version", "3.0")])).is_err());
+        assert!(parse_version(&query(&[("version", "two")])).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Prometheus metrics of the server, rendered in the text exposition format on `/metrics`.
+//!
+//! The series are few and their labels bounded (RPC methods come from the registered set, unknown paths are one
+//! label), so plain atomics and one mutex-guarded map per family do; the hot path takes one short lock per call.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use agentwire_store::Store;
+use agentwire_transport::server::{CallObserver, CallOutcome};
+
+/// Upper bounds of the RPC latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    sessions_active: AtomicI64,
+    sessions_total: AtomicU64,
+    sessions_refused: Mutex<BTreeMap<&'static str, u64>>,
+    rpc_total: Mutex<BTreeMap<(String, String), u64>>,
+    rpc_duration: Mutex<BTreeMap<String, Histogram>>,
+}
+
+fn code_label(outcome: CallOutcome) -> String {
+    match outcome {
+        CallOutcome::Ok => "ok".to_owned(),
+        CallOutcome::Error(code) => code.to_string(),
+        CallOutcome::Cancelled => "cancelled".to_owned(),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn session_started(&self) {
+        self.sessions_active.fetch_add(1, Ordering::Relaxed);
+        self.sessions_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn session_ended(&self) {
+        self.sessions_active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn sessions_active(&self) -> i64 {
+        self.sessions_active.load(Ordering::Relaxed)
+    }
+
+    /// A connection refused before the upgrade, by reason (`unauthorized`, `forbidden`, `bad_version`, `limit`).
+    pub fn session_refused(&self, reason: &'static str) {
+        if let Ok(mut refused) = self.sessions_refused.lock() {
+            *refused.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Calls of `method` that ended with `code` (`ok`, `cancelled` or the dRPC error code).
+    pub fn rpc_count(&self, method: &str, code: &str) -> u64 {
+        self.rpc_total.lock().map(|m| m.get(&(method.to_owned(), code.to_owned())).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// The exposition text, with the store's per-statement query counters.
+    pub fn render(&self, store: &Store) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP agentwire_sessions_active Agent sessions connected now.");
+        let _ = writeln!(out, "# TYPE agentwire_sessions_active gauge");
+        let _ = writeln!(out, "agentwire_sessions_active {}", self.sessions_active());
+        let _ = writeln!(out, "# HELP agentwire_sessions_total Agent sessions accepted since start.");
+        let _ = writeln!(out, "# TYPE agentwire_sessions_total counter");
+        let _ = writeln!(out, "agentwire_sessions_total {}", self.sessions_total.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP agentwire_sessions_refused_total Connections refused before the upgrade.");
+        let _ = writeln!(out, "# TYPE agentwire_sessions_refused_total counter");
+        if let Ok(refused) = self.sessions_refused.lock() {
+            for (reason, n) in refused.iter() {
+                let _ = writeln!(out, "agentwire_sessions_refused_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        let _ = writeln!(out, "# HELP agentwire_rpc_total RPCs served, by method and outcome code.");
+        let _ = writeln!(out, "# TYPE agentwire_rpc_total counter");
+        if let Ok(calls) = self.rpc_total.lock() {
+            for ((method, code), n) in calls.iter() {
+                let _ = writeln!(out, "agentwire_rpc_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+            }
+        }
+        let _ = writeln!(out, "# HELP agentwire_rpc_duration_seconds Time from request to answer, by method.");
+        let _ = writeln!(out, "# TYPE agentwire_rpc_duration_seconds histogram");
+        if let Ok(durations) = self.rpc_duration.lock() {
+            for (method, h) in durations.iter() {
+                let mut cumulative = 0;
+                for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
+                    cumulative += n;
+                    let _ = writeln!(
+                        out,
+                        "agentwire_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "agentwire_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(out, "agentwire_rpc_duration_seconds_sum{{method=\"{method}\"}} {}", h.sum);
+                let _ = writeln!(out, "agentwire_rpc_duration_seconds_count{{method=\"{method}\"}} {}", h.count);
+            }
+        }
+        let queries = store.queries().snapshot();
+        let _ = writeln!(out, "# HELP agentwire_db_queries_total SQL statements run, by statement name.");
+        let _ = writeln!(out, "# TYPE agentwire_db_queries_total counter");
+        for (name, n) in queries.by_name.iter() {
+            let _ = writeln!(out, "agentwire_db_queries_total{{query=\"{name}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP agentwire_db_transactions_total Transactions committed.");
+        let _ = writeln!(out, "# TYPE agentwire_db_transactions_total counter");
+        let _ = writeln!(out, "agentwire_db_transactions_total {}", queries.commits);
+        let batchers = store.batcher_stats();
+        let _ = writeln!(out, "# HELP agentwire_batcher_dropped_total Items a full batcher queue refused.");
+        let _ = writeln!(out, "# TYPE agentwire_batcher_dropped_total counter");
+        for (name, stats) in
+            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
+        {
+            let _ = writeln!(out, "agentwire_batcher_dropped_total{{batcher=\"{name}\"}} {}", stats.dropped);
+        }
+        let _ = writeln!(out, "# HELP agentwire_batcher_flushes_total Batcher flushes (one transaction each).");
+        let _ = writeln!(out, "# TYPE agentwire_batcher_flushes_total counter");
+        for (name, stats) in
+            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
+        {
+            let _ = writeln!(out, "agentwire_batcher_flushes_total{{batcher=\"{name}\"}} {}", stats.flushes);
+        }
+        out
+    }
+}
+
+impl CallObserver for Metrics {
+    fn call_finished(&self, method: &str, outcome: CallOutcome, elapsed: Duration) {
+        if let Ok(mut calls) = self.rpc_total.lock() {
+            *calls.entry((method.to_owned(), code_label(outcome))).or_default() += 1;
+        }
+        if let Ok(mut durations) = self.rpc_duration.lock() {
+            let h = durations.entry(method.to_owned()).or_default();
+            let secs = elapsed.as_secs_f64();
+            if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+                h.buckets[i] += 1;
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+}

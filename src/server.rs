@@ -1,0 +1,250 @@
+//! The running server: shared state, admission limits, the life of one agent session, listeners, shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentwire_store::{ResolvedAgent, Store};
+use agentwire_transport::server::{Router, Server, ServerConfig, SessionEnd};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::agentapi::{AgentApi, AgentApiConfig};
+use crate::metrics::Metrics;
+use crate::proto::{agent::v2 as agent_pb, tailnet::v2 as tailnet_pb};
+use crate::session::{ApiVersion, Session};
+use crate::tailnet::TailnetApi;
+
+/// Agent sessions one server holds at once; past it new agents get 503 before the upgrade.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Sessions one agent may hold at once. A reconnecting agent briefly has two; more is a bug or an abuser.
+pub const DEFAULT_MAX_SESSIONS_PER_AGENT: usize = 4;
+/// How often a session refreshes `last_connected_at` (through the heartbeat batcher); coderd's
+/// `AgentConnectionUpdateFrequency`. Other replicas call an agent disconnected after 30 s without a refresh.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// How long shutdown waits for calls in flight before it closes what is left.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub replica_id: Uuid,
+    /// See [`DEFAULT_MAX_SESSIONS`].
+    pub max_sessions: usize,
+    /// See [`DEFAULT_MAX_SESSIONS_PER_AGENT`].
+    pub max_sessions_per_agent: usize,
+    /// See [`agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE`].
+    pub max_ws_message_size: usize,
+    /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
+    pub heartbeat_interval: Duration,
+    /// See [`DEFAULT_SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
+    pub rpc: ServerConfig,
+    pub agent_api: AgentApiConfig,
+    /// A plain-TCP yamux listener whose sessions are all the agent of `tcp_agent_token` (tests, benchmarks).
+    pub tcp_listen: Option<SocketAddr>,
+    pub tcp_agent_token: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            replica_id: Uuid::new_v4(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_agent: DEFAULT_MAX_SESSIONS_PER_AGENT,
+            max_ws_message_size: agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            rpc: ServerConfig::default(),
+            agent_api: AgentApiConfig::default(),
+            tcp_listen: None,
+            tcp_agent_token: None,
+        }
+    }
+}
+
+struct Inner {
+    config: ServeConfig,
+    store: Store,
+    rpc: Server<Arc<Session>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    per_agent: Mutex<HashMap<Uuid, usize>>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// A place among the sessions; given back on drop.
+pub struct SessionPermit {
+    state: AppState,
+    agent_id: Uuid,
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        if let Ok(mut per_agent) = self.state.0.per_agent.lock() {
+            if let Some(n) = per_agent.get_mut(&self.agent_id) {
+                *n -= 1;
+                if *n == 0 {
+                    per_agent.remove(&self.agent_id);
+                }
+            }
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServeConfig) -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        let mut router = Router::new();
+        agent_pb::register_agent(&mut router, Arc::new(AgentApi::new(store.clone(), config.agent_api.clone())));
+        tailnet_pb::register_tailnet(&mut router, Arc::new(TailnetApi::new()));
+        let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
+        AppState(Arc::new(Inner {
+            config,
+            store,
+            rpc,
+            metrics,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            per_agent: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.0.config
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// Checks the session limits for one more session of `agent_id`.
+    pub fn admit(&self, agent_id: Uuid) -> Result<SessionPermit, String> {
+        if self.0.shutdown.is_cancelled() {
+            return Err("the server is shutting down".into());
+        }
+        let mut per_agent = self.0.per_agent.lock().map_err(|_| "session table poisoned".to_string())?;
+        let total: usize = per_agent.values().sum();
+        if total >= self.0.config.max_sessions {
+            return Err(format!("this server holds its maximum of {} sessions", self.0.config.max_sessions));
+        }
+        let mine = per_agent.entry(agent_id).or_default();
+        if *mine >= self.0.config.max_sessions_per_agent {
+            return Err(format!("this agent already holds {} sessions", self.0.config.max_sessions_per_agent));
+        }
+        *mine += 1;
+        Ok(SessionPermit { state: self.clone(), agent_id })
+    }
+
+    /// Serves one agent over `io` until it leaves or the server shuts down. Connection bookkeeping as coderd does
+    /// it: connected (first/last, replica) at start, `last_connected_at` kept fresh through the heartbeat batcher,
+    /// disconnected at the end.
+    pub async fn run_agent_session<T>(&self, io: T, agent: ResolvedAgent, version: ApiVersion, permit: SessionPermit)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let span = tracing::info_span!("session", agent_id = %agent.id, agent_name = %agent.name);
+        let scope = self.0.store.agent(&agent);
+        let replica = self.0.config.replica_id;
+        let session = Arc::new(Session { agent, scope, api_version: version, replica_id: replica });
+        let state = self.clone();
+        let run = async move {
+            let _permit = permit;
+            state.0.metrics.session_started();
+            tracing::info!(api_version = %version, "agent connected");
+            if let Err(err) = session.scope.mark_connected(replica, &version.to_string()).await {
+                tracing::warn!(error = %err, "recording the connection");
+            }
+            let heartbeat = {
+                let scope = session.scope.clone();
+                let every = state.0.config.heartbeat_interval;
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                    loop {
+                        tick.tick().await;
+                        if !scope.heartbeat(replica) {
+                            tracing::warn!("heartbeat dropped: the heartbeat batcher is full");
+                        }
+                    }
+                })
+            };
+            let end = state.0.rpc.serve_session(io, session.clone(), state.0.shutdown.child_token()).await;
+            heartbeat.abort();
+            if let Err(err) = session.scope.mark_disconnected(replica).await {
+                tracing::warn!(error = %err, "recording the disconnection");
+            }
+            state.0.metrics.session_ended();
+            match end {
+                SessionEnd::Failed(err) => tracing::info!(error = %err, "agent session failed"),
+                end => tracing::info!(?end, "agent disconnected"),
+            }
+        };
+        self.0.sessions.track_future(run.instrument(span)).await;
+    }
+
+    /// Stops: no new sessions, calls in flight get `shutdown_grace` to finish, then the batchers flush.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.cancel();
+        self.0.sessions.close();
+        if tokio::time::timeout(self.0.config.shutdown_grace, self.0.sessions.wait()).await.is_err() {
+            tracing::warn!("sessions still open after the shutdown grace period");
+        }
+        self.0.store.shutdown().await;
+    }
+}
+
+/// Accepts plain-TCP yamux sessions and serves each as the agent of `token` (resolved per connection, as the
+/// WebSocket path does).
+pub async fn serve_tcp(state: AppState, listener: TcpListener, token: String) {
+    loop {
+        let accepted = tokio::select! {
+            _ = state.shutdown_token().cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting a TCP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let agent = match state.store().resolve_agent_by_token(&token).await {
+                Ok(Some(agent)) => agent,
+                Ok(None) => {
+                    tracing::warn!(%peer, "--tcp-agent-token is not a known agent token; closing");
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "resolving the TCP listener's agent");
+                    return;
+                }
+            };
+            match state.admit(agent.id) {
+                Ok(permit) => state.run_agent_session(tcp, agent, ApiVersion::CURRENT, permit).await,
+                Err(limit) => tracing::warn!(%peer, %limit, "refusing a TCP session"),
+            }
+        });
+    }
+}
