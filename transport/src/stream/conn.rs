@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::limits::Limits;
+use crate::wire::frame::peek_header;
 use crate::wire::{
     decode_metadata, encode_metadata, encode_packet, ErrorBody, Frame, FrameError, Id, Kind, Metadata, MetadataError,
     Packet, PacketAssembler, PacketError,
@@ -159,11 +160,15 @@ impl Connection {
         &self.limits
     }
 
+    /// Input after a protocol error is dropped: the connection is dead and must not keep growing.
     pub fn handle_input(&mut self, data: &[u8]) {
-        self.inbound.extend_from_slice(data);
+        if self.failed.is_none() {
+            self.inbound.extend_from_slice(data);
+        }
     }
 
-    /// Bytes received but not yet turned into events (bounded by one frame plus what the driver last fed).
+    /// Bytes received but not yet turned into events: at most the packet cap plus one frame header once events
+    /// are polled, plus what the driver fed since.
     pub fn buffered_input(&self) -> usize {
         self.inbound.len() + self.assembler.buffered()
     }
@@ -184,24 +189,34 @@ impl Connection {
             match self.next_packet() {
                 Ok(Some(packet)) => {
                     if let Err(err) = self.on_packet(packet) {
-                        self.failed = Some(err.clone());
-                        return Err(err);
+                        return Err(self.fail(err));
                     }
                 }
                 Ok(None) => return Ok(None),
-                Err(err) => {
-                    self.failed = Some(err.clone());
-                    return Err(err);
-                }
+                Err(err) => return Err(self.fail(err)),
             }
         }
     }
 
+    /// Marks the connection dead and frees what it held for packets that will never be delivered.
+    fn fail(&mut self, err: ConnError) -> ConnError {
+        self.failed = Some(err.clone());
+        self.inbound = BytesMut::new();
+        self.assembler = PacketAssembler::new(self.limits.max_packet_size);
+        err
+    }
+
     fn next_packet(&mut self) -> Result<Option<Packet>, ConnError> {
-        while let Some(frame) = Frame::decode(&mut self.inbound, self.limits.max_packet_size)? {
+        let max = self.limits.max_packet_size;
+        while let Some(frame) = Frame::decode(&mut self.inbound, max)? {
             if let Some(packet) = self.assembler.push(frame)? {
                 return Ok(Some(packet));
             }
+        }
+        // The frame at the front is incomplete. Check it against its packet now: otherwise a packet just under the
+        // cap and a next frame just under the cap would both be held until that frame completes.
+        if let Some((id, data_len)) = peek_header(&self.inbound, max)? {
+            self.assembler.admit(id, data_len)?;
         }
         Ok(None)
     }

@@ -79,6 +79,12 @@ fn parse_header(buf: &[u8], max_data_len: usize) -> Result<Option<Header>, Frame
     Ok(Some(Header { control, id: Id { stream, message }, data_len: len as usize, header_len: at }))
 }
 
+/// The id and declared data length of the frame at the front of `buf`, as soon as its header is whole (its data
+/// may still be missing). Lets a reader check a frame against the packet it belongs to before buffering its data.
+pub fn peek_header(buf: &[u8], max_data_len: usize) -> Result<Option<(Id, usize)>, FrameError> {
+    Ok(parse_header(buf, max_data_len)?.map(|header| (header.id, header.data_len)))
+}
+
 impl Frame {
     /// Takes one whole frame off the front of `buf`; `Ok(None)` leaves `buf` untouched and asks for more bytes.
     pub fn decode(buf: &mut BytesMut, max_data_len: usize) -> Result<Option<Frame>, FrameError> {

@@ -105,6 +105,27 @@ impl PacketAssembler {
         Ok(Some(Packet { id: done.id, kind: done.kind, control: done.control, data: done.data.freeze() }))
     }
 
+    /// Checks a frame from its header alone, before its data is buffered, with the rules `push` applies once the
+    /// frame is whole: an id below the last one fails, and so does a frame that would take its packet past the cap.
+    /// A partial packet of another id is dropped now rather than when the frame completes (drpcwire drops it then);
+    /// either way it is never delivered. So the partial packet and the frame being read never hold more than the
+    /// cap between them.
+    pub fn admit(&mut self, id: Id, data_len: usize) -> Result<(), PacketError> {
+        if id < self.next {
+            return Err(PacketError::IdMonotonicity { got: id, expected_at_least: self.next });
+        }
+        match &self.partial {
+            Some(partial) if partial.id == id && partial.data.len() + data_len > self.max_packet_size => {
+                Err(PacketError::DataOverflow { max: self.max_packet_size })
+            }
+            Some(partial) if partial.id != id => {
+                self.partial = None;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// "increment the message id so that we do not accept any frames with the same id".
     fn advance(&mut self, finished: Id) -> Result<(), PacketError> {
         let message = finished.message.checked_add(1).ok_or(PacketError::IdExhausted { id: finished })?;
