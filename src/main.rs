@@ -255,16 +255,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %tcp.local_addr()?, "serving plain-TCP yamux");
         tokio::spawn(server::serve_tcp(state.clone(), tcp, token));
     }
-    let app = agentwire::http::router(state.clone());
-    let stop = state.shutdown_token().clone();
-    let http = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // Nagle off, as Go does: a small-RPC round trip over WebSocket is ~30× slower with it.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
-    });
+    let http = tokio::spawn(agentwire::http::serve(listener, state.clone(), state.shutdown_token().clone()));
     wait_for_signal().await;
     tracing::info!("shutting down: no new sessions, finishing calls in flight, flushing batchers");
     state.shutdown().await;

@@ -479,37 +479,37 @@ impl AgentScope {
             }
         }
         let core = self.core();
+        // Agents repeat the health they already reported on every check; reading first, outside any transaction,
+        // makes those repeats cost one read and no write.
+        let apps: Vec<(String, String, String)> = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, APP_HEALTHS, (String, String, String)).bind(&self.agent_key).fetch_all(pool).await?
+        });
+        let apps: HashMap<String, (String, String)> = apps.into_iter().map(|(i, u, h)| (i, (u, h))).collect();
+        let mut writes = Vec::new();
+        for (app, health) in updates {
+            match apps.get(&id(*app)) {
+                None => out.unknown.push(*app),
+                Some((url, _)) if url.is_empty() => out.no_healthcheck.push(*app),
+                Some((_, current)) if current == health => {}
+                Some(_) => writes.push((*app, *health)),
+            }
+        }
+        if !out.unknown.is_empty() || !out.no_healthcheck.is_empty() || writes.is_empty() {
+            return Ok(out);
+        }
         with_pool!(&core.db, write, |eng, pool| {
             let mut tx = begin(&core.counters, eng, pool).await?;
-            let apps: Vec<(String, String, String)> = qa!(core.counters, eng, APP_HEALTHS, (String, String, String))
-                .bind(&self.agent_key)
-                .fetch_all(&mut *tx)
-                .await?;
-            let apps: HashMap<String, (String, String)> = apps.into_iter().map(|(i, u, h)| (i, (u, h))).collect();
-            let mut writes = Vec::new();
-            for (app, health) in updates {
-                match apps.get(&id(*app)) {
-                    None => out.unknown.push(*app),
-                    Some((url, _)) if url.is_empty() => out.no_healthcheck.push(*app),
-                    Some((_, current)) if current == health => {}
-                    Some(_) => writes.push((*app, *health)),
-                }
-            }
-            if !out.unknown.is_empty() || !out.no_healthcheck.is_empty() {
-                rollback(&core.counters, tx).await?;
-                return Ok(out);
-            }
-            for (app, health) in writes {
+            for (app, health) in &writes {
                 q!(core.counters, eng, UPDATE_APP_HEALTH)
-                    .bind(id(app))
+                    .bind(id(*app))
                     .bind(&self.agent_key)
-                    .bind(health)
+                    .bind(*health)
                     .execute(&mut *tx)
                     .await?;
-                out.changed.push(app);
             }
             commit(&core.counters, tx).await?;
         });
+        out.changed.extend(writes.iter().map(|(app, _)| *app));
         Ok(out)
     }
 

@@ -2,6 +2,7 @@
 
 pub mod go_interop;
 pub mod recorded;
+pub mod server;
 pub mod yamux_frames;
 
 use std::path::PathBuf;

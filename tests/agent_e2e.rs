@@ -1,0 +1,178 @@
+//! The agent endpoint end to end: a real Go agent (Coder's own generated client over storj drpc, hashicorp yamux
+//! and coder/websocket) calls every Agent RPC; what lands in the database is checked. Then the database budget of
+//! a session, counted: hot RPCs never read the agent row and write only through the batchers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use agentwire::proto::agent::v2 as pb;
+use agentwire::server::ServeConfig;
+use common::go_interop;
+use common::server::{agent_row_reads, agent_with_rows, connect, memory_store, start};
+use tokio::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_agent_calls_every_rpc_and_the_effects_land_in_the_database() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "gopher").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    // The pinned Coder agent library speaks 2.7 and sends its token as a cookie, as real agents do.
+    let output = Command::new(go_interop::binary())
+        .args(["agent", "--url", &server.rpc_url("2.7"), "--token", &agent.auth_token.to_string(), "--token-cookie"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the Go agent's session failed:\n{stdout}");
+    let mut results: HashMap<String, serde_json::Value> = HashMap::new();
+    for line in stdout.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let rpc = v["rpc"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+            assert_eq!(v["ok"], true, "{rpc} failed: {v}");
+            results.insert(rpc, v);
+        }
+    }
+    let expected = [
+        "GetManifest",
+        "GetServiceBanner",
+        "UpdateStats",
+        "UpdateLifecycle",
+        "BatchUpdateAppHealths",
+        "UpdateStartup",
+        "BatchUpdateMetadata",
+        "BatchCreateLogs",
+        "GetAnnouncementBanners",
+        "ScriptCompleted",
+        "GetResourcesMonitoringConfiguration",
+        "PushResourcesMonitoringUsage",
+        "ReportConnection",
+        "CreateSubAgent",
+        "ListSubAgents",
+        "DeleteSubAgent",
+        "ReportBoundaryLogs",
+    ];
+    for rpc in expected {
+        assert!(results.contains_key(rpc), "{rpc} was not called:\n{stdout}");
+    }
+    let manifest = &results["GetManifest"]["response"];
+    assert_eq!(manifest["agent_name"], "main");
+    assert_eq!(manifest["workspace_name"], "gopher-ws");
+    assert_eq!(manifest["owner_username"], "gopher");
+    assert_eq!(manifest["apps"][0]["slug"], "web");
+    assert_eq!(results["UpdateStats"]["response"]["report_interval"], "30s");
+
+    // What the RPCs wrote. Batched telemetry lands at the next flush.
+    store.flush().await;
+    let resolved = store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap();
+    let scope = store.agent(&resolved);
+    let state = scope.state().await.unwrap().unwrap();
+    assert_eq!(state.lifecycle_state, "ready");
+    assert_eq!(state.version, "v2.30.0");
+    assert_eq!(state.api_version, "2.7");
+    assert!(state.first_connected_at.is_some() && state.disconnected_at.is_some());
+    assert_eq!(scope.list_apps().await.unwrap()[0].health, "healthy");
+    let metadata: HashMap<String, String> =
+        scope.list_metadata().await.unwrap().into_iter().map(|m| (m.key, m.value)).collect();
+    assert_eq!(metadata["cpu"], "12%");
+    assert_eq!(metadata["mem"], "1.2 GiB");
+    let logs: Vec<String> = scope.logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
+    assert_eq!(logs, ["starting", "started"]);
+    assert_eq!(scope.script_timings().await.unwrap().len(), 1);
+    assert_eq!(scope.connection_logs().await.unwrap().len(), 1);
+    assert!(store.batcher_stats().stats.items_flushed >= 1, "the stats report was written");
+    assert!(scope.list_sub_agents().await.unwrap().is_empty(), "the sub-agent was created, then deleted");
+    let metrics = server.state.metrics();
+    assert_eq!(metrics.rpc_count("/coder.agent.v2.Agent/UpdateLifecycle", "ok"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_rpcs_read_no_agent_row_and_write_only_through_the_batchers() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "budget").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let client = pb::AgentClient::new(connect(&server, agent.auth_token).await);
+    let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    let app_id = manifest.apps[0].id.clone();
+    // Settle the connect-time writes, then count from a clean slate.
+    store.flush().await;
+    let reads_before = agent_row_reads(&store);
+    let before = store.queries().snapshot();
+    let flushes_before = store.batcher_stats();
+
+    let now = Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    for i in 0..1000u32 {
+        match i % 3 {
+            0 => {
+                let metadata = ["cpu", "mem"]
+                    .map(|key| pb::Metadata {
+                        key: key.into(),
+                        result: Some(pb::workspace_agent_metadata::Result {
+                            collected_at: now,
+                            age: 1,
+                            value: format!("{i}"),
+                            error: String::new(),
+                        }),
+                    })
+                    .to_vec();
+                client.batch_update_metadata(&pb::BatchUpdateMetadataRequest { metadata }).await.unwrap();
+            }
+            1 => {
+                let stats = pb::Stats { connection_count: 1, rx_bytes: i64::from(i), ..Default::default() };
+                let reply = client.update_stats(&pb::UpdateStatsRequest { stats: Some(stats) }).await.unwrap();
+                assert_eq!(reply.report_interval.unwrap().seconds, 30);
+            }
+            _ => {
+                // Health as it already is: an agent repeats it on every check.
+                let update = pb::batch_update_app_health_request::HealthUpdate {
+                    id: app_id.clone(),
+                    health: pb::AppHealth::Initializing as i32,
+                };
+                client
+                    .batch_update_app_healths(&pb::BatchUpdateAppHealthRequest { updates: vec![update] })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    store.flush().await;
+    let after = store.queries().snapshot();
+    let flushes_after = store.batcher_stats();
+    let flushes = (flushes_after.stats.flushes - flushes_before.stats.flushes)
+        + (flushes_after.metadata.flushes - flushes_before.metadata.flushes)
+        + (flushes_after.heartbeats.flushes - flushes_before.heartbeats.flushes);
+    assert_eq!(agent_row_reads(&store), reads_before, "a hot RPC read the agent row");
+    let commits = after.commits - before.commits;
+    assert!(flushes >= 1);
+    assert!(commits <= flushes, "{commits} write transactions for {flushes} batcher flushes");
+    let metadata: HashMap<String, String> = store
+        .agent(&store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap())
+        .list_metadata()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.key, m.value))
+        .collect();
+    assert_eq!(metadata["cpu"], "999", "the last value per key won");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_error_leaves_the_session_usable() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "strict").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let client = pb::AgentClient::new(connect(&server, agent.auth_token).await);
+    let lifecycle = pb::Lifecycle { state: 99, changed_at: None };
+    let err = client.update_lifecycle(&pb::UpdateLifecycleRequest { lifecycle: Some(lifecycle) }).await.unwrap_err();
+    assert_eq!(err.code(), Some(0));
+    assert!(err.to_string().contains("lifecycle state"), "{err}");
+    let huge_key = "k".repeat(7000);
+    let metadata = vec![pb::Metadata { key: huge_key, result: None }];
+    let err = client.batch_update_metadata(&pb::BatchUpdateMetadataRequest { metadata }).await.unwrap_err();
+    assert!(err.to_string().contains("exceeded 6144 bytes"), "{err}");
+    let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    assert_eq!(manifest.agent_name, "main");
+}
