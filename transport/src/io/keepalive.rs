@@ -27,6 +27,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_LEN: usize = 12;
 const TYPE_DATA: u8 = 0;
 const TYPE_PING: u8 = 2;
+const TYPE_GO_AWAY: u8 = 3;
 const FLAG_SYN: u16 = 1;
 const FLAG_ACK: u16 = 2;
 const OUR_PING: u32 = 0x8000_0000;
@@ -128,6 +129,9 @@ pub struct Keepalive<T> {
     write_stall: Option<Pin<Box<Sleep>>>,
     /// Pings answered, for tests and metrics.
     pongs: u64,
+    /// The crate sent GoAway with an error code (the peer broke the protocol). hashicorp ends the session there;
+    /// the crate would carry on, so once the GoAway is on the wire this layer ends it.
+    violated: Option<u32>,
 }
 
 impl<T> Keepalive<T> {
@@ -146,6 +150,7 @@ impl<T> Keepalive<T> {
             timer,
             write_stall: None,
             pongs: 0,
+            violated: None,
         }
     }
 
@@ -276,6 +281,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Keepalive<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(code) = this.violated {
+            // Only once the GoAway has left: the peer should learn why it is cut off.
+            ready!(this.poll_send(cx))?;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("session ended after GoAway({code}): the peer broke the yamux protocol"),
+            )));
+        }
         // The crate polls reads all the time, even on an idle session: the place to drive the keepalive.
         this.poll_keepalive(cx)?;
         if this.ping_due {
@@ -310,7 +323,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Keepalive<T> {
             ready!(this.poll_write_out(cx))?;
         }
         this.writable.extend_from_slice(data);
-        this.outbound.walk(data, &mut |_| {}, &mut |_| true);
+        let mut violated = None;
+        this.outbound.walk(data, &mut |_| {}, &mut |header| {
+            let code = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+            if header[1] == TYPE_GO_AWAY && code != 0 {
+                violated = Some(code);
+            }
+            true
+        });
+        if violated.is_some() {
+            this.violated = violated;
+            cx.waker().wake_by_ref();
+        }
         this.queue_ping();
         Poll::Ready(Ok(data.len()))
     }

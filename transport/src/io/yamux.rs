@@ -3,7 +3,7 @@
 //! The crate has no control handle: one driver task owns the [`yamux::Connection`], and everything else talks to
 //! it through channels. What the wrapper adds, each for a reason a Go peer would notice:
 //! - receive windows fixed at 256 KiB (the crate would auto-tune them up to frames past its own 1 MiB cap);
-//! - a stream limit that is ours to name (past it the crate ends the whole session);
+//! - a stream limit that is ours to name (past it the crate answers GoAway, and the session then ends);
 //! - hashicorp's keepalive pings and write timeout ([`super::keepalive`]);
 //! - inbound streams are acknowledged by their server task at once (see `server`): the crate delays the ACK until
 //!   the first write, and a Go peer closes the whole session when a stream stays un-ACKed for 75 s.
@@ -51,9 +51,11 @@ impl SessionConfig {
     pub fn to_yamux(&self) -> yamux::Config {
         let max_streams = self.max_streams.max(1);
         let mut cfg = yamux::Config::default();
-        // Window first: the crate asserts window >= streams × 256 KiB when the stream count is set.
-        cfg.set_max_connection_receive_window(Some(max_streams * STREAM_WINDOW));
+        // Each setter asserts window >= streams × 256 KiB against the other's current value, so lift the window
+        // cap, set the stream count, then cap the window to exactly what the streams need (no auto-tuning).
+        cfg.set_max_connection_receive_window(None);
         cfg.set_max_num_streams(max_streams);
+        cfg.set_max_connection_receive_window(Some(max_streams * STREAM_WINDOW));
         cfg.set_split_send_size(self.split_send_size.max(1));
         cfg
     }
@@ -182,4 +184,16 @@ where
         let _ = ended_tx.send(result);
     });
     (SessionHandle { commands: cmd_tx }, Incoming { streams: stream_rx, ended: ended_rx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_stream_limit_builds_a_config() {
+        for max_streams in [1, 4, 511, 512, 513, 10_000] {
+            let _ = SessionConfig { max_streams, ..SessionConfig::default() }.to_yamux();
+        }
+    }
 }

@@ -7,8 +7,8 @@ pub mod stream;
 
 pub use router::{BoxFuture, Method, Router};
 pub use serve::{
-    CallObserver, CallOutcome, Server, UNKNOWN_METHOD, ServerConfig, SessionEnd, DEFAULT_ACK_DELAY, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
-    DEFAULT_STREAM_SEND_QUEUE,
+    CallObserver, CallOutcome, Server, ServerConfig, SessionEnd, DEFAULT_ACK_DELAY,
+    DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION, DEFAULT_STREAM_SEND_QUEUE, UNKNOWN_METHOD,
 };
 pub use status::Status;
 pub use stream::ServerStream;
