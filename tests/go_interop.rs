@@ -175,10 +175,8 @@ async fn our_client_against_go(websocket: bool) {
     let manifest = agent_client.get_manifest(&agent::GetManifestRequest {}).await.unwrap();
     assert_eq!(manifest.agent_name, "go-server");
     let lifecycle = agent::Lifecycle { state: agent::lifecycle::State::Ready as i32, changed_at: None };
-    let echoed = agent_client
-        .update_lifecycle(&agent::UpdateLifecycleRequest { lifecycle: Some(lifecycle.clone()) })
-        .await
-        .unwrap();
+    let echoed =
+        agent_client.update_lifecycle(&agent::UpdateLifecycleRequest { lifecycle: Some(lifecycle) }).await.unwrap();
     assert_eq!(echoed, lifecycle);
     let err = agent_client.list_sub_agents(&agent::ListSubAgentsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Some(12), "{err}");

@@ -56,7 +56,7 @@ impl agent::AgentServer for RecordedGoServer {
         Ok(Default::default())
     }
     async fn update_lifecycle(&self, _: &(), r: agent::UpdateLifecycleRequest) -> R<agent::Lifecycle> {
-        self.keep(&r);
+        self.keep(r);
         r.lifecycle.ok_or_else(|| Status::error("no lifecycle"))
     }
     async fn batch_update_app_healths(

@@ -47,7 +47,8 @@ impl DrpcStream {
             return Ok(());
         }
         self.acked = true;
-        self.stream.write(&[]).await?;
+        // An empty write on purpose: it is the frame, not the bytes, that carries the ACK.
+        let _written: usize = self.stream.write(&[]).await?;
         self.stream.flush().await
     }
 

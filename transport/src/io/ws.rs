@@ -279,7 +279,9 @@ mod tests {
         }
     }
 
-    fn pipe() -> (WsByteStream<Pipe, Msg>, mpsc::UnboundedSender<Result<Msg, String>>, mpsc::UnboundedReceiver<Msg>) {
+    type PipeEnds = (WsByteStream<Pipe, Msg>, mpsc::UnboundedSender<Result<Msg, String>>, mpsc::UnboundedReceiver<Msg>);
+
+    fn pipe() -> PipeEnds {
         let (in_tx, in_rx) = mpsc::unbounded();
         let (out_tx, out_rx) = mpsc::unbounded();
         (WsByteStream::new(Pipe { rx: in_rx, tx: out_tx }), in_tx, out_rx)

@@ -146,7 +146,7 @@ where
         let mut closing = false;
         let result = poll_fn(|cx| loop {
             if closing {
-                return conn.poll_close(cx).map(|r| r.map_err(Into::into));
+                return conn.poll_close(cx);
             }
             if pending_open.is_none() {
                 match cmd_rx.poll_recv(cx) {

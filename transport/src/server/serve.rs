@@ -358,10 +358,11 @@ async fn serve_streaming(
                 _ => in_tx = None,
             },
             event = io.next_event(), if undelivered.is_none() => match event? {
-                Some(Event::Message { stream, data }) if stream == id => match in_tx.as_ref().map(|tx| tx.try_send(data)) {
-                    Some(Err(mpsc::error::TrySendError::Full(data))) => undelivered = Some(data),
-                    _ => {}
-                },
+                Some(Event::Message { stream, data }) if stream == id => {
+                    if let Some(Err(mpsc::error::TrySendError::Full(data))) = in_tx.as_ref().map(|tx| tx.try_send(data)) {
+                        undelivered = Some(data);
+                    }
+                }
                 Some(Event::CloseSend { stream }) if stream == id => in_tx = None,
                 Some(event) if ends_call(&event, id) => return Ok((carry_over(event), CallOutcome::Cancelled)),
                 Some(_) => {}
