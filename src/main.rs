@@ -249,7 +249,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, config);
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, replica = %state.config().replica_id, "serving agents");
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, replica = %state.config().replica_id, "serving agents");
+    // On stdout, for scripts and tests that listen on port 0.
+    println!("agentwire: listening on http://{bound}");
     if let (Some(addr), Some(token)) = (args.tcp_listen, args.tcp_agent_token) {
         let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         tracing::info!(listen = %tcp.local_addr()?, "serving plain-TCP yamux");

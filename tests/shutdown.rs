@@ -1,0 +1,113 @@
+//! SIGTERM under load: the server stops accepting, lets calls in flight finish, flushes its batchers and exits 0;
+//! afterwards every RPC that was answered is in the database, the batched ones included.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentwire::proto::agent::v2 as pb;
+use agentwire_store::{NewMetadata, Store, StoreOptions};
+use agentwire_transport::client::Client;
+use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
+use agentwire_transport::Limits;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentwire");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_no_answered_write() {
+    let dir = std::env::temp_dir().join(format!("agentwire-shutdown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("agentwire.db").display());
+
+    let created = Command::new(BIN)
+        .args(["agent", "create", "--db", &db, "--workspace", "w", "--name", "main", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let agent_id = uuid::Uuid::parse_str(created["agent_id"].as_str().unwrap()).unwrap();
+    {
+        let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+        let key = NewMetadata { key: "progress".into(), display_name: "progress".into(), ..NewMetadata::default() };
+        store.admin().add_metadata_description(agent_id, &key).await.unwrap();
+        store.close().await;
+    }
+
+    let mut server = Command::new(BIN)
+        .args(["serve", "--db", &db, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let addr = line.rsplit("http://").next().unwrap().to_owned();
+
+    let url = format!("ws://{addr}/api/v2/workspaceagents/me/rpc?version=2.10");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
+    let client = pb::AgentClient::new(Client::new(
+        spawn_session(io, Mode::Client, &SessionConfig::default()).0,
+        Limits::default(),
+    ));
+    let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    // No scripts on this agent: the nil source, which Coder files under "External".
+    assert!(manifest.scripts.is_empty());
+    let log_source = bytes::Bytes::from_static(&[0u8; 16]);
+
+    // Durable logs and batched metadata, one after the other, until the server goes away.
+    let mut answered_logs = Vec::new();
+    let mut answered_metadata = None;
+    let pid = server.id().unwrap();
+    for i in 0..100_000u32 {
+        if i == 200 {
+            let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+            assert!(status.success());
+        }
+        let line = format!("line-{i}");
+        let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
+        let logs = client
+            .batch_create_logs(&pb::BatchCreateLogsRequest { log_source_id: log_source.clone(), logs: vec![log] })
+            .await;
+        match logs {
+            Ok(_) => answered_logs.push(line),
+            Err(err) => {
+                assert!(i >= 200, "call {i} failed before the signal: {err}");
+                break;
+            }
+        }
+        let metadata = pb::Metadata {
+            key: "progress".into(),
+            result: Some(pb::workspace_agent_metadata::Result { value: i.to_string(), ..Default::default() }),
+        };
+        match client.batch_update_metadata(&pb::BatchUpdateMetadataRequest { metadata: vec![metadata] }).await {
+            Ok(_) => answered_metadata = Some(i.to_string()),
+            Err(_) => break,
+        }
+    }
+    assert!(answered_logs.len() >= 200, "the load ran before the signal");
+    let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the server exited with {status}");
+
+    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+    let agent = store.resolve_agent_by_token(&token).await.unwrap().unwrap();
+    let scope = store.agent(&agent);
+    let stored: Vec<String> = scope.logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
+    for line in &answered_logs {
+        assert!(stored.contains(line), "{line} was answered but is not in the database");
+    }
+    let progress = scope.list_metadata().await.unwrap().into_iter().find(|m| m.key == "progress").unwrap();
+    assert_eq!(Some(progress.value), answered_metadata, "the last answered metadata value was flushed at shutdown");
+    let state = scope.state().await.unwrap().unwrap();
+    assert!(state.disconnected_at.is_some(), "the disconnection was recorded");
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
