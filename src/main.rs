@@ -101,6 +101,12 @@ struct ServeArgs {
     /// Seconds between connection heartbeats (last_connected_at).
     #[arg(long, env = "AGENTWIRE_HEARTBEAT_INTERVAL", default_value_t = 15)]
     heartbeat_interval: u64,
+    /// Seconds between WebSocket pings to an agent (0 turns them off).
+    #[arg(long, env = "AGENTWIRE_WS_PING_INTERVAL", default_value_t = 15)]
+    ws_ping_interval: u64,
+    /// Seconds a WebSocket may stay silent before it is dropped.
+    #[arg(long, env = "AGENTWIRE_WS_PING_TIMEOUT", default_value_t = 30)]
+    ws_ping_timeout: u64,
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
@@ -227,6 +233,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_sessions_per_agent: args.max_sessions_per_agent,
         max_ws_message_size: args.max_ws_message_size,
         heartbeat_interval: secs(args.heartbeat_interval),
+        ws_ping_interval: (args.ws_ping_interval > 0).then(|| secs(args.ws_ping_interval)),
+        ws_ping_timeout: secs(args.ws_ping_timeout),
         shutdown_grace: secs(args.shutdown_grace),
         agent_api: AgentApiConfig {
             stats_report_interval: secs(args.stats_report_interval),

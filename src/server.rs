@@ -42,6 +42,10 @@ pub struct ServeConfig {
     pub max_ws_message_size: usize,
     /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
     pub heartbeat_interval: Duration,
+    /// WebSocket pings to the agent (coderd's 15 s); `None` turns them off.
+    pub ws_ping_interval: Option<Duration>,
+    /// A WebSocket silent this long is dropped (coderd's 30 s).
+    pub ws_ping_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
     pub rpc: ServerConfig,
@@ -60,6 +64,8 @@ impl Default for ServeConfig {
             max_sessions_per_agent: DEFAULT_MAX_SESSIONS_PER_AGENT,
             max_ws_message_size: agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            ws_ping_interval: Some(agentwire_transport::io::DEFAULT_WS_PING_INTERVAL),
+            ws_ping_timeout: agentwire_transport::io::DEFAULT_WS_PING_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             rpc: ServerConfig::default(),
             agent_api: AgentApiConfig::default(),

@@ -176,3 +176,42 @@ async fn a_validation_error_leaves_the_session_usable() {
     let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
     assert_eq!(manifest.agent_name, "main");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_answers_websocket_pings_and_keeps_its_session() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "idle").await;
+    let config = ServeConfig {
+        ws_ping_interval: Some(std::time::Duration::from_millis(100)),
+        ws_ping_timeout: std::time::Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let server = start(store.clone(), config).await;
+    let client = pb::AgentClient::new(connect(&server, agent.auth_token).await);
+    client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    // Ten ping intervals with nothing to say: only pongs keep the 300 ms silence timeout from firing.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(server.state.metrics().sessions_active(), 1);
+    client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_dropped_after_the_ping_timeout() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "mute").await;
+    let config = ServeConfig {
+        ws_ping_interval: Some(std::time::Duration::from_millis(100)),
+        ws_ping_timeout: std::time::Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let server = start(store.clone(), config).await;
+    // Upgrade, then never read nor write: no pongs come back.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.rpc_url("2.10")).unwrap();
+    request.headers_mut().insert("Coder-Session-Token", agent.auth_token.to_string().parse().unwrap());
+    let (_socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(server.state.metrics().sessions_active(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(server.state.metrics().sessions_active(), 0, "the silent agent was not dropped");
+}

@@ -114,8 +114,14 @@ pub async fn agent_rpc(
         Err(rejection) => return rejection.into_response(),
     };
     let max = state.config().max_ws_message_size;
+    let pings = state.config().ws_ping_interval.map(|every| (every, state.config().ws_ping_timeout));
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        let io: AxumWs = WsByteStream::new(socket);
+        // coderd pings the agent's WebSocket and drops it after 30 s of silence; the yamux keepalive underneath
+        // does the same one layer down.
+        let io: AxumWs = match pings {
+            Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
+            None => WsByteStream::new(socket),
+        };
         state.run_agent_session(io, agent, version, permit).await;
     })
 }

@@ -7,5 +7,7 @@ pub mod yamux;
 
 pub use self::drpc_stream::{DriveError, DrpcStream};
 pub use self::keepalive::{Keepalive, KeepaliveConfig};
-pub use self::ws::{WsByteStream, WsFrame, WsMessage, DEFAULT_MAX_WS_MESSAGE_SIZE};
+pub use self::ws::{
+    WsByteStream, WsFrame, WsMessage, DEFAULT_MAX_WS_MESSAGE_SIZE, DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT,
+};
 pub use self::yamux::{spawn_session, Incoming, Mode, SessionConfig, SessionError, SessionHandle};

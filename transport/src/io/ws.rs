@@ -4,6 +4,7 @@
 //! and one message may hold several frames. A text message is a protocol error. Each flush sends what was written
 //! since the last one as one binary message, so a yamux frame's header and body travel together.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -19,6 +20,12 @@ pub const DEFAULT_MAX_WS_MESSAGE_SIZE: usize = 1024 * 1024;
 /// Bytes gathered before a message is sent even without a flush.
 pub const WS_WRITE_COALESCE: usize = 64 * 1024;
 
+/// How often the server pings an agent's WebSocket: coderd's `AgentConnectionUpdateFrequency`.
+pub const DEFAULT_WS_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a WebSocket may stay silent (no message, no pong) before it is dropped: coderd's
+/// `AgentInactiveDisconnectTimeout`.
+pub const DEFAULT_WS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the byte stream needs to know of a WebSocket library's message type.
 pub enum WsFrame {
     Binary(Bytes),
@@ -31,10 +38,20 @@ pub enum WsFrame {
 pub trait WsMessage: Sized {
     fn classify(self) -> WsFrame;
     fn binary(data: Bytes) -> Self;
+    fn ping() -> Self;
+}
+
+/// WebSocket-level liveness, as coderd keeps it on the agent connection.
+struct Liveness {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    next_ping: Pin<Box<tokio::time::Sleep>>,
+    last_heard: tokio::time::Instant,
 }
 
 pub struct WsByteStream<S, M> {
     inner: S,
+    liveness: Option<Liveness>,
     _message: std::marker::PhantomData<fn(M) -> M>,
     readable: Bytes,
     writable: BytesMut,
@@ -42,9 +59,22 @@ pub struct WsByteStream<S, M> {
 }
 
 impl<S, M> WsByteStream<S, M> {
+    /// Pings every `interval` and fails the stream when nothing (no message, no pong) arrived for `timeout`.
+    pub fn with_pings(inner: S, interval: std::time::Duration, timeout: std::time::Duration) -> Self {
+        let mut stream = Self::new(inner);
+        stream.liveness = Some(Liveness {
+            interval,
+            timeout,
+            next_ping: Box::pin(tokio::time::sleep(interval)),
+            last_heard: tokio::time::Instant::now(),
+        });
+        stream
+    }
+
     pub fn new(inner: S) -> Self {
         WsByteStream {
             inner,
+            liveness: None,
             _message: std::marker::PhantomData,
             readable: Bytes::new(),
             writable: BytesMut::new(),
@@ -61,13 +91,43 @@ fn io_err<E: std::fmt::Display>(err: E) -> io::Error {
     io::Error::other(err.to_string())
 }
 
+impl<S, M, E> WsByteStream<S, M>
+where
+    S: Sink<M, Error = E> + Unpin,
+    M: WsMessage,
+    E: std::fmt::Display,
+{
+    /// Sends a ping when one is due; fails once the peer has been silent too long.
+    fn poll_liveness(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(live) = self.liveness.as_mut() else {
+            return Ok(());
+        };
+        if live.last_heard.elapsed() >= live.timeout {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "websocket peer silent past the ping timeout"));
+        }
+        if live.next_ping.as_mut().poll(cx).is_ready() {
+            let interval = live.interval;
+            live.next_ping.as_mut().reset(tokio::time::Instant::now() + interval);
+            let _ = live.next_ping.as_mut().poll(cx);
+            // Best effort: a socket too full to take a ping has a peer that is not reading, which the write
+            // timeout above us deals with.
+            if let Poll::Ready(Ok(())) = Pin::new(&mut self.inner).poll_ready(cx) {
+                Pin::new(&mut self.inner).start_send(M::ping()).map_err(io_err)?;
+                let _ = Pin::new(&mut self.inner).poll_flush(cx).map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<S, M, E> AsyncRead for WsByteStream<S, M>
 where
-    S: Stream<Item = Result<M, E>> + Unpin,
+    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin,
     M: WsMessage,
     E: std::fmt::Display,
 {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.poll_liveness(cx)?;
         loop {
             if !self.readable.is_empty() {
                 let n = self.readable.len().min(buf.remaining());
@@ -78,7 +138,11 @@ where
             if self.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            let next = ready!(Pin::new(&mut self.inner).poll_next(cx));
+            if let Some(live) = self.liveness.as_mut() {
+                live.last_heard = tokio::time::Instant::now();
+            }
+            match next {
                 Some(Ok(message)) => match message.classify() {
                     WsFrame::Binary(data) => self.readable = data,
                     WsFrame::Control => {}
@@ -165,6 +229,10 @@ mod tungstenite_support {
         fn binary(data: Bytes) -> Self {
             Message::Binary(data)
         }
+
+        fn ping() -> Self {
+            Message::Ping(Bytes::new())
+        }
     }
 
     pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
@@ -211,6 +279,10 @@ mod axum_support {
         fn binary(data: Bytes) -> Self {
             Message::Binary(data)
         }
+
+        fn ping() -> Self {
+            Message::Ping(Bytes::new())
+        }
     }
 
     /// The byte stream of an upgraded axum WebSocket.
@@ -227,6 +299,7 @@ pub use tungstenite_support::{accept, connect, ws_config, ClientWs, ServerWs};
 mod tests {
     use super::*;
     use futures::channel::mpsc;
+    use futures::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[derive(Debug, PartialEq)]
@@ -248,6 +321,9 @@ mod tests {
         }
         fn binary(data: Bytes) -> Self {
             Msg::Bin(data)
+        }
+        fn ping() -> Self {
+            Msg::Ping
         }
     }
 
@@ -304,6 +380,31 @@ mod tests {
         let mut expected = header.to_vec();
         expected.extend_from_slice(b"abc\x00\x01");
         assert_eq!(all, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_every_interval_and_drops_a_silent_peer() {
+        let (in_tx, in_rx) = mpsc::unbounded();
+        let (out_tx, mut out_rx) = mpsc::unbounded();
+        let mut ws: WsByteStream<Pipe, Msg> =
+            WsByteStream::with_pings(Pipe { rx: in_rx, tx: out_tx }, DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT);
+        let started = tokio::time::Instant::now();
+        // An answering peer: a pong (here any control message) after each ping keeps the stream alive.
+        let reader = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            let result = ws.read(&mut byte).await;
+            (result.map(|_| byte[0]), started.elapsed())
+        });
+        for _ in 0..3 {
+            assert_eq!(out_rx.next().await, Some(Msg::Ping));
+            in_tx.unbounded_send(Ok(Msg::Ping)).unwrap();
+        }
+        assert_eq!(started.elapsed(), 3 * DEFAULT_WS_PING_INTERVAL);
+        // Then silence: pings go unanswered and the stream fails 30 s after the last thing heard.
+        let (result, at) = reader.await.unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(at >= 3 * DEFAULT_WS_PING_INTERVAL + DEFAULT_WS_PING_TIMEOUT, "{at:?}");
+        assert!(at <= 3 * DEFAULT_WS_PING_INTERVAL + DEFAULT_WS_PING_TIMEOUT + DEFAULT_WS_PING_INTERVAL, "{at:?}");
     }
 
     #[tokio::test]
