@@ -215,3 +215,60 @@ async fn a_silent_websocket_is_dropped_after_the_ping_timeout() {
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(server.state.metrics().sessions_active(), 0, "the silent agent was not dropped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_listener_serves_its_agent_without_websocket() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "tcp").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(agentwire::server::serve_tcp(server.state.clone(), listener, agent.auth_token.to_string()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let session = agentwire_transport::io::spawn_session(
+        tcp,
+        agentwire_transport::io::Mode::Client,
+        &agentwire_transport::io::SessionConfig::default(),
+    )
+    .0;
+    let client =
+        pb::AgentClient::new(agentwire_transport::client::Client::new(session, agentwire_transport::Limits::default()));
+    let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    assert_eq!(manifest.workspace_name, "tcp-ws");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served() {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "observed").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let client = pb::AgentClient::new(connect(&server, agent.auth_token).await);
+    client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    let lifecycle = pb::Lifecycle { state: 99, changed_at: None };
+    let _ = client.update_lifecycle(&pb::UpdateLifecycleRequest { lifecycle: Some(lifecycle) }).await;
+
+    let get = |path: &'static str| {
+        let addr = server.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut body = String::new();
+            tcp.read_to_string(&mut body).await.unwrap();
+            body
+        }
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics").await;
+    for line in [
+        "agentwire_sessions_active 1",
+        "agentwire_rpc_total{method=\"/coder.agent.v2.Agent/GetManifest\",code=\"ok\"} 1",
+        "agentwire_rpc_total{method=\"/coder.agent.v2.Agent/UpdateLifecycle\",code=\"0\"} 1",
+        "agentwire_rpc_duration_seconds_count{method=\"/coder.agent.v2.Agent/GetManifest\"} 1",
+        "agentwire_db_queries_total{query=\"GetAuthenticatedWorkspaceAgentAndBuildByAuthToken\"} 1",
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
+    }
+}
