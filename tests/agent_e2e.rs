@@ -272,3 +272,45 @@ async fn metrics_and_health_are_served() {
         assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
     }
 }
+
+/// The three refusals coderd makes before the upgrade, with its status codes and JSON bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tokens_stale_builds_and_bad_versions_are_refused_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, "refused").await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let refusal = |version: &'static str, token: String| {
+        let url = server.rpc_url(version);
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+            match tokio_tungstenite::connect_async(request).await {
+                Err(Error::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value =
+                        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                    (status, body)
+                }
+                Err(other) => panic!("unexpected error {other}"),
+                Ok(_) => panic!("the upgrade went through"),
+            }
+        }
+    };
+    let (status, body) = refusal("2.10", uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!((status, body["message"].as_str().unwrap()), (401, "Workspace agent not authorized."));
+    let (status, body) = refusal("2.10", "not-a-uuid".into()).await;
+    assert_eq!((status, body["message"].as_str().unwrap()), (401, "Workspace agent token invalid."));
+    let (status, body) = refusal("2.11", agent.auth_token.to_string()).await;
+    assert_eq!((status, body["message"].as_str().unwrap()), (400, "Unknown or unsupported API version"));
+    assert_eq!(body["validations"][0]["field"], "version");
+
+    // A newer build of the workspace makes this agent's build stale: 403.
+    let resolved = store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap();
+    store.admin().create_build(resolved.workspace_id, "start", agentwire_store::JobState::Succeeded).await.unwrap();
+    let (status, body) = refusal("2.10", agent.auth_token.to_string()).await;
+    assert_eq!((status, body["message"].as_str().unwrap()), (403, "Agent trying to connect from non-latest build."));
+    assert_eq!(server.state.metrics().sessions_active(), 0);
+}

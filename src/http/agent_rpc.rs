@@ -2,7 +2,7 @@
 //!
 //! Everything that can refuse the agent happens before the upgrade, with coderd's status codes and texts: the
 //! token (header, cookie or query parameter) resolved to the agent in one query (401 unknown, 403 not on the
-//! workspace's latest build), then the API version (400). Only then is the WebSocket accepted and the session,
+//! workspace's latest build, unless that build is being stopped), then the API version (400). Only then is the WebSocket accepted and the session,
 //! built from that one lookup, served.
 
 use std::collections::HashMap;
@@ -87,7 +87,7 @@ pub async fn agent_rpc(
                 .into_response();
         }
     };
-    if !agent.is_latest_build {
+    if !agent.is_latest_build && !agent.in_shutdown_case {
         return refuse(
             "forbidden",
             ApiError::new(StatusCode::FORBIDDEN, "Agent trying to connect from non-latest build.").detail(format!(

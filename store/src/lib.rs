@@ -67,6 +67,8 @@
 
 pub mod backend;
 pub mod batch;
+#[doc(hidden)]
+pub mod bench_support;
 mod counting;
 mod error;
 pub mod model;
@@ -254,9 +256,11 @@ pub struct AllBatcherStats {
 
 const RESOLVE_AGENT_BY_TOKEN: Stmt = Stmt::new(
     "GetAuthenticatedWorkspaceAgentAndBuildByAuthToken",
-    // Coder MAIN's rule: the agent's build is the latest, or it is a succeeded `start` build
-    // whose successor is a `stop` still pending or running (the agent must be able to report
-    // its shutdown).
+    // Any live agent's token resolves, with two verdicts for the caller: whether its build is the
+    // workspace's latest, and whether Coder MAIN's shutdown exception holds (a succeeded `start`
+    // build whose successor is a `stop` still pending or running: the agent must be able to report
+    // its shutdown). The endpoint admits either and answers 403 otherwise, so a stale agent learns
+    // why instead of getting the 401 an unknown token gets.
     "SELECT a.id, a.name, a.resource_id, a.parent_id, a.directory, a.expanded_directory, \
        a.environment_variables, a.motd_file, a.troubleshooting_url, \
        a.connection_timeout_seconds, a.architecture, a.operating_system, a.version, \
@@ -267,7 +271,12 @@ const RESOLVE_AGENT_BY_TOKEN: Stmt = Stmt::new(
        w.autostart_schedule, u.id AS owner_id, u.username AS owner_username, \
        t.id AS template_id, t.name AS template_name, \
        b.id AS build_id, b.build_number, b.transition AS build_transition, \
-       b.template_version_id, (b.build_number = lb.build_number) AS is_latest_build \
+       b.template_version_id, (b.build_number = lb.build_number) AS is_latest_build, \
+       (b.transition = 'start' AND bj.completed_at IS NOT NULL AND bj.canceled_at IS NULL \
+         AND COALESCE(bj.error, '') = '' \
+         AND lb.build_number = b.build_number + 1 AND lb.transition = 'stop' \
+         AND lj.completed_at IS NULL AND lj.canceled_at IS NULL \
+         AND COALESCE(lj.error, '') = '') AS in_shutdown_case \
      FROM workspace_agents a \
      JOIN workspace_resources r ON r.id = a.resource_id \
      JOIN workspace_builds b ON b.job_id = r.job_id \
@@ -278,13 +287,7 @@ const RESOLVE_AGENT_BY_TOKEN: Stmt = Stmt::new(
      JOIN workspace_builds lb ON lb.workspace_id = w.id AND lb.build_number = \
        (SELECT MAX(x.build_number) FROM workspace_builds x WHERE x.workspace_id = w.id) \
      JOIN provisioner_jobs lj ON lj.id = lb.job_id \
-     WHERE a.auth_token = $1 AND a.deleted = FALSE AND w.deleted = FALSE \
-       AND (b.build_number = lb.build_number OR ( \
-         b.transition = 'start' AND bj.completed_at IS NOT NULL AND bj.canceled_at IS NULL \
-         AND COALESCE(bj.error, '') = '' \
-         AND lb.build_number = b.build_number + 1 AND lb.transition = 'stop' \
-         AND lj.completed_at IS NULL AND lj.canceled_at IS NULL \
-         AND COALESCE(lj.error, '') = ''))",
+     WHERE a.auth_token = $1 AND a.deleted = FALSE AND w.deleted = FALSE",
 );
 
 impl Store {

@@ -150,9 +150,11 @@ pub struct ResolvedAgent {
     /// Template version of that build.
     #[sqlx(try_from = "String")]
     pub template_version_id: Uuid,
-    /// Whether that build is the workspace's latest (false only in Coder's shutdown case: the
-    /// next build is a `stop` still pending or running).
+    /// Whether that build is the workspace's latest.
     pub is_latest_build: bool,
+    /// Coder's shutdown exception: not the latest, but the next build is a `stop` still pending or
+    /// running, so the agent may connect to report its shutdown.
+    pub in_shutdown_case: bool,
     #[sqlx(skip)]
     pub(crate) _sealed: Sealed,
 }

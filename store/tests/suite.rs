@@ -97,11 +97,14 @@ mod cases {
         let stop = admin.create_build(f.build.workspace_id, "stop", JobState::Pending).await.unwrap();
         let a = env.store.resolve_agent_by_token(&token).await.unwrap().unwrap();
         assert!(!a.is_latest_build);
+        assert!(a.in_shutdown_case);
         assert_eq!(a.build_number, 1);
 
-        // Once the stop build completes, the old build's agent is refused.
+        // Once the stop build completes, the old build's agent is stale: still known (the endpoint answers 403,
+        // not 401), but neither latest nor in the shutdown case.
         admin.set_job_state(stop.job_id, JobState::Succeeded).await.unwrap();
-        assert!(env.store.resolve_agent_by_token(&token).await.unwrap().is_none());
+        let stale = env.store.resolve_agent_by_token(&token).await.unwrap().unwrap();
+        assert!(!stale.is_latest_build && !stale.in_shutdown_case);
 
         // An agent of the newest build resolves; a deleted workspace does not.
         let start = admin.create_build(f.build.workspace_id, "start", JobState::Succeeded).await.unwrap();
@@ -111,7 +114,7 @@ mod cases {
             .unwrap();
         let t = fresh.auth_token.to_string();
         let a = env.store.resolve_agent_by_token(&t).await.unwrap().unwrap();
-        assert!(a.is_latest_build);
+        assert!(a.is_latest_build && !a.in_shutdown_case);
         assert_eq!(a.build_number, 3);
         admin.delete_workspace(f.build.workspace_id).await.unwrap();
         assert!(env.store.resolve_agent_by_token(&t).await.unwrap().is_none());
