@@ -101,7 +101,7 @@ impl Peer {
             for frame in parse_frames(&mut self.inbound) {
                 match frame.kind {
                     TYPE_PING if frame.has(FLAG_SYN) => {
-                        let pong = YamuxFrame::encode(TYPE_PING, FLAG_ACK, 0, frame.length, &[]);
+                        let pong = pong(frame.length);
                         self.io.write_all(&pong).await.unwrap();
                     }
                     TYPE_GO_AWAY => self.go_aways += 1,

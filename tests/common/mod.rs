@@ -3,7 +3,7 @@
 pub mod go_interop;
 pub mod recorded;
 pub mod server;
-pub mod yamux_frames;
+pub use agentwire_transport::testing::yamux_frames;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use agentwire_transport::client::Client;
 use agentwire_transport::io::{spawn_session, Mode, SessionConfig};
 use agentwire_transport::server::{Router, Server, ServerConfig, SessionEnd};
+use agentwire_transport::testing::yamux_frames::*;
 use agentwire_transport::testing::{path, register_interop};
 use agentwire_transport::wire::frame::encode_frame;
 use agentwire_transport::wire::{encode_metadata, encode_packet, Frame, Id, Kind, Metadata, Packet, PacketAssembler};
@@ -39,99 +40,6 @@ const MAX_PACKET: usize = 4 * MIB;
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// yamux frames (as tests/common/yamux_frames.rs of the main crate)
-
-const HEADER_LEN: usize = 12;
-const TYPE_DATA: u8 = 0;
-const TYPE_WINDOW_UPDATE: u8 = 1;
-const TYPE_PING: u8 = 2;
-const TYPE_GO_AWAY: u8 = 3;
-const FLAG_SYN: u16 = 1;
-const FLAG_ACK: u16 = 2;
-const FLAG_FIN: u16 = 4;
-const FLAG_RST: u16 = 8;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct YamuxFrame {
-    kind: u8,
-    flags: u16,
-    stream: u32,
-    length: u32,
-    body: Vec<u8>,
-}
-
-impl YamuxFrame {
-    fn has(&self, flag: u16) -> bool {
-        self.flags & flag != 0
-    }
-}
-
-fn encode(version: u8, kind: u8, flags: u16, stream: u32, length: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![version, kind];
-    out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn data_frame(flags: u16, stream: u32, body: &[u8]) -> Vec<u8> {
-    encode(0, TYPE_DATA, flags, stream, body.len() as u32, body)
-}
-
-/// Opens a stream with its first bytes, as the crate does (hashicorp sends a WindowUpdate SYN first).
-fn syn_data(stream: u32, body: &[u8]) -> Vec<u8> {
-    data_frame(FLAG_SYN, stream, body)
-}
-
-fn data(stream: u32, body: &[u8]) -> Vec<u8> {
-    data_frame(0, stream, body)
-}
-
-fn window_update(flags: u16, stream: u32, delta: u32) -> Vec<u8> {
-    encode(0, TYPE_WINDOW_UPDATE, flags, stream, delta, &[])
-}
-
-/// hashicorp's `OpenStream`: a WindowUpdate with SYN and delta 0.
-fn syn(stream: u32) -> Vec<u8> {
-    window_update(FLAG_SYN, stream, 0)
-}
-
-/// hashicorp's `Stream.Close`: a WindowUpdate with FIN.
-fn fin(stream: u32) -> Vec<u8> {
-    window_update(FLAG_FIN, stream, 0)
-}
-
-fn rst(stream: u32) -> Vec<u8> {
-    window_update(FLAG_RST, stream, 0)
-}
-
-fn go_away(code: u32) -> Vec<u8> {
-    encode(0, TYPE_GO_AWAY, 0, 0, code, &[])
-}
-
-/// Takes every whole frame off the front of `buf`.
-fn parse_frames(buf: &mut Vec<u8>) -> Vec<YamuxFrame> {
-    let mut frames = Vec::new();
-    loop {
-        if buf.len() < HEADER_LEN {
-            return frames;
-        }
-        assert_eq!(buf[0], 0, "the server sent a yamux version other than 0");
-        let kind = buf[1];
-        let flags = u16::from_be_bytes([buf[2], buf[3]]);
-        let stream = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let length = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let body_len = if kind == TYPE_DATA { length as usize } else { 0 };
-        if buf.len() < HEADER_LEN + body_len {
-            return frames;
-        }
-        let raw: Vec<u8> = buf.drain(..HEADER_LEN + body_len).collect();
-        frames.push(YamuxFrame { kind, flags, stream, length, body: raw[HEADER_LEN..].to_vec() });
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

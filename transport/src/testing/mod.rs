@@ -1,6 +1,8 @@
 //! Test support shared by this crate's tests, the server's tests and the Go interop suite: the raw-bytes
 //! `agentwire.interop.v1.Interop` service, whose behaviour the Go driver under `tests/go` implements too.
 
+pub mod yamux_frames;
+
 use bytes::Bytes;
 
 use crate::server::{Router, Status};
