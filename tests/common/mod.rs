@@ -3,7 +3,6 @@
 pub mod go_interop;
 pub mod recorded;
 pub mod server;
-pub use agentwire_transport::testing::yamux_frames;
 
 use std::path::PathBuf;
 
