@@ -29,6 +29,30 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an API token for a user (created when missing) and print it: the session token of
+    /// `watch-metadata` and the other user endpoints.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The user's username.
+    #[arg(long)]
+    username: String,
+    /// Hours until the token expires.
+    #[arg(long, default_value_t = 720)]
+    lifetime_hours: u64,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Agent { command: AgentCommand::Create(args) } => create_agent(args).await,
+            Command::User { command: UserCommand::Token(args) } => user_token(args).await,
         }
     })
 }
@@ -205,6 +230,21 @@ async fn create_agent(args: CreateArgs) -> anyhow::Result<()> {
         println!("agent {} of workspace {} created", created.agent, created.workspace);
         println!("token: {}", created.token);
     }
+    store.close().await;
+    Ok(())
+}
+
+async fn user_token(args: TokenArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.lifetime_hours > 0, "--lifetime-hours must be at least 1");
+    let store = open_store(&args.db.db).await?;
+    let admin = store.admin();
+    let user = match admin.user_id(&args.username).await? {
+        Some(id) => id,
+        None => admin.create_user(&args.username, &format!("{}@example.com", args.username)).await?,
+    };
+    let lifetime = Duration::from_secs(args.lifetime_hours.saturating_mul(3600));
+    let token = admin.create_api_key(user, lifetime).await?;
+    println!("{token}");
     store.close().await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod agent_rpc;
 pub mod error;
+pub mod watch_metadata;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -14,6 +15,7 @@ use crate::server::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/workspaceagents/me/rpc", get(agent_rpc::agent_rpc))
+        .route("/api/v2/workspaceagents/{id}/watch-metadata", get(watch_metadata::watch_metadata))
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
         .with_state(state)

@@ -55,6 +55,8 @@ dual!(
     app_status,
     pubsub_roundtrip,
     scoped_read_backs_and_pre_provisioned_sub_agent,
+    api_keys_resolve_their_user_once,
+    agent_metadata_for_user_checks_ownership,
 );
 
 mod cases {
@@ -728,6 +730,94 @@ mod cases {
         }
         assert!(other.try_recv().is_none());
         assert_eq!(env.store.queries().snapshot().notifications, 1);
+    }
+
+    pub async fn api_keys_resolve_their_user_once(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let admin = env.store.admin();
+        let user = admin.create_user("kim", "kim@example.com").await.unwrap();
+        let token = admin.create_api_key(user, Duration::from_secs(3600)).await.unwrap();
+        // Coder's shape: a 10-character id, a dash, a 22-character secret.
+        let (key_id, secret) = token.split_once('-').unwrap();
+        assert_eq!((key_id.len(), secret.len()), (10, 22), "{token}");
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert_ne!(admin.create_api_key(user, Duration::from_secs(3600)).await.unwrap(), token);
+
+        let before = env.store.queries().snapshot();
+        assert_eq!(env.store.user_by_api_key(&token).await.unwrap(), Some(user));
+        let d = env.store.queries().snapshot().since(&before);
+        assert_eq!(d.total(), 1, "{d:?}");
+        assert_eq!(d.get("GetAPIKeyByID"), 1);
+
+        // A wrong secret under a real id: refused (the hash is compared, not the token).
+        let wrong = format!("{key_id}-{}", "A".repeat(22));
+        assert_eq!(env.store.user_by_api_key(&wrong).await.unwrap(), None);
+        // Malformed tokens run no query.
+        let before = env.store.queries().snapshot();
+        for bad in ["", "nope", &format!("{key_id}{secret}"), &format!("{key_id}-{secret}x"), "abc-def"] {
+            assert_eq!(env.store.user_by_api_key(bad).await.unwrap(), None, "{bad:?}");
+        }
+        assert_eq!(env.store.queries().snapshot().since(&before).total(), 0);
+        // An agent token is not an API key.
+        let f = fixture(&env.store, "lee").await;
+        assert_eq!(env.store.user_by_api_key(&f.created.auth_token.to_string()).await.unwrap(), None);
+
+        // Expired keys are refused.
+        let expired = admin.create_api_key(user, Duration::ZERO).await.unwrap();
+        assert_eq!(env.store.user_by_api_key(&expired).await.unwrap(), None);
+        let short = admin.create_api_key(user, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(env.store.user_by_api_key(&short).await.unwrap(), Some(user));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(env.store.user_by_api_key(&short).await.unwrap(), None);
+    }
+
+    pub async fn agent_metadata_for_user_checks_ownership(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let f = fixture(&env.store, "owner").await;
+        let admin = env.store.admin();
+        let other_user = admin.create_user("stranger", "s@example.com").await.unwrap();
+
+        // An owned agent without metadata: an empty list, not "not found".
+        let before = env.store.queries().snapshot();
+        assert_eq!(env.store.agent_metadata_for_user(f.owner_id, f.agent.id).await.unwrap(), Some(vec![]));
+        let d = env.store.queries().snapshot().since(&before);
+        assert_eq!(d.total(), 1, "{d:?}");
+        assert_eq!(d.get("GetWorkspaceAgentMetadataForOwner"), 1);
+
+        for (key, order) in [("mem", 1), ("cpu", 1), ("disk", 0)] {
+            let m = NewMetadata {
+                key: key.into(),
+                display_name: key.to_uppercase(),
+                script: format!("echo {key}"),
+                interval: 10_000_000_000,
+                timeout: 1_000_000_000,
+                display_order: order,
+            };
+            admin.add_metadata_description(f.agent.id, &m).await.unwrap();
+        }
+        let scope = env.store.agent(&f.agent);
+        scope.enqueue_metadata(&[MetadataUpdate { key: "cpu".into(), value: "12%".into(), error: String::new() }]);
+        env.store.flush().await;
+
+        let before = env.store.queries().snapshot();
+        let got = env.store.agent_metadata_for_user(f.owner_id, f.agent.id).await.unwrap().unwrap();
+        assert_eq!(env.store.queries().snapshot().since(&before).total(), 1);
+        assert_eq!(got, scope.list_metadata().await.unwrap(), "the same rows as the agent's own read");
+        assert_eq!(got.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["disk", "cpu", "mem"]);
+        let cpu = &got[1];
+        assert_eq!((cpu.value.as_str(), cpu.display_name.as_str(), cpu.interval), ("12%", "CPU", 10_000_000_000));
+        assert!(cpu.collected_at > 0);
+
+        // Someone else's agent, and an unknown one, are not found.
+        assert_eq!(env.store.agent_metadata_for_user(other_user, f.agent.id).await.unwrap(), None);
+        assert_eq!(env.store.agent_metadata_for_user(f.owner_id, Uuid::new_v4()).await.unwrap(), None);
+        // Another user's workspace in the same deployment does not leak into the owner's view.
+        let g = fixture(&env.store, "neighbour").await;
+        assert_eq!(env.store.agent_metadata_for_user(f.owner_id, g.agent.id).await.unwrap(), None);
+        assert_eq!(env.store.agent_metadata_for_user(g.owner_id, g.agent.id).await.unwrap(), Some(vec![]));
+        // A deleted workspace's agent is gone.
+        admin.delete_workspace(f.build.workspace_id).await.unwrap();
+        assert_eq!(env.store.agent_metadata_for_user(f.owner_id, f.agent.id).await.unwrap(), None);
     }
 }
 
