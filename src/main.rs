@@ -68,10 +68,64 @@ struct DbArgs {
     db: String,
 }
 
+/// The store's write batchers and limits; defaults are Coder's where Coder has them.
+#[derive(Args)]
+struct StoreArgs {
+    /// Metadata batcher: flush at this many distinct (agent, key) updates…
+    #[arg(long, env = "AGENTWIRE_METADATA_FLUSH_AT", default_value_t = StoreOptions::default().metadata_flush_at)]
+    metadata_flush_at: usize,
+    /// …or after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_METADATA_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().metadata_flush_interval.as_millis() as u64)]
+    metadata_flush_interval_ms: u64,
+    /// Metadata updates queued at most; past it updates are dropped and counted.
+    #[arg(long, env = "AGENTWIRE_METADATA_QUEUE", default_value_t = StoreOptions::default().metadata_queue_capacity)]
+    metadata_queue: usize,
+    /// Stats batcher: rows held at most (a flush is forced at the configured percentage of it)…
+    #[arg(long, env = "AGENTWIRE_STATS_MAX_ROWS", default_value_t = StoreOptions::default().stats_max_rows)]
+    stats_max_rows: usize,
+    /// …and flushed after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_STATS_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().stats_flush_interval.as_millis() as u64)]
+    stats_flush_interval_ms: u64,
+    /// Heartbeat batcher: flush at this many agents…
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_FLUSH_AT", default_value_t = StoreOptions::default().heartbeat_flush_at)]
+    heartbeat_flush_at: usize,
+    /// …or after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().heartbeat_flush_interval.as_millis() as u64)]
+    heartbeat_flush_interval_ms: u64,
+    /// Bytes of logs one agent may store (Coder: 1 MiB).
+    #[arg(long, env = "AGENTWIRE_MAX_LOGS_LENGTH", default_value_t = StoreOptions::default().max_logs_length)]
+    max_logs_length: i64,
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "AGENTWIRE_PG_MAX_CONNECTIONS", default_value_t = StoreOptions::default().pg_max_connections)]
+    pg_max_connections: u32,
+}
+
+impl StoreArgs {
+    fn options(&self) -> StoreOptions {
+        StoreOptions {
+            metadata_flush_at: self.metadata_flush_at,
+            metadata_flush_interval: Duration::from_millis(self.metadata_flush_interval_ms),
+            metadata_queue_capacity: self.metadata_queue,
+            stats_max_rows: self.stats_max_rows,
+            stats_flush_interval: Duration::from_millis(self.stats_flush_interval_ms),
+            heartbeat_flush_at: self.heartbeat_flush_at,
+            heartbeat_flush_interval: Duration::from_millis(self.heartbeat_flush_interval_ms),
+            max_logs_length: self.max_logs_length,
+            pg_max_connections: self.pg_max_connections,
+            ..StoreOptions::default()
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// HTTP address to listen on.
     #[arg(long, env = "AGENTWIRE_LISTEN", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -176,8 +230,8 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn open_store(db: &str) -> anyhow::Result<Store> {
-    Store::open(db, StoreOptions::default()).await.with_context(|| format!("opening the database {db}"))
+async fn open_store(db: &str, options: StoreOptions) -> anyhow::Result<Store> {
+    Store::open(db, options).await.with_context(|| format!("opening the database {db}"))
 }
 
 struct Created {
@@ -216,7 +270,7 @@ async fn create(store: &Store, owner: &str, template: &str, workspace: &str, age
 }
 
 async fn create_agent(args: CreateArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.db.db).await?;
+    let store = open_store(&args.db.db, StoreOptions::default()).await?;
     let created = create(&store, &args.owner, &args.template, &args.workspace, &args.name).await?;
     if args.json {
         let out = serde_json::json!({
@@ -236,7 +290,7 @@ async fn create_agent(args: CreateArgs) -> anyhow::Result<()> {
 
 async fn user_token(args: TokenArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.lifetime_hours > 0, "--lifetime-hours must be at least 1");
-    let store = open_store(&args.db.db).await?;
+    let store = open_store(&args.db.db, StoreOptions::default()).await?;
     let admin = store.admin();
     let user = match admin.user_id(&args.username).await? {
         Some(id) => id,
@@ -254,7 +308,7 @@ fn secs(n: u64) -> Duration {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.db.db).await?;
+    let store = open_store(&args.db.db, args.store.options()).await?;
     let access_url = args.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     if args.demo && store.admin().user_id("demo").await?.is_none() {
         let created = create(&store, "demo", "demo", "demo", "main").await?;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Flush;
-use crate::backend::{begin, commit, rows_per_statement, with_pool};
+use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
+use crate::counting::Stmt;
 use crate::model::{id, UnixMicros};
 use crate::pubsub::{metadata_batch_payloads, METADATA_BATCH_CHANNEL};
 use crate::{Core, StoreError};
@@ -54,12 +55,15 @@ impl Flush for MetadataFlush {
     async fn flush(&self, acc: &mut Acc) -> Result<usize, StoreError> {
         // Coder drops a failed batch instead of retrying; the agent reports again shortly.
         let entries: Vec<_> = acc.drain().collect();
-        write(&self.core, &entries).await?;
         let agents: Vec<Uuid> = entries.iter().map(|((a, _), _)| *a).collect::<BTreeSet<_>>().into_iter().collect();
-        for payload in metadata_batch_payloads(&agents, self.notify_max_ids) {
-            if let Err(e) = self.core.pubsub.publish(METADATA_BATCH_CHANNEL, &payload).await {
-                // The rows are written; watchers will catch up on the next change.
-                tracing::warn!(error = %e, "publish workspace agent metadata batch");
+        let payloads = metadata_batch_payloads(&agents, self.notify_max_ids);
+        let notified_in_tx = write(&self.core, &entries, &payloads).await?;
+        if !notified_in_tx {
+            for payload in &payloads {
+                if let Err(e) = self.core.pubsub.publish(METADATA_BATCH_CHANNEL, payload).await {
+                    // The rows are written; watchers will catch up on the next change.
+                    tracing::warn!(error = %e, "publish workspace agent metadata batch");
+                }
             }
         }
         Ok(entries.len())
@@ -68,7 +72,13 @@ impl Flush for MetadataFlush {
 
 type Entry = ((Uuid, String), (String, String, UnixMicros));
 
-async fn write(core: &Core, entries: &[Entry]) -> Result<(), StoreError> {
+/// PostgreSQL's NOTIFY inside the flush transaction: delivered at commit, with the rows, and costing no
+/// transaction of its own (sent after the commit, each chunk would be one more write transaction).
+const NOTIFY_IN_FLUSH: Stmt = Stmt::new("pg_notify", "SELECT pg_notify($1, $2)");
+
+/// Writes one flush in one transaction. On PostgreSQL the notifications go in the same transaction and this
+/// returns true; elsewhere the caller publishes them after the commit.
+async fn write(core: &Core, entries: &[Entry], notifications: &[String]) -> Result<bool, StoreError> {
     with_pool!(&core.db, write, |eng, pool| {
         let mut tx = begin(&core.counters, eng, pool).await?;
         for chunk in entries.chunks(rows_per_statement(COLS)) {
@@ -88,6 +98,20 @@ async fn write(core: &Core, entries: &[Entry]) -> Result<(), StoreError> {
             qb.push(") AS v WHERE m.workspace_agent_id = v.column1 AND m.key = v.column2");
             qb.build().execute(&mut *tx).await?;
         }
-        commit(&core.counters, tx).await
+        let in_tx = eng == Engine::Postgres;
+        if in_tx {
+            for payload in notifications {
+                q!(core.counters, eng, NOTIFY_IN_FLUSH)
+                    .bind(METADATA_BATCH_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        commit(&core.counters, tx).await?;
+        if in_tx {
+            core.counters.notified(notifications.len() as u64);
+        }
+        Ok(in_tx)
     })
 }
