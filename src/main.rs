@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve agents on /api/v2/workspaceagents/me/rpc.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage agents.
     Agent {
         #[command(subcommand)]
@@ -223,7 +223,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Agent { command: AgentCommand::Create(args) } => create_agent(args).await,
             Command::User { command: UserCommand::Token(args) } => user_token(args).await,
         }
