@@ -127,7 +127,10 @@ where
     E: std::fmt::Display,
 {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.poll_liveness(cx)?;
+        // After the peer's Close there is nothing left to keep alive: reads report EOF, not a timeout.
+        if !self.read_closed {
+            self.poll_liveness(cx)?;
+        }
         loop {
             if !self.readable.is_empty() {
                 let n = self.readable.len().min(buf.remaining());

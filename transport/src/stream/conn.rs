@@ -297,6 +297,8 @@ impl Connection {
         }
         let event = match kind {
             Kind::Message if state.recv_close_send => return Ok(()),
+            // A repeated CloseSend changes nothing: the reader saw its one EOF (Go treats it the same).
+            Kind::CloseSend if state.recv_close_send => return Ok(()),
             Kind::Message => Event::Message { stream, data },
             Kind::CloseSend => {
                 state.recv_close_send = true;
