@@ -170,7 +170,8 @@ fn timed_out(what: &str) -> io::Error {
 impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
     /// Fires the keepalive timer: sends a ping when one is due, fails when the last one went unanswered.
     fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let (Some(interval), Some(timer)) = (self.config.interval, self.timer.as_mut()) else {
+        // The timer exists exactly when keepalive is on (`config.interval` is set).
+        let Some(timer) = self.timer.as_mut() else {
             return Ok(());
         };
         if timer.as_mut().poll(cx).is_pending() {
@@ -184,7 +185,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
         self.awaiting = Some(nonce);
         self.ping_due = true;
         timer.as_mut().reset(Instant::now() + self.config.timeout);
-        let _ = interval;
         // Register the timer's waker again for the deadline.
         let _ = timer.as_mut().poll(cx);
         Ok(())
