@@ -636,6 +636,15 @@ mod admin_sql {
         "INSERT INTO workspace_agent_volume_resource_monitors (agent_id, path, enabled, \
          threshold, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
     );
+    pub const SET_BUILD_DEADLINE: Stmt = Stmt::new(
+        "UpdateWorkspaceBuildDeadlineByID",
+        "UPDATE workspace_builds SET deadline = $2, max_deadline = $3 WHERE id = $1",
+    );
+    pub const GET_BUILD_ACTIVITY: Stmt = Stmt::new(
+        "GetWorkspaceBuildActivity",
+        "SELECT b.deadline, w.last_used_at FROM workspace_builds b JOIN workspaces w ON w.id = b.workspace_id \
+         WHERE b.id = $1",
+    );
     pub const SET_JOB_STATE: Stmt = Stmt::new(
         "UpdateProvisionerJobState",
         "UPDATE provisioner_jobs SET started_at = $2, completed_at = $3, canceled_at = $4, \
@@ -870,6 +879,32 @@ impl Admin {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Set a build's autostop deadline and its hard cap (unix µs; 0 = none), as the provisioner would.
+    pub async fn set_build_deadline(&self, build_id: Uuid, deadline: i64, max_deadline: i64) -> Result<(), StoreError> {
+        let core = self.store.core();
+        with_pool!(&core.db, write, |eng, pool| {
+            q!(core.counters, eng, admin_sql::SET_BUILD_DEADLINE)
+                .bind(id(build_id))
+                .bind(deadline)
+                .bind(max_deadline)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// A build's deadline and the workspace's `last_used_at` (unix µs), for operators and tests.
+    pub async fn build_activity(&self, build_id: Uuid) -> Result<Option<(i64, i64)>, StoreError> {
+        let core = self.store.core();
+        let got: Option<(i64, i64)> = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, admin_sql::GET_BUILD_ACTIVITY, (i64, i64))
+                .bind(id(build_id))
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(got)
     }
 
     /// Soft-delete a workspace.

@@ -57,6 +57,7 @@ dual!(
     scoped_read_backs_and_pre_provisioned_sub_agent,
     api_keys_resolve_their_user_once,
     agent_metadata_for_user_checks_ownership,
+    stats_with_connections_bump_the_workspace_in_the_flush_transaction,
 );
 
 mod cases {
@@ -222,6 +223,48 @@ mod cases {
         assert_eq!(d.begins, 1, "{d:?}");
         assert_eq!(d.commits, 1, "{d:?}");
         assert_eq!(store.batcher_stats().stats.items_flushed, 1024);
+    }
+
+    pub async fn stats_with_connections_bump_the_workspace_in_the_flush_transaction(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let store = &env.store;
+        let admin = store.admin();
+        let f = fixture(store, "bumpy").await;
+        let scope = store.agent(&f.agent);
+        let hour = 3_600_000_000i64; // the template's default activity bump, in µs
+        let now = agentwire_store::now_micros();
+        admin.set_build_deadline(f.build.build_id, now + 10 * 60_000_000, 0).await.unwrap();
+
+        // No connection: no activity, the deadline stays.
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 0, ..Default::default() }));
+        store.flush().await;
+        let (deadline, last_used) = admin.build_activity(f.build.build_id).await.unwrap().unwrap();
+        assert_eq!(deadline, now + 10 * 60_000_000);
+        assert_eq!(last_used, 0);
+
+        // A report with a connection: one flush, one transaction, the deadline pushed to now + 1 h.
+        let before = store.queries().snapshot();
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 2, ..Default::default() }));
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 1, ..Default::default() }));
+        store.flush().await;
+        let d = store.queries().snapshot().since(&before);
+        assert_eq!(d.commits, 1, "{d:?}");
+        assert_eq!(d.by_name.get("ActivityBumpWorkspace"), Some(&1), "one bump per workspace per flush: {d:?}");
+        let (bumped, last_used) = admin.build_activity(f.build.build_id).await.unwrap().unwrap();
+        assert!(bumped >= now + hour && bumped <= agentwire_store::now_micros() + hour, "{bumped}");
+        assert!(last_used >= now);
+
+        // Within 5 % of the interval nothing moves again.
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 1, ..Default::default() }));
+        store.flush().await;
+        assert_eq!(admin.build_activity(f.build.build_id).await.unwrap().unwrap().0, bumped);
+
+        // A hard cap holds: the deadline never passes max_deadline.
+        let cap = agentwire_store::now_micros() + 20 * 60_000_000;
+        admin.set_build_deadline(f.build.build_id, agentwire_store::now_micros() + 60_000_000, cap).await.unwrap();
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 1, ..Default::default() }));
+        store.flush().await;
+        assert_eq!(admin.build_activity(f.build.build_id).await.unwrap().unwrap().0, cap);
     }
 
     pub async fn stats_forced_flush_at_80_percent(kind: Kind) {

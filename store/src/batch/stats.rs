@@ -1,5 +1,9 @@
 //! Stats batcher: `workspace_agent_stats` rows, one multi-row INSERT per chunk, one transaction
 //! per flush (Coder's `workspacestats.DBBatcher`: 1 s or 1024 rows, forced flush at 80 %).
+//!
+//! The same transaction carries what Coder does per call for a report with connections: the
+//! workspace activity bump (`ActivityBumpWorkspace`, once per workspace per flush instead of once
+//! per report) and the usage tracker's `last_used_at` (Coder flushes that every 60 s on its own).
 
 use std::sync::Arc;
 
@@ -12,6 +16,9 @@ use crate::{Core, StoreError};
 
 /// Statement name under which each multi-row stats INSERT is counted.
 pub const INSERT_STATS: &str = "InsertWorkspaceAgentStats";
+/// Statement names of the per-flush activity writes.
+pub const ACTIVITY_BUMP: &str = "ActivityBumpWorkspace";
+pub const UPDATE_LAST_USED: &str = "BatchUpdateWorkspaceLastUsedAt";
 const COLS: usize = 18;
 
 #[derive(Debug, Clone)]
@@ -93,6 +100,65 @@ async fn write(core: &Core, rows: &[StatsRow]) -> Result<(), StoreError> {
             });
             qb.build().execute(&mut *tx).await?;
         }
+        let active = active_workspaces(rows);
+        if !active.is_empty() {
+            let now = crate::model::now_micros();
+            core.counters.hit(UPDATE_LAST_USED);
+            let mut qb = sqlx::QueryBuilder::new("UPDATE workspaces SET last_used_at = ");
+            qb.push_bind(now).push(" WHERE last_used_at < ").push_bind(now).push(" AND id IN (");
+            let mut ids = qb.separated(", ");
+            for w in &active {
+                ids.push_bind(id(*w));
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+            core.counters.hit(ACTIVITY_BUMP);
+            bump_deadlines(now, &active).build().execute(&mut *tx).await?;
+        }
         commit(&core.counters, tx).await
     })
+}
+
+/// Workspaces with a live connection in this flush: the reports that count as activity.
+fn active_workspaces(rows: &[StatsRow]) -> Vec<Uuid> {
+    let set: std::collections::BTreeSet<Uuid> =
+        rows.iter().filter(|r| r.report.connection_count > 0 && !r.report.usage).map(|r| r.workspace_id).collect();
+    set.into_iter().collect()
+}
+
+/// Coder's `ActivityBumpWorkspace` for a set of workspaces, on their latest builds: push the deadline to at least
+/// `now + templates.activity_bump` (capped at `max_deadline` when set), only for a completed `start` build that has a
+/// deadline, and only once 5 % of the interval has passed. Coder lengthens the interval when the bump would cross the
+/// next autostart; a workspace with an autostart schedule gets the plain interval here.
+fn bump_deadlines<DB: sqlx::Database>(now: UnixMicros, workspaces: &[Uuid]) -> sqlx::QueryBuilder<DB>
+where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new("UPDATE workspace_builds SET updated_at = ");
+    qb.push_bind(now);
+    // CASE rather than GREATEST/LEAST or max()/min(): the two engines spell those differently.
+    qb.push(", deadline = CASE WHEN max_deadline <> 0 AND (CASE WHEN deadline > ");
+    qb.push_bind(now).push(" + v.bump THEN deadline ELSE ").push_bind(now);
+    qb.push(" + v.bump END) > max_deadline THEN max_deadline ELSE (CASE WHEN deadline > ");
+    qb.push_bind(now).push(" + v.bump THEN deadline ELSE ").push_bind(now);
+    qb.push(
+        " + v.bump END) END \
+         FROM (SELECT b.id AS build_id, t.activity_bump / 1000 AS bump \
+               FROM workspace_builds b \
+               JOIN provisioner_jobs j ON j.id = b.job_id \
+               JOIN workspaces w ON w.id = b.workspace_id \
+               JOIN templates t ON t.id = w.template_id \
+               WHERE b.build_number = (SELECT MAX(x.build_number) FROM workspace_builds x \
+                                       WHERE x.workspace_id = b.workspace_id) \
+                 AND j.completed_at IS NOT NULL AND t.activity_bump >= 1000 \
+                 AND b.transition = 'start' AND b.deadline <> 0 AND b.workspace_id IN (",
+    );
+    let mut ids = qb.separated(", ");
+    for w in workspaces {
+        ids.push_bind(id(*w));
+    }
+    qb.push(")) AS v WHERE workspace_builds.id = v.build_id AND workspace_builds.deadline - v.bump * 95 / 100 < ");
+    qb.push_bind(now);
+    qb
 }
