@@ -35,8 +35,9 @@ pub(super) async fn update_stats(
     }
     // `stats.metrics` feed Coder's in-memory Prometheus aggregator only; nothing of them is stored.
     if stats.connection_count > 0 {
-        // Coder's legacy activity path: with live connections, watchers of the workspace hear about it. (Coder also
-        // bumps the workspace deadline here; see the module's report for why that is not done per call.)
+        // Coder's legacy activity path: with live connections, watchers of the workspace hear about it. The deadline
+        // bump and `last_used_at` Coder writes here per call ride in the stats batcher's flush instead (one UPDATE
+        // per flush for all active workspaces, in the same transaction as the rows).
         let payload = workspace_event_payload(STATS_UPDATE_KIND, session.agent.workspace_id, None);
         api.store
             .pubsub()
