@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agentwire::agentapi::AgentApiConfig;
+use agentwire::metrics_cache as mc;
 use agentwire::server::{self, AppState, ServeConfig};
 use agentwire_store::{NewAgent, Store, StoreOptions};
 use agentwire_transport::io::KeepaliveConfig;
@@ -34,6 +35,77 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Fill a database with realistic history (users, templates, workspaces, builds, agent stats): demos,
+    /// benchmarks.
+    DemoData(DemoDataArgs),
+    /// Manage the DERP map served to agents and clients.
+    Derp {
+        #[command(subcommand)]
+        command: DerpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DerpCommand {
+    /// Set the DERP map from a file of Coder's DERP map JSON (`tailcfg.DERPMap`); connected agents get it within
+    /// the check interval.
+    Set(DerpSetArgs),
+}
+
+#[derive(Args)]
+struct DerpSetArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The JSON file (`-` for standard input).
+    file: std::path::PathBuf,
+}
+
+/// The coordinator's limits and the DERP map check interval.
+#[derive(Args)]
+struct TailnetArgs {
+    /// Seconds between DERP map checks for open StreamDERPMaps streams (coderd: 5).
+    #[arg(long, env = "AGENTWIRE_DERP_MAP_CHECK_INTERVAL",
+          default_value_t = agentwire::tailnet::DEFAULT_DERP_MAP_CHECK_INTERVAL.as_secs())]
+    derp_map_check_interval: u64,
+    /// Largest encoded node a coordinating peer may send, in bytes.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_NODE_SIZE", default_value_t = agentwire::tailnet::DEFAULT_MAX_NODE_SIZE)]
+    tailnet_max_node_size: usize,
+    /// Most tunnels one peer may open.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_TUNNELS_PER_PEER",
+          default_value_t = agentwire::tailnet::DEFAULT_MAX_TUNNELS_PER_PEER)]
+    tailnet_max_tunnels_per_peer: usize,
+    /// Most peers this replica coordinates at once.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_PEERS", default_value_t = agentwire::tailnet::DEFAULT_MAX_PEERS)]
+    tailnet_max_peers: usize,
+    /// Responses queued per peer before a peer that does not read is removed.
+    #[arg(long, env = "AGENTWIRE_TAILNET_PEER_QUEUE", default_value_t = agentwire::tailnet::DEFAULT_PEER_QUEUE)]
+    tailnet_peer_queue: usize,
+    /// Coordinator events queued for other replicas before they are dropped.
+    #[arg(long, env = "AGENTWIRE_TAILNET_PUBLISH_QUEUE", default_value_t = agentwire::tailnet::DEFAULT_PUBLISH_QUEUE)]
+    tailnet_publish_queue: usize,
+    /// Seconds between coordinator heartbeats to other replicas.
+    #[arg(long, env = "AGENTWIRE_TAILNET_REPLICA_HEARTBEAT",
+          default_value_t = agentwire::tailnet::DEFAULT_REPLICA_HEARTBEAT.as_secs())]
+    tailnet_replica_heartbeat: u64,
+    /// Seconds of silence after which another replica's peers are lost.
+    #[arg(long, env = "AGENTWIRE_TAILNET_REPLICA_TIMEOUT",
+          default_value_t = agentwire::tailnet::DEFAULT_REPLICA_TIMEOUT.as_secs())]
+    tailnet_replica_timeout: u64,
+}
+
+impl TailnetArgs {
+    fn config(&self) -> agentwire::tailnet::TailnetConfig {
+        agentwire::tailnet::TailnetConfig {
+            derp_map_check_interval: Duration::from_secs(self.derp_map_check_interval.max(1)),
+            max_node_size: self.tailnet_max_node_size,
+            max_tunnels_per_peer: self.tailnet_max_tunnels_per_peer,
+            max_peers: self.tailnet_max_peers,
+            peer_queue: self.tailnet_peer_queue,
+            publish_queue: self.tailnet_publish_queue,
+            replica_heartbeat: Duration::from_secs(self.tailnet_replica_heartbeat.max(1)),
+            replica_timeout: Duration::from_secs(self.tailnet_replica_timeout.max(1)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -126,6 +198,8 @@ struct ServeArgs {
     db: DbArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    tailnet: TailnetArgs,
     /// HTTP address to listen on.
     #[arg(long, env = "AGENTWIRE_LISTEN", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -188,6 +262,44 @@ struct ServeArgs {
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Seconds between refreshes of the template aggregates (DAUs, unique users, build times).
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_INTERVAL",
+          default_value_t = mc::DEFAULT_TEMPLATE_INTERVAL.as_secs())]
+    metrics_cache_template_interval: u64,
+    /// Seconds between refreshes of the deployment stats.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_DEPLOYMENT_STATS_INTERVAL",
+          default_value_t = mc::DEFAULT_DEPLOYMENT_STATS_INTERVAL.as_secs())]
+    metrics_cache_deployment_stats_interval: u64,
+    /// Milliseconds before the first retry of a failed refresh (doubling from there)…
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BACKOFF_MIN_MS",
+          default_value_t = mc::DEFAULT_BACKOFF_MIN.as_millis() as u64)]
+    metrics_cache_backoff_min_ms: u64,
+    /// …up to this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BACKOFF_MAX_MS",
+          default_value_t = mc::DEFAULT_BACKOFF_MAX.as_millis() as u64)]
+    metrics_cache_backoff_max_ms: u64,
+    /// Seconds of agent stats the deployment stats aggregate.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_STATS_WINDOW", default_value_t = mc::DEFAULT_STATS_WINDOW.as_secs())]
+    metrics_cache_stats_window: u64,
+    /// Seconds without a heartbeat after which a running build job no longer counts as building.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_HEARTBEAT_WINDOW",
+          default_value_t = mc::DEFAULT_BUILD_HEARTBEAT_WINDOW.as_secs())]
+    metrics_cache_build_heartbeat_window: u64,
+    /// Seconds back that build times look for started jobs.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_TIME_WINDOW",
+          default_value_t = mc::DEFAULT_BUILD_TIME_WINDOW.as_secs())]
+    metrics_cache_build_time_window: u64,
+    /// Most recent successful builds per template that build times use.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_TIME_SAMPLE", default_value_t = mc::DEFAULT_BUILD_TIME_SAMPLE)]
+    metrics_cache_build_time_sample: i64,
+    /// Timezone offsets (hours) deployment DAUs are computed for; others get the closest.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TZ_OFFSETS", value_delimiter = ',', allow_negative_numbers = true,
+          default_values_t = mc::DEFAULT_DEPLOYMENT_TZ_OFFSETS.to_vec())]
+    metrics_cache_tz_offsets: Vec<i32>,
+    /// Timezone offsets (hours) template DAUs are computed for.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_TZ_OFFSETS", value_delimiter = ',',
+          allow_negative_numbers = true, default_values_t = mc::DEFAULT_TEMPLATE_TZ_OFFSETS.to_vec())]
+    metrics_cache_template_tz_offsets: Vec<i32>,
 }
 
 #[derive(Args)]
@@ -226,6 +338,8 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(*args).await,
             Command::Agent { command: AgentCommand::Create(args) } => create_agent(args).await,
             Command::User { command: UserCommand::Token(args) } => user_token(args).await,
+            Command::DemoData(args) => demo_data(args).await,
+            Command::Derp { command: DerpCommand::Set(args) } => derp_set(args).await,
         }
     })
 }
@@ -303,6 +417,21 @@ async fn user_token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn derp_set(args: DerpSetArgs) -> anyhow::Result<()> {
+    let json = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the DERP map from standard input")?
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let map = agentwire::tailnet::derp_map::parse_derp_map(&json).context("not a DERP map (Coder's JSON)")?;
+    let store = open_store(&args.db.db, StoreOptions::default()).await?;
+    store.admin().set_derp_map(&json).await?;
+    let nodes: usize = map.regions.values().map(|r| r.nodes.len()).sum();
+    println!("DERP map set: {} regions, {nodes} nodes", map.regions.len());
+    store.close().await;
+    Ok(())
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -337,6 +466,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         tcp_listen: args.tcp_listen,
         tcp_agent_token: args.tcp_agent_token.clone(),
+        metrics_cache: args.metrics_cache_config()?,
+        tailnet: args.tailnet.config(),
         ..ServeConfig::default()
     };
     config.rpc.session.max_streams = args.max_streams_per_session;
@@ -388,4 +519,67 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+impl ServeArgs {
+    fn metrics_cache_config(&self) -> anyhow::Result<mc::MetricsCacheConfig> {
+        let config = mc::MetricsCacheConfig {
+            template_interval: secs(self.metrics_cache_template_interval),
+            deployment_stats_interval: secs(self.metrics_cache_deployment_stats_interval),
+            backoff_min: Duration::from_millis(self.metrics_cache_backoff_min_ms),
+            backoff_max: Duration::from_millis(self.metrics_cache_backoff_max_ms),
+            stats_window: secs(self.metrics_cache_stats_window),
+            build_heartbeat_window: secs(self.metrics_cache_build_heartbeat_window),
+            build_time_window: secs(self.metrics_cache_build_time_window),
+            build_time_sample: self.metrics_cache_build_time_sample,
+            deployment_tz_offsets: self.metrics_cache_tz_offsets.clone(),
+            template_tz_offsets: self.metrics_cache_template_tz_offsets.clone(),
+            clock: mc::Clock::System,
+        };
+        config.validate().context("metrics cache flags")?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct DemoDataArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Workspaces to create (users: one per 5 workspaces; templates: one per 100, 2 to 10).
+    #[arg(long, default_value_t = 100)]
+    workspaces: usize,
+    /// Days of history, ending now.
+    #[arg(long, default_value_t = 30)]
+    days: usize,
+    /// Agent stats rows per workspace per day.
+    #[arg(long, default_value_t = mc::demo::DEFAULT_STATS_PER_WORKSPACE_DAY)]
+    stats_per_day: usize,
+    /// Seed of the generator (the same seed and size give the same shape; ids are seeded too).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+async fn demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
+    let spec = mc::demo::DemoSpec {
+        workspaces: args.workspaces,
+        days: args.days,
+        stats_per_workspace_day: args.stats_per_day,
+        seed: args.seed,
+        now: agentwire_store::now_micros(),
+    };
+    let history = mc::demo::generate(&spec)?;
+    let store = open_store(&args.db.db, StoreOptions::default()).await?;
+    let started = std::time::Instant::now();
+    store.insert_demo_history("default", &history).await.context("writing the demo history")?;
+    println!(
+        "demo data: {} users, {} templates, {} workspaces, {} builds, {} agent stats rows in {:.1?}",
+        history.users.len(),
+        history.templates.len(),
+        history.workspaces.len(),
+        history.builds.len(),
+        history.stats.len(),
+        started.elapsed()
+    );
+    store.close().await;
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub struct Metrics {
     sessions_refused: Mutex<BTreeMap<&'static str, u64>>,
     rpc_total: Mutex<BTreeMap<(String, String), u64>>,
     rpc_duration: Mutex<BTreeMap<String, Histogram>>,
+    /// Tailnet counters (telemetry events, coordinator), kept by the tailnet service.
+    pub tailnet: std::sync::Arc<crate::tailnet::TailnetStats>,
 }
 
 fn code_label(outcome: CallOutcome) -> String {
@@ -137,6 +139,7 @@ impl Metrics {
         {
             let _ = writeln!(out, "agentwire_batcher_flushes_total{{batcher=\"{name}\"}} {}", stats.flushes);
         }
+        self.tailnet.render(&mut out);
         out
     }
 }

@@ -18,7 +18,7 @@ use crate::agentapi::{AgentApi, AgentApiConfig};
 use crate::metrics::Metrics;
 use crate::proto::{agent::v2 as agent_pb, tailnet::v2 as tailnet_pb};
 use crate::session::{ApiVersion, Session};
-use crate::tailnet::TailnetApi;
+use crate::tailnet::{Tailnet, TailnetConfig};
 
 /// Agent sessions one server holds at once; past it new agents get 503 before the upgrade.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub rpc: ServerConfig,
     pub agent_api: AgentApiConfig,
+    /// The coordinator's limits and the DERP map check interval.
+    pub tailnet: TailnetConfig,
     /// A plain-TCP yamux listener whose sessions are all the agent of `tcp_agent_token` (tests, benchmarks).
     pub tcp_listen: Option<SocketAddr>,
     pub tcp_agent_token: Option<String>,
@@ -69,6 +71,7 @@ impl Default for ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             rpc: ServerConfig::default(),
             agent_api: AgentApiConfig::default(),
+            tailnet: TailnetConfig::default(),
             tcp_listen: None,
             tcp_agent_token: None,
         }
@@ -83,6 +86,7 @@ struct Inner {
     shutdown: CancellationToken,
     sessions: TaskTracker,
     per_agent: Mutex<HashMap<Uuid, usize>>,
+    tailnet: Arc<Tailnet>,
 }
 
 #[derive(Clone)]
@@ -112,7 +116,11 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let mut router = Router::new();
         agent_pb::register_agent(&mut router, Arc::new(AgentApi::new(store.clone(), config.agent_api.clone())));
-        tailnet_pb::register_tailnet(&mut router, Arc::new(TailnetApi::new()));
+        let observer: Arc<dyn agentwire_transport::server::CallObserver> = metrics.clone();
+        let (replica, tailnet_config) = (config.replica_id, config.tailnet.clone());
+        let tailnet =
+            Tailnet::new(store.clone(), replica, tailnet_config, config.rpc, metrics.tailnet.clone(), Some(observer));
+        tailnet_pb::register_tailnet(&mut router, tailnet.agent_api());
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
         AppState(Arc::new(Inner {
             config,
@@ -122,6 +130,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             per_agent: Mutex::new(HashMap::new()),
+            tailnet,
         }))
     }
 
@@ -139,6 +148,11 @@ impl AppState {
 
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.0.shutdown
+    }
+
+    /// The coordinator, the DERP map streams and the client coordinate endpoint's dRPC server.
+    pub fn tailnet(&self) -> &Arc<Tailnet> {
+        &self.0.tailnet
     }
 
     /// Checks the session limits for one more session of `agent_id`.
@@ -208,10 +222,12 @@ impl AppState {
     /// Stops: no new sessions, calls in flight get `shutdown_grace` to finish, then the batchers flush.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
+        self.0.tailnet.close_peers();
         self.0.sessions.close();
         if tokio::time::timeout(self.0.config.shutdown_grace, self.0.sessions.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period");
         }
+        self.0.tailnet.stop();
         self.0.store.shutdown().await;
     }
 }

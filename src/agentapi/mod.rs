@@ -13,6 +13,7 @@ pub mod error;
 mod lifecycle;
 mod logs;
 mod manifest;
+pub(crate) use self::manifest::derp_map_from_json;
 mod metadata;
 mod resources;
 mod scripts;

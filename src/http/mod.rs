@@ -1,6 +1,7 @@
 //! The HTTP surface: the agent endpoint, health and metrics.
 
 pub mod agent_rpc;
+pub mod coordinate;
 pub mod error;
 pub mod watch_metadata;
 
@@ -16,6 +17,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/workspaceagents/me/rpc", get(agent_rpc::agent_rpc))
         .route("/api/v2/workspaceagents/{id}/watch-metadata", get(watch_metadata::watch_metadata))
+        .route("/api/v2/workspaceagents/{id}/coordinate", get(coordinate::coordinate))
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
         .with_state(state)

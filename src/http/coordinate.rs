@@ -1,0 +1,94 @@
+//! `GET /api/v2/workspaceagents/{id}/coordinate`: the client side of coordination, as coderd serves it to the
+//! CLI and the dashboard: WebSocket → yamux → dRPC `coder.tailnet.v2.Tailnet`, one fresh peer id per connection,
+//! tunnels only to the agent in the URL.
+//!
+//! The caller is a user with an API token (header, cookie or query parameter, as `watch-metadata`) who must own
+//! the agent's workspace; otherwise coderd's 401 / 400 / 404 answers come before the upgrade. A `version` query
+//! parameter, when given, must be a tailnet API version this server speaks (2.x).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentwire_transport::io::ws::AxumWs;
+use agentwire_transport::io::WsByteStream;
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::agent_rpc::{session_token, TOKEN_COOKIE};
+use super::error::ApiError;
+use super::watch_metadata::{RESOURCE_NOT_FOUND, SIGNED_OUT};
+use crate::server::AppState;
+use crate::tailnet::ClientPeer;
+
+pub async fn coordinate(
+    State(state): State<AppState>,
+    Path(agent): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let internal = |what: &str, err: agentwire_store::StoreError| {
+        tracing::error!(error = %err, "{what}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error {what}.")).detail(err.to_string())
+    };
+    let Some(token) = session_token(&headers, &query) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
+            .detail(format!("Cookie {TOKEN_COOKIE:?} or query parameter must be provided."))
+            .into_response();
+    };
+    let user_id = match state.store().user_by_api_key(&token).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail("API key is invalid.").into_response()
+        }
+        Err(err) => return internal("fetching API key", err).into_response(),
+    };
+    let agent_id = match Uuid::parse_str(&agent) {
+        Ok(id) => id,
+        Err(err) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid UUID {agent:?}."))
+                .detail(err.to_string())
+                .into_response()
+        }
+    };
+    if let Some(version) = query.get("version") {
+        let supported =
+            version.split_once('.').is_some_and(|(major, minor)| major == "2" && minor.parse::<u32>().is_ok());
+        if !supported {
+            return ApiError::new(StatusCode::BAD_REQUEST, "Unknown or unsupported API version")
+                .detail(format!("tailnet API version {version:?} is not 2.x"))
+                .into_response();
+        }
+    }
+    // One query: the agent exists, is not deleted, and its workspace is the caller's.
+    match state.store().agent_metadata_for_user(user_id, agent_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return ApiError::new(StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND).into_response(),
+        Err(err) => return internal("fetching workspace agent", err).into_response(),
+    }
+    if state.shutdown_token().is_cancelled() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down.").into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = state.config().max_ws_message_size;
+    let pings = state.config().ws_ping_interval.map(|every| (every, state.config().ws_ping_timeout));
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        let io: AxumWs = match pings {
+            Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
+            None => WsByteStream::new(socket),
+        };
+        let peer = Arc::new(ClientPeer { user_id, agent_id, peer_id: Uuid::new_v4() });
+        let span = tracing::info_span!("coordinate", %agent_id, peer_id = %peer.peer_id, %user_id);
+        let _enter = span.enter();
+        tracing::info!("client coordinating");
+        drop(_enter);
+        let end = state.tailnet().serve_client(io, peer, state.shutdown_token().child_token()).await;
+        tracing::debug!(?end, %agent_id, "client coordination ended");
+    })
+}

@@ -1,0 +1,90 @@
+//! The DERP map as StreamDERPMaps serves it: one poller per server reads the store's map every check interval
+//! (coderd's `DERPMapUpdateFrequency`, 5 s) while at least one stream is open, and every stream watches the
+//! poller's value. Streams never touch the database; a server with no stream open does not poll.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentwire_store::Store;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::agentapi::derp_map_from_json;
+use crate::proto::tailnet::v2 as pb;
+
+type Current = Option<Arc<pb::DerpMap>>;
+
+pub struct DerpMaps {
+    store: Store,
+    interval: Duration,
+    tx: watch::Sender<Current>,
+    /// Whether the poller runs; checked and set under this lock together with the subscriber count.
+    running: Mutex<bool>,
+    stop: CancellationToken,
+}
+
+/// An empty map, as the manifest sends when none is configured: agents expect the field.
+pub fn empty_derp_map() -> pb::DerpMap {
+    pb::DerpMap { home_params: Some(pb::derp_map::HomeParams::default()), regions: Default::default() }
+}
+
+impl DerpMaps {
+    pub fn new(store: Store, interval: Duration, stop: CancellationToken) -> Arc<Self> {
+        Arc::new(DerpMaps { store, interval, tx: watch::channel(None).0, running: Mutex::new(false), stop })
+    }
+
+    /// A view of the current map (`None` until the first read succeeded); starts the poller if it is idle.
+    pub fn subscribe(self: &Arc<Self>) -> watch::Receiver<Current> {
+        let Ok(mut running) = self.running.lock() else { return self.tx.subscribe() };
+        let rx = self.tx.subscribe();
+        if !*running {
+            *running = true;
+            tokio::spawn(self.clone().poll());
+        }
+        rx
+    }
+
+    async fn poll(self: Arc<Self>) {
+        let mut last: Option<String> = None;
+        loop {
+            match self.store.derp_map().await {
+                Ok(json) => {
+                    let json = json.unwrap_or_default();
+                    if last.as_deref() != Some(json.as_str()) || self.tx.borrow().is_none() {
+                        let map = if json.is_empty() { Ok(empty_derp_map()) } else { derp_map_from_json(&json) };
+                        match map {
+                            Ok(map) => {
+                                self.tx.send_replace(Some(Arc::new(map)));
+                                last = Some(json);
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "the configured DERP map does not decode; keeping the last")
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "reading the DERP map"),
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            let Ok(mut running) = self.running.lock() else { break };
+            if self.tx.receiver_count() == 0 {
+                *running = false;
+                // Stale by the next start; the first stream then waits for a fresh read.
+                self.tx.send_replace(None);
+                return;
+            }
+        }
+        if let Ok(mut running) = self.running.lock() {
+            *running = false;
+        }
+    }
+}
+
+/// Coder's DERP map JSON (`tailcfg.DERPMap` with Coder's additions) as the tailnet proto; what `agentwire derp
+/// set` checks a file with before storing it.
+pub fn parse_derp_map(json: &str) -> Result<pb::DerpMap, serde_json::Error> {
+    derp_map_from_json(json)
+}

@@ -1,0 +1,368 @@
+//! The Tailnet service end to end: StreamDERPMaps following the stored map, and coordination between agents
+//! (on the agent endpoint) and clients (on `/api/v2/workspaceagents/{id}/coordinate`), with Rust and Go peers, on
+//! one server and across two replicas sharing PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use agentwire::proto::tailnet::v2 as pb;
+use agentwire::server::ServeConfig;
+use agentwire::tailnet::coordinator::service_address;
+use agentwire::tailnet::TailnetConfig;
+use agentwire_store::{CreatedAgent, Store, StoreOptions};
+use agentwire_transport::client::{CallError, Client, TypedClientStream};
+use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
+use agentwire_transport::Limits;
+use common::server::{connect, memory_store, start, TestServer};
+use pb::coordinate_response::peer_update::Kind;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type Coordinate = TypedClientStream<pb::CoordinateRequest, pb::CoordinateResponse>;
+
+const DERP_A: &str = r#"{"Regions":{"999":{"EmbeddedRelay":true,"RegionID":999,"RegionCode":"coder","RegionName":"Coder",
+  "Nodes":[{"Name":"999a","RegionID":999,"HostName":"a.example.com","STUNPort":-1,"DERPPort":443}]}}}"#;
+const DERP_B: &str = r#"{"Regions":{"999":{"EmbeddedRelay":true,"RegionID":999,"RegionCode":"coder","RegionName":"Coder",
+  "Nodes":[{"Name":"999a","RegionID":999,"HostName":"b.example.com","STUNPort":-1,"DERPPort":443}]},
+  "1000":{"RegionID":1000,"RegionCode":"two","RegionName":"Two","Nodes":[]}}}"#;
+
+fn fast_config() -> ServeConfig {
+    ServeConfig {
+        tailnet: TailnetConfig {
+            derp_map_check_interval: Duration::from_millis(100),
+            replica_heartbeat: Duration::from_millis(200),
+            replica_timeout: Duration::from_secs(2),
+            ..TailnetConfig::default()
+        },
+        ..ServeConfig::default()
+    }
+}
+
+async fn owner_token(store: &Store, user: &str) -> String {
+    let admin = store.admin();
+    let id = admin.user_id(user).await.unwrap().unwrap();
+    admin.create_api_key(id, Duration::from_secs(3600)).await.unwrap()
+}
+
+/// A client peer: the coordinate endpoint over WebSocket, a user's token in the header.
+async fn connect_client(server: &TestServer, agent_id: Uuid, token: &str) -> Client {
+    let url = format!("ws://{}/api/v2/workspaceagents/{agent_id}/coordinate?version=2.0", server.addr);
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
+    Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, Limits::default())
+}
+
+fn agent_node(agent_id: Uuid, n: i64) -> pb::Node {
+    pb::Node {
+        id: n,
+        key: vec![1; 32].into(),
+        disco: format!("discokey:{n}"),
+        preferred_derp: 999,
+        addresses: vec![format!("{}/128", service_address(false, agent_id))],
+        allowed_ips: vec![format!("{}/128", service_address(false, agent_id))],
+        endpoints: vec![format!("192.0.2.1:{}", 41641 + n)],
+        ..Default::default()
+    }
+}
+
+fn client_node(n: i64) -> pb::Node {
+    pb::Node {
+        id: n,
+        key: vec![2; 32].into(),
+        disco: format!("discokey:client{n}"),
+        preferred_derp: 999,
+        addresses: vec![format!("fd60:627a:483e::{n:x}/128")],
+        ..Default::default()
+    }
+}
+
+fn update_self(node: pb::Node) -> pb::CoordinateRequest {
+    pb::CoordinateRequest {
+        update_self: Some(pb::coordinate_request::UpdateSelf { node: Some(node) }),
+        ..Default::default()
+    }
+}
+
+fn tunnel(id: Uuid) -> Option<pb::coordinate_request::Tunnel> {
+    Some(pb::coordinate_request::Tunnel { id: id.as_bytes().to_vec().into() })
+}
+
+async fn recv(stream: &mut Coordinate) -> pb::CoordinateResponse {
+    tokio::time::timeout(WAIT, stream.recv()).await.expect("a response in time").expect("no error").expect("open")
+}
+
+/// The next peer update, one per response as the coordinator sends them.
+async fn next_update(stream: &mut Coordinate) -> (Uuid, Kind, Option<pb::Node>, String) {
+    let response = recv(stream).await;
+    assert!(response.error.is_empty(), "{response:?}");
+    let u = response.peer_updates.into_iter().next().expect("an update");
+    (Uuid::from_slice(&u.id).unwrap(), Kind::try_from(u.kind).unwrap(), u.node, u.reason)
+}
+
+async fn nothing_within(stream: &mut Coordinate, d: Duration) {
+    if let Ok(r) = tokio::time::timeout(d, stream.recv()).await {
+        panic!("expected silence, got {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derp_map_change_reaches_an_open_stream() {
+    let store = memory_store().await;
+    let (_, agent) = store.admin().create_demo_agent("derp", "derp-ws", "main").await.unwrap();
+    store.admin().set_derp_map(DERP_A).await.unwrap();
+    let server = start(store.clone(), fast_config()).await;
+    let tailnet = pb::TailnetClient::new(connect(&server, agent.auth_token).await);
+    let mut maps = tailnet.stream_derp_maps(&pb::StreamDerpMapsRequest {}).await.unwrap();
+    let first = tokio::time::timeout(WAIT, maps.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.regions[&999].nodes[0].host_name, "a.example.com");
+    // Unchanged: nothing more.
+    assert!(tokio::time::timeout(Duration::from_millis(400), maps.recv()).await.is_err());
+    store.admin().set_derp_map(DERP_B).await.unwrap();
+    let started = std::time::Instant::now();
+    let second = tokio::time::timeout(Duration::from_secs(5), maps.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.regions[&999].nodes[0].host_name, "b.example.com");
+    assert_eq!(second.regions.len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // The stream stays open.
+    assert!(tokio::time::timeout(Duration::from_millis(300), maps.recv()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derp_set_command_stores_the_map() {
+    let dir = std::env::temp_dir().join(format!("aw-derp-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
+    let file = dir.join("derp.json");
+    std::fs::write(&file, DERP_B).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["derp", "set", "--db", &db])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "DERP map set: 2 regions, 1 nodes");
+    std::fs::write(&file, "{\"Regions\": 5}").unwrap();
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["derp", "set", "--db", &db])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+    assert_eq!(store.derp_map().await.unwrap().as_deref(), Some(DERP_B));
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+struct Pair {
+    server: TestServer,
+    agent: CreatedAgent,
+    token: String,
+}
+
+async fn pair(config: ServeConfig) -> Pair {
+    let store = memory_store().await;
+    let (_, agent) = store.admin().create_demo_agent("alice", "alice-ws", "main").await.unwrap();
+    let token = owner_token(&store, "alice").await;
+    Pair { server: start(store, config).await, agent, token }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_agent_and_client_coordinate() {
+    let p = pair(fast_config()).await;
+    let agent_rpc = pb::TailnetClient::new(connect(&p.server, p.agent.auth_token).await);
+    let mut agent = agent_rpc.coordinate().await.unwrap();
+    agent.send(&update_self(agent_node(p.agent.id, 1))).await.unwrap();
+
+    let client_rpc = pb::TailnetClient::new(connect_client(&p.server, p.agent.id, &p.token).await);
+    let mut client = client_rpc.coordinate().await.unwrap();
+    client
+        .send(&pb::CoordinateRequest { add_tunnel: tunnel(p.agent.id), ..update_self(client_node(7)) })
+        .await
+        .unwrap();
+
+    // The client learns the agent's node; the agent learns the client's, under the client's fresh peer id.
+    let (id, kind, node, _) = next_update(&mut client).await;
+    assert_eq!((id, kind, node.unwrap().id), (p.agent.id, Kind::Node, 1));
+    let (client_id, kind, node, _) = next_update(&mut agent).await;
+    assert_eq!((kind, node.unwrap().id), (Kind::Node, 7));
+    assert_ne!(client_id, p.agent.id);
+
+    // Updates flow both ways; an unchanged node is not sent again.
+    agent.send(&update_self(agent_node(p.agent.id, 2))).await.unwrap();
+    let (_, kind, node, reason) = next_update(&mut client).await;
+    assert_eq!((kind, node.unwrap().id, reason.as_str()), (Kind::Node, 2, "node update"));
+    agent.send(&update_self(agent_node(p.agent.id, 2))).await.unwrap();
+    client.send(&update_self(client_node(8))).await.unwrap();
+    let (id, _, node, _) = next_update(&mut agent).await;
+    assert_eq!((id, node.unwrap().id), (client_id, 8));
+    nothing_within(&mut client, Duration::from_millis(200)).await;
+
+    // Ready for handshake goes from the agent to the client.
+    let ready = pb::CoordinateRequest {
+        ready_for_handshake: vec![pb::coordinate_request::ReadyForHandshake {
+            id: client_id.as_bytes().to_vec().into(),
+        }],
+        ..Default::default()
+    };
+    agent.send(&ready).await.unwrap();
+    let (id, kind, _, _) = next_update(&mut client).await;
+    assert_eq!((id, kind), (p.agent.id, Kind::ReadyForHandshake));
+
+    // Removing the tunnel tells the agent, and stops the updates.
+    client.send(&pb::CoordinateRequest { remove_tunnel: tunnel(p.agent.id), ..Default::default() }).await.unwrap();
+    let (id, kind, _, reason) = next_update(&mut agent).await;
+    assert_eq!((id, kind, reason.as_str()), (client_id, Kind::Disconnected, "remove tunnel"));
+    let (id, kind, _, _) = next_update(&mut client).await;
+    assert_eq!((id, kind), (p.agent.id, Kind::Disconnected));
+    agent.send(&update_self(agent_node(p.agent.id, 3))).await.unwrap();
+    client.send(&update_self(client_node(9))).await.unwrap();
+    nothing_within(&mut client, Duration::from_millis(300)).await;
+    nothing_within(&mut agent, Duration::from_millis(100)).await;
+
+    // Tunnel again: the latest nodes at once. Then a graceful disconnect is DISCONNECTED…
+    client.send(&pb::CoordinateRequest { add_tunnel: tunnel(p.agent.id), ..Default::default() }).await.unwrap();
+    let (_, kind, node, _) = next_update(&mut client).await;
+    assert_eq!((kind, node.unwrap().id), (Kind::Node, 3));
+    let (_, _, node, _) = next_update(&mut agent).await;
+    assert_eq!(node.unwrap().id, 9);
+    client.send(&pb::CoordinateRequest { disconnect: Some(Default::default()), ..Default::default() }).await.unwrap();
+    let (id, kind, _, reason) = next_update(&mut agent).await;
+    assert_eq!((id, kind, reason.as_str()), (client_id, Kind::Disconnected, "graceful disconnect"));
+    assert!(tokio::time::timeout(WAIT, client.recv()).await.unwrap().unwrap().is_none(), "the call ends cleanly");
+
+    // …and a client that just goes away is LOST.
+    let raw = connect_client(&p.server, p.agent.id, &p.token).await;
+    let client_rpc = pb::TailnetClient::new(raw.clone());
+    let mut client = client_rpc.coordinate().await.unwrap();
+    client
+        .send(&pb::CoordinateRequest { add_tunnel: tunnel(p.agent.id), ..update_self(client_node(10)) })
+        .await
+        .unwrap();
+    let (second_id, _, _, _) = next_update(&mut agent).await;
+    next_update(&mut client).await;
+    raw.session().close();
+    let (id, kind, _, reason) = next_update(&mut agent).await;
+    assert_eq!((id, kind, reason.as_str()), (second_id, Kind::Lost, "lost"));
+    let metrics = p.server.state.metrics().render(&p.server.store);
+    assert!(metrics.contains("agentwire_tailnet_peers 1\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waits_for_its_agent_and_sees_it_come_back() {
+    let p = pair(fast_config()).await;
+    let client_rpc = pb::TailnetClient::new(connect_client(&p.server, p.agent.id, &p.token).await);
+    let mut client = client_rpc.coordinate().await.unwrap();
+    client
+        .send(&pb::CoordinateRequest { add_tunnel: tunnel(p.agent.id), ..update_self(client_node(1)) })
+        .await
+        .unwrap();
+    nothing_within(&mut client, Duration::from_millis(200)).await;
+    for round in 1..=2 {
+        let raw = connect(&p.server, p.agent.auth_token).await;
+        let agent_rpc = pb::TailnetClient::new(raw.clone());
+        let mut agent = agent_rpc.coordinate().await.unwrap();
+        // The tunnel was there before the agent: it gets the client's node at once ("init").
+        let (_, kind, node, reason) = next_update(&mut agent).await;
+        assert_eq!((kind, node.unwrap().id, reason.as_str()), (Kind::Node, 1, "init"));
+        agent.send(&update_self(agent_node(p.agent.id, round))).await.unwrap();
+        let (_, kind, node, _) = next_update(&mut client).await;
+        assert_eq!((kind, node.unwrap().id), (Kind::Node, round));
+        // The connection dies without a disconnect.
+        raw.session().close();
+        let (id, kind, _, _) = next_update(&mut client).await;
+        assert_eq!((id, kind), (p.agent.id, Kind::Lost));
+    }
+}
+
+async fn expect_error(stream: &mut Coordinate, rule: &str) {
+    match tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.recv().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap()
+    {
+        Err(CallError::Status(status)) => {
+            let message = status.message;
+            assert!(message.contains(rule), "{message:?} does not name {rule:?}");
+        }
+        other => panic!("expected an error naming {rule:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_breaking_a_rule_is_ended_with_the_rule() {
+    let mut config = fast_config();
+    config.tailnet.max_node_size = 256;
+    config.tailnet.max_tunnels_per_peer = 1;
+    let p = pair(config).await;
+    let (_, other) = p.server.store.admin().create_demo_agent("bob", "bob-ws", "main").await.unwrap();
+    let agent_rpc = pb::TailnetClient::new(connect(&p.server, p.agent.auth_token).await);
+
+    let mut agent = agent_rpc.coordinate().await.unwrap();
+    agent.send(&pb::CoordinateRequest { add_tunnel: tunnel(Uuid::new_v4()), ..Default::default() }).await.unwrap();
+    expect_error(&mut agent, "agents cannot open tunnels").await;
+
+    let mut agent = agent_rpc.coordinate().await.unwrap();
+    agent.send(&update_self(agent_node(other.id, 1))).await.unwrap();
+    expect_error(&mut agent, "invalid node address").await;
+
+    let mut agent = agent_rpc.coordinate().await.unwrap();
+    let mut big = agent_node(p.agent.id, 1);
+    big.endpoints = (0..40).map(|i| format!("192.0.2.{i}:41641")).collect();
+    agent.send(&update_self(big)).await.unwrap();
+    expect_error(&mut agent, "(max node size)").await;
+
+    let client_rpc = pb::TailnetClient::new(connect_client(&p.server, p.agent.id, &p.token).await);
+    let mut client = client_rpc.coordinate().await.unwrap();
+    client.send(&pb::CoordinateRequest { add_tunnel: tunnel(other.id), ..Default::default() }).await.unwrap();
+    expect_error(&mut client, "invalid agent id").await;
+
+    let mut client = client_rpc.coordinate().await.unwrap();
+    let ready = pb::CoordinateRequest {
+        ready_for_handshake: vec![pb::coordinate_request::ReadyForHandshake {
+            id: p.agent.id.as_bytes().to_vec().into(),
+        }],
+        ..Default::default()
+    };
+    client.send(&ready).await.unwrap();
+    expect_error(&mut client, "clients may not send ready_for_handshake").await;
+
+    let metrics = p.server.state.metrics().render(&p.server.store);
+    assert!(metrics.contains("agentwire_tailnet_rule_breaches_total 5\n"), "{metrics}");
+
+    // The endpoint itself: a user token is required, and the agent must be the user's.
+    let bob = owner_token(&p.server.store, "bob").await;
+    for (token, status) in [("", 401), ("nope-nope", 401), (bob.as_str(), 404)] {
+        let url = format!("http://{}/api/v2/workspaceagents/{}/coordinate", p.server.addr, p.agent.id);
+        let got = http_status(&url, token).await;
+        assert_eq!(got, status, "token {token:?}");
+    }
+}
+
+async fn http_status(url: &str, token: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !token.is_empty() {
+        request.push_str(&format!("Coder-Session-Token: {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    BufReader::new(tcp).read_line(&mut line).await.unwrap();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
