@@ -65,6 +65,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregates;
 pub mod backend;
 pub mod batch;
 #[doc(hidden)]
