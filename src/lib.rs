@@ -7,6 +7,7 @@
 pub mod agentapi;
 pub mod http;
 pub mod metrics;
+pub mod metrics_cache;
 pub mod proto;
 pub mod server;
 pub mod session;

@@ -29,6 +29,8 @@ pub struct Metrics {
     sessions_refused: Mutex<BTreeMap<&'static str, u64>>,
     rpc_total: Mutex<BTreeMap<(String, String), u64>>,
     rpc_duration: Mutex<BTreeMap<String, Histogram>>,
+    /// The metrics snapshotter whose refresh series are rendered too (set once by the server).
+    metrics_cache: std::sync::OnceLock<std::sync::Arc<crate::metrics_cache::MetricsCache>>,
     /// Tailnet counters (telemetry events, coordinator), kept by the tailnet service.
     pub tailnet: std::sync::Arc<crate::tailnet::TailnetStats>,
 }
@@ -44,6 +46,11 @@ fn code_label(outcome: CallOutcome) -> String {
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Renders `cache`'s refresh series with the others (the first call wins).
+    pub fn attach_metrics_cache(&self, cache: std::sync::Arc<crate::metrics_cache::MetricsCache>) {
+        let _ = self.metrics_cache.set(cache);
     }
 
     pub fn session_started(&self) {
@@ -140,6 +147,9 @@ impl Metrics {
             let _ = writeln!(out, "agentwire_batcher_flushes_total{{batcher=\"{name}\"}} {}", stats.flushes);
         }
         self.tailnet.render(&mut out);
+        if let Some(cache) = self.metrics_cache.get() {
+            cache.render_prometheus(&mut out);
+        }
         out
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::agentapi::{AgentApi, AgentApiConfig};
 use crate::metrics::Metrics;
+use crate::metrics_cache::{MetricsCache, MetricsCacheConfig};
 use crate::proto::{agent::v2 as agent_pb, tailnet::v2 as tailnet_pb};
 use crate::session::{ApiVersion, Session};
 use crate::tailnet::{Tailnet, TailnetConfig};
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub rpc: ServerConfig,
     pub agent_api: AgentApiConfig,
+    /// The metrics snapshotter's intervals and windows.
+    pub metrics_cache: MetricsCacheConfig,
     /// The coordinator's limits and the DERP map check interval.
     pub tailnet: TailnetConfig,
     /// A plain-TCP yamux listener whose sessions are all the agent of `tcp_agent_token` (tests, benchmarks).
@@ -71,6 +74,7 @@ impl Default for ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             rpc: ServerConfig::default(),
             agent_api: AgentApiConfig::default(),
+            metrics_cache: MetricsCacheConfig::default(),
             tailnet: TailnetConfig::default(),
             tcp_listen: None,
             tcp_agent_token: None,
@@ -86,6 +90,7 @@ struct Inner {
     shutdown: CancellationToken,
     sessions: TaskTracker,
     per_agent: Mutex<HashMap<Uuid, usize>>,
+    metrics_cache: Arc<MetricsCache>,
     tailnet: Arc<Tailnet>,
 }
 
@@ -122,6 +127,8 @@ impl AppState {
             Tailnet::new(store.clone(), replica, tailnet_config, config.rpc, metrics.tailnet.clone(), Some(observer));
         tailnet_pb::register_tailnet(&mut router, tailnet.agent_api());
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
+        let metrics_cache = MetricsCache::start(store.clone(), config.metrics_cache.clone());
+        metrics.attach_metrics_cache(metrics_cache.clone());
         AppState(Arc::new(Inner {
             config,
             store,
@@ -130,6 +137,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             per_agent: Mutex::new(HashMap::new()),
+            metrics_cache,
             tailnet,
         }))
     }
@@ -140,6 +148,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The deployment aggregates' snapshots.
+    pub fn metrics_cache(&self) -> &MetricsCache {
+        &self.0.metrics_cache
     }
 
     pub fn config(&self) -> &ServeConfig {
@@ -228,6 +241,7 @@ impl AppState {
             tracing::warn!("sessions still open after the shutdown grace period");
         }
         self.0.tailnet.stop();
+        self.0.metrics_cache.stop().await;
         self.0.store.shutdown().await;
     }
 }

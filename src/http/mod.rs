@@ -3,6 +3,7 @@
 pub mod agent_rpc;
 pub mod coordinate;
 pub mod error;
+pub mod insights;
 pub mod watch_metadata;
 
 use axum::extract::State;
@@ -17,6 +18,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/workspaceagents/me/rpc", get(agent_rpc::agent_rpc))
         .route("/api/v2/workspaceagents/{id}/watch-metadata", get(watch_metadata::watch_metadata))
+        .route("/api/v2/insights/daus", get(insights::deployment_daus))
+        .route("/api/v2/deployment/stats", get(insights::deployment_stats))
+        .route("/api/v2/templates/{id}", get(insights::template))
+        .route("/api/v2/templates/{id}/daus", get(insights::template_daus))
         .route("/api/v2/workspaceagents/{id}/coordinate", get(coordinate::coordinate))
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
