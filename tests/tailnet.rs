@@ -366,3 +366,207 @@ async fn http_status(url: &str, token: &str) -> u16 {
     BufReader::new(tcp).read_line(&mut line).await.unwrap();
     line.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+/// A Go `interop coordinate` peer: Coder's own DRPC Tailnet client over coder/websocket and hashicorp/yamux.
+struct GoPeer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl GoPeer {
+    async fn start(url: &str, token: &str, role: &str, agent_id: Uuid, node_id: i64) -> GoPeer {
+        let mut child = tokio::process::Command::new(common::go_interop::binary())
+            .args(["coordinate", "--url", url, "--token", token, "--as", role, "--agent-id", &agent_id.to_string()])
+            .args(["--node-id", &node_id.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start interop coordinate");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut peer = GoPeer { child, stdin, lines };
+        peer.expect(|l| l["ready"] == true).await;
+        peer
+    }
+
+    async fn command(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Reads lines until one matches; fails on the stream's end or after `WAIT`.
+    async fn expect(&mut self, matches: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("the Go peer exited");
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if matches(&value) {
+                    return value;
+                }
+                assert!(value.get("end").is_none(), "the Go peer's stream ended: {value}");
+            }
+        })
+        .await
+        .expect("the expected line in time")
+    }
+
+    /// The next peer update line, skipping command acknowledgements.
+    async fn update(&mut self) -> serde_json::Value {
+        self.expect(|l| l.get("kind").is_some() || l.get("end").is_some() || l.get("error").is_some()).await
+    }
+
+    async fn silent_for(&mut self, d: Duration) {
+        if let Ok(Ok(Some(line))) = tokio::time::timeout(d, self.lines.next_line()).await {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(value.get("sent").is_some(), "expected silence, got {line}");
+        }
+    }
+
+    async fn exit(mut self) {
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.unwrap().unwrap();
+        assert!(status.success());
+    }
+}
+
+fn agent_url(server: &TestServer) -> String {
+    server.rpc_url("2.0")
+}
+
+fn client_url(server: &TestServer, agent_id: Uuid) -> String {
+    format!("ws://{}/api/v2/workspaceagents/{agent_id}/coordinate?version=2.0", server.addr)
+}
+
+/// Go agent and Go client through agentwire (on `agent_side` and `client_side`, one server or two replicas).
+async fn go_pair_scenario(agent_side: &TestServer, client_side: &TestServer, agent: &CreatedAgent, token: &str) {
+    let mut go_agent = GoPeer::start(&agent_url(agent_side), &agent.auth_token.to_string(), "agent", agent.id, 1).await;
+    let mut go_client = GoPeer::start(&client_url(client_side, agent.id), token, "client", agent.id, 7).await;
+
+    let u = go_client.update().await;
+    assert_eq!(
+        (u["id"].as_str().unwrap(), u["kind"].as_str().unwrap(), u["node"].as_i64()),
+        (agent.id.to_string().as_str(), "NODE", Some(1))
+    );
+    let u = go_agent.update().await;
+    assert_eq!((u["kind"].as_str().unwrap(), u["node"].as_i64()), ("NODE", Some(7)));
+    let client_id = u["id"].as_str().unwrap().to_owned();
+
+    // Both ways.
+    go_agent.command("node 2").await;
+    let u = go_client.update().await;
+    assert_eq!((u["kind"].as_str().unwrap(), u["node"].as_i64()), ("NODE", Some(2)));
+    go_client.command("node 8").await;
+    let u = go_agent.update().await;
+    assert_eq!((u["id"].as_str().unwrap(), u["node"].as_i64()), (client_id.as_str(), Some(8)));
+    go_agent.command(&format!("ready {client_id}")).await;
+    let u = go_client.update().await;
+    assert_eq!(u["kind"], "READY_FOR_HANDSHAKE");
+
+    // Removing the tunnel: the agent is told, and updates stop.
+    go_client.command("remove-tunnel").await;
+    let u = go_agent.update().await;
+    assert_eq!((u["id"].as_str().unwrap(), u["kind"].as_str().unwrap()), (client_id.as_str(), "DISCONNECTED"));
+    let u = go_client.update().await;
+    assert_eq!(u["kind"], "DISCONNECTED");
+    go_agent.command("node 3").await;
+    go_client.silent_for(Duration::from_millis(500)).await;
+
+    // Again, then the agent vanishes (LOST), comes back, and the client disconnects gracefully (DISCONNECTED).
+    go_client.command("add-tunnel").await;
+    let u = go_client.update().await;
+    assert_eq!((u["kind"].as_str().unwrap(), u["node"].as_i64()), ("NODE", Some(3)));
+    go_agent.update().await;
+    go_agent.command("quit").await;
+    go_agent.exit().await;
+    let u = go_client.update().await;
+    assert_eq!((u["kind"].as_str().unwrap(), u["reason"].as_str().unwrap()), ("LOST", "lost"));
+
+    let mut go_agent = GoPeer::start(&agent_url(agent_side), &agent.auth_token.to_string(), "agent", agent.id, 4).await;
+    let u = go_agent.update().await;
+    assert_eq!((u["id"].as_str().unwrap(), u["node"].as_i64()), (client_id.as_str(), Some(8)));
+    let u = go_client.update().await;
+    assert_eq!((u["kind"].as_str().unwrap(), u["node"].as_i64()), ("NODE", Some(4)));
+    go_client.command("disconnect").await;
+    let end = go_client.expect(|l| l.get("end").is_some()).await;
+    assert_eq!(end["error"], "EOF", "{end}");
+    let u = go_agent.update().await;
+    assert_eq!((u["id"].as_str().unwrap(), u["kind"].as_str().unwrap()), (client_id.as_str(), "DISCONNECTED"));
+    go_agent.command("disconnect").await;
+    go_agent.exit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_agent_and_go_client_coordinate_through_agentwire() {
+    let p = pair(fast_config()).await;
+    go_pair_scenario(&p.server, &p.server, &p.agent, &p.token).await;
+}
+
+/// A fresh database on the PostgreSQL test cluster (`AGENTWIRE_TEST_PG_URL` or `DATABASE_URL`). Unset is a failure.
+async fn fresh_pg_url() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("AGENTWIRE_TEST_PG_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| {
+            panic!(
+                "\n\n*** The two-replica tests need DATABASE_URL or AGENTWIRE_TEST_PG_URL. ***\n\
+                 *** Run: scripts/with-postgres.sh cargo test --test tailnet             ***\n\n"
+            )
+        });
+    let name = format!("aw_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    conn.close().await.ok();
+    let (head, tail) = base.split_at(base.find("://").unwrap() + 3);
+    let (authority, rest) = match tail.find('/') {
+        Some(i) => tail.split_at(i),
+        None => (tail, ""),
+    };
+    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+    format!("{head}{authority}/{name}{query}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_go_agent_on_replica_a_and_go_client_on_replica_b() {
+    let url = fresh_pg_url().await;
+    let store_a = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let store_b = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let (_, agent) = store_a.admin().create_demo_agent("carol", "carol-ws", "main").await.unwrap();
+    let token = owner_token(&store_a, "carol").await;
+    let replica_a = start(store_a, fast_config()).await;
+    let replica_b = start(store_b, fast_config()).await;
+    go_pair_scenario(&replica_a, &replica_b, &agent, &token).await;
+    let metrics = replica_b.state.metrics().render(&replica_b.store);
+    assert!(!metrics.contains("agentwire_tailnet_events_received_total 0\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replica_that_stops_loses_its_peers_on_the_others() {
+    let url = fresh_pg_url().await;
+    let store_a = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let store_b = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let (_, agent) = store_a.admin().create_demo_agent("dave", "dave-ws", "main").await.unwrap();
+    let token = owner_token(&store_a, "dave").await;
+    let replica_a = start(store_a, fast_config()).await;
+    let replica_b = start(store_b, fast_config()).await;
+
+    // The client is on B first; the agent then joins on A, which learns of the tunnel from B's snapshot.
+    let client_rpc = pb::TailnetClient::new(connect_client(&replica_b, agent.id, &token).await);
+    let mut client = client_rpc.coordinate().await.unwrap();
+    client.send(&pb::CoordinateRequest { add_tunnel: tunnel(agent.id), ..update_self(client_node(5)) }).await.unwrap();
+    let agent_rpc = pb::TailnetClient::new(connect(&replica_a, agent.auth_token).await);
+    let mut agent_stream = agent_rpc.coordinate().await.unwrap();
+    agent_stream.send(&update_self(agent_node(agent.id, 1))).await.unwrap();
+    let (id, kind, node, _) = next_update(&mut client).await;
+    assert_eq!((id, kind, node.unwrap().id), (agent.id, Kind::Node, 1));
+    let (_, kind, node, _) = next_update(&mut agent_stream).await;
+    assert_eq!((kind, node.unwrap().id), (Kind::Node, 5));
+
+    // Replica A shuts down: its agent is lost for the client on B.
+    replica_a.state.shutdown().await;
+    let (id, kind, _, _) = next_update(&mut client).await;
+    assert_eq!((id, kind), (agent.id, Kind::Lost));
+}

@@ -5,6 +5,7 @@
 //	interop serve --transport tcp|ws --listen ADDR
 //	interop call  --transport tcp --addr HOST:PORT | --transport ws --url URL [flags]
 //	interop agent --url URL --token T [--version V] [--rpc NAME]
+//	interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
 //
 // See README.md for the full contract.
 package main
@@ -34,6 +35,8 @@ func main() {
 		os.Exit(call(args))
 	case "agent":
 		os.Exit(agent(args))
+	case "coordinate":
+		os.Exit(coordinate(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -50,6 +53,7 @@ func usage() {
   interop call  --transport tcp --addr HOST:PORT [flags]
   interop call  --transport ws --url URL [--token T] [flags]
   interop agent --url URL --token T [--version V] [--rpc NAME]
+  interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }
