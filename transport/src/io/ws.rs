@@ -131,6 +131,11 @@ where
         if !self.read_closed {
             self.poll_liveness(cx)?;
         }
+        if buf.remaining() == 0 {
+            // Nothing can be handed over, so nothing is taken: a zero-length read must not swallow a message (a
+            // Close consumed here would end the stream without the reader ever seeing EOF).
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !self.readable.is_empty() {
                 let n = self.readable.len().min(buf.remaining());
