@@ -570,3 +570,159 @@ async fn postgres_a_replica_that_stops_loses_its_peers_on_the_others() {
     let (id, kind, _, _) = next_update(&mut client).await;
     assert_eq!((id, kind), (agent.id, Kind::Lost));
 }
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Hundreds of peers at once on one server: `AGENTWIRE_TAILNET_BENCH_AGENTS` agents (100) with
+/// `AGENTWIRE_TAILNET_BENCH_CLIENTS` clients (500) spread over them, every peer sending `ROUNDS` node updates.
+/// Every update must arrive; RSS (server and all peers, one process) is printed and the coordinator's state must
+/// be empty once everyone left. Figures in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_peers_coordinate_with_bounded_memory() {
+    const ROUNDS: i64 = 10;
+    let agents_n = env_or("AGENTWIRE_TAILNET_BENCH_AGENTS", 100);
+    let clients_n = env_or("AGENTWIRE_TAILNET_BENCH_CLIENTS", 500);
+    let store = memory_store().await;
+    let mut agents = Vec::new();
+    for i in 0..agents_n {
+        let (_, agent) = store.admin().create_demo_agent(&format!("u{i}"), &format!("ws{i}"), "main").await.unwrap();
+        let token = owner_token(&store, &format!("u{i}")).await;
+        agents.push((agent, token));
+    }
+    let mut config = fast_config();
+    config.max_sessions_per_agent = 4;
+    let server = start(store, config).await;
+    let rss_start = rss_kib();
+    let started = std::time::Instant::now();
+
+    // Agents first, each with its node.
+    let mut agent_streams = Vec::new();
+    for (agent, _) in &agents {
+        let rpc = pb::TailnetClient::new(connect(&server, agent.auth_token).await);
+        let stream = rpc.coordinate().await.unwrap();
+        stream.send(&update_self(agent_node(agent.id, 0))).await.unwrap();
+        agent_streams.push((rpc, stream));
+    }
+    // Then clients, round-robin over the agents.
+    let mut client_streams = Vec::new();
+    let mut clients_of = vec![0usize; agents_n];
+    for c in 0..clients_n {
+        let (agent, token) = &agents[c % agents_n];
+        clients_of[c % agents_n] += 1;
+        let rpc = pb::TailnetClient::new(connect_client(&server, agent.id, token).await);
+        let stream = rpc.coordinate().await.unwrap();
+        stream
+            .send(&pb::CoordinateRequest { add_tunnel: tunnel(agent.id), ..update_self(client_node(c as i64)) })
+            .await
+            .unwrap();
+        client_streams.push((rpc, stream));
+    }
+    // The first exchange: each client gets its agent's node, each agent its clients' nodes.
+    let mut delivered = 0;
+    for (_, stream) in &mut client_streams {
+        delivered += recv(stream).await.peer_updates.len();
+    }
+    for (i, (_, stream)) in agent_streams.iter_mut().enumerate() {
+        let mut got = 0;
+        while got < clients_of[i] {
+            got += recv(stream).await.peer_updates.len();
+        }
+        delivered += got;
+    }
+    let connected = started.elapsed();
+    let rss_connected = rss_kib();
+
+    // Clients send their rounds while agents read them, then agents send theirs while clients read. A peer of
+    // the Rust test client that sends without reading while it is being sent to can stall its own connection
+    // (its reader waits on a full stream queue), so each half has one direction of traffic per peer.
+    let mut rpcs = Vec::new();
+    let mut agent_tasks = tokio::task::JoinSet::new();
+    for (i, (rpc, mut stream)) in agent_streams.into_iter().enumerate() {
+        let expect = clients_of[i] * ROUNDS as usize;
+        agent_tasks.spawn(async move {
+            let mut got = 0;
+            while got < expect {
+                match tokio::time::timeout(WAIT, stream.recv()).await {
+                    Ok(Ok(Some(r))) => got += r.peer_updates.len(),
+                    other => panic!("agent {i}: {got} of {expect} updates, then {other:?}"),
+                }
+            }
+            (i, rpc, stream, got)
+        });
+    }
+    for (c, (_, stream)) in client_streams.iter().enumerate() {
+        for round in 1..=ROUNDS {
+            stream.send(&update_self(client_node(c as i64 * 100 + round))).await.unwrap();
+        }
+    }
+    let mut agent_streams = Vec::new();
+    while let Some(done) = agent_tasks.join_next().await {
+        let (i, rpc, stream, got) = done.unwrap();
+        delivered += got;
+        agent_streams.push((i, rpc, stream));
+    }
+    let mut client_tasks = tokio::task::JoinSet::new();
+    for (c, (rpc, mut stream)) in client_streams.into_iter().enumerate() {
+        client_tasks.spawn(async move {
+            let mut got = 0;
+            while got < ROUNDS as usize {
+                match tokio::time::timeout(WAIT, stream.recv()).await {
+                    Ok(Ok(Some(r))) => got += r.peer_updates.len(),
+                    other => panic!("client {c}: {got} of {ROUNDS} updates, then {other:?}"),
+                }
+            }
+            (rpc, stream, got)
+        });
+    }
+    for (i, _, stream) in &agent_streams {
+        for round in 1..=ROUNDS {
+            stream.send(&update_self(agent_node(agents[*i].0.id, round))).await.unwrap();
+        }
+    }
+    while let Some(done) = client_tasks.join_next().await {
+        let (rpc, stream, got) = done.unwrap();
+        delivered += got;
+        rpcs.push((rpc, stream));
+    }
+    for (_, rpc, stream) in agent_streams {
+        rpcs.push((rpc, stream));
+    }
+    let exchanged = started.elapsed();
+    let rss_peak = rss_kib();
+    let expected = clients_n * (ROUNDS as usize + 1) * 2;
+    assert_eq!(delivered, expected);
+    let (local, _) = server.state.tailnet().coordinator().peer_counts();
+    assert_eq!(local, agents_n + clients_n);
+    assert_eq!(server.state.tailnet().coordinator().tunnel_count(), clients_n);
+
+    drop(rpcs);
+    tokio::time::timeout(WAIT, async {
+        while server.state.tailnet().coordinator().peer_counts() != (0, 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every peer gone");
+    assert_eq!(server.state.tailnet().coordinator().tunnel_count(), 0);
+    let rss_end = rss_kib();
+    println!(
+        "tailnet bench: {agents_n} agents + {clients_n} clients, {ROUNDS} rounds: connected in {:.2?}, \
+         {delivered} peer updates delivered in {:.2?}; RSS KiB start {rss_start}, connected {rss_connected} \
+         (+{} KiB, {:.1} KiB/peer), peak {rss_peak}, after all left {rss_end}",
+        connected,
+        exchanged - connected,
+        rss_connected.saturating_sub(rss_start),
+        rss_connected.saturating_sub(rss_start) as f64 / (agents_n + clients_n) as f64,
+    );
+}
