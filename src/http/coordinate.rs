@@ -17,9 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
-use super::agent_rpc::{session_token, TOKEN_COOKIE};
 use super::error::ApiError;
-use super::watch_metadata::{RESOURCE_NOT_FOUND, SIGNED_OUT};
+use super::user_auth::{agent_id_param, authenticate_user, RESOURCE_NOT_FOUND};
 use crate::server::AppState;
 use crate::tailnet::ClientPeer;
 
@@ -34,25 +33,13 @@ pub async fn coordinate(
         tracing::error!(error = %err, "{what}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error {what}.")).detail(err.to_string())
     };
-    let Some(token) = session_token(&headers, &query) else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
-            .detail(format!("Cookie {TOKEN_COOKIE:?} or query parameter must be provided."))
-            .into_response();
+    let user_id = match authenticate_user(&state, &headers, &query).await {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
     };
-    let user_id = match state.store().user_by_api_key(&token).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail("API key is invalid.").into_response()
-        }
-        Err(err) => return internal("fetching API key", err).into_response(),
-    };
-    let agent_id = match Uuid::parse_str(&agent) {
+    let agent_id = match agent_id_param(&agent) {
         Ok(id) => id,
-        Err(err) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid UUID {agent:?}."))
-                .detail(err.to_string())
-                .into_response()
-        }
+        Err(err) => return err.into_response(),
     };
     if let Some(version) = query.get("version") {
         let supported =

@@ -4,6 +4,7 @@ pub mod agent_rpc;
 pub mod coordinate;
 pub mod error;
 pub mod insights;
+pub mod user_auth;
 pub mod watch_metadata;
 
 use axum::extract::State;

@@ -21,19 +21,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::agent_rpc::{session_token, TOKEN_COOKIE};
 use super::error::ApiError;
 use crate::server::AppState;
 
 /// coderd's `HeartbeatInterval` for server-sent events.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
-/// coderd's `SignedOutErrorMessage`, the message of every 401 its API key check answers.
-pub const SIGNED_OUT: &str = "You are signed out or your session has expired. Please sign in again to continue.";
-
-/// coderd's `httpapi.ResourceNotFound` message: an agent that does not exist and one the caller may not see are
-/// indistinguishable.
-pub const RESOURCE_NOT_FOUND: &str = "Resource not found or you do not have access to this resource";
+use super::user_auth::{agent_id_param, authenticate_user};
+pub use super::user_auth::{RESOURCE_NOT_FOUND, SIGNED_OUT};
 
 /// `codersdk.WorkspaceAgentMetadata`.
 #[derive(Debug, Serialize)]
@@ -195,25 +190,13 @@ pub async fn watch_metadata(
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error {what}.")).detail(err.to_string())
     };
     // coderd's middleware order: the API key (401), then the agent parameter (400, 404).
-    let Some(token) = session_token(&headers, &query) else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
-            .detail(format!("Cookie {TOKEN_COOKIE:?} or query parameter must be provided."))
-            .into_response();
+    let user = match authenticate_user(&state, &headers, &query).await {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
     };
-    let user = match state.store().user_by_api_key(&token).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail("API key is invalid.").into_response()
-        }
-        Err(err) => return internal("fetching API key", err).into_response(),
-    };
-    let agent_id = match Uuid::parse_str(&agent) {
+    let agent_id = match agent_id_param(&agent) {
         Ok(id) => id,
-        Err(err) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid UUID {agent:?}."))
-                .detail(err.to_string())
-                .into_response()
-        }
+        Err(err) => return err.into_response(),
     };
     // Subscribe first: an update flushed between the read and a later subscription would be lost.
     let sub = match state.store().pubsub().subscribe(METADATA_BATCH_CHANNEL).await {
