@@ -15,35 +15,13 @@ use axum::Json;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::agent_rpc::{session_token, TOKEN_COOKIE};
 use super::error::ApiError;
-use super::watch_metadata::{RESOURCE_NOT_FOUND, SIGNED_OUT};
+use super::user_auth::{authenticate_user as authenticate, RESOURCE_NOT_FOUND};
 use crate::metrics_cache::{date_string, rfc3339, BuildTimeStats, DauSeries, DeploymentStats, TransitionStats};
 use crate::server::AppState;
 
 /// coderd's message while the first deployment stats refresh has not finished.
 pub const STATS_PROCESSING: &str = "Deployment stats are still processing!";
-
-/// The caller's user id, or coderd's 401.
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Uuid, ApiError> {
-    let Some(token) = session_token(headers, query) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
-            .detail(format!("Cookie {TOKEN_COOKIE:?} or query parameter must be provided.")));
-    };
-    match state.store().user_by_api_key(&token).await {
-        Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail("API key is invalid or expired.")),
-        Err(err) => {
-            tracing::error!(error = %err, "checking an API key");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error checking the API key.")
-                .detail(err.to_string()))
-        }
-    }
-}
 
 /// `tz_offset` as coderd's query parser reads it (absent: 0).
 fn tz_offset(query: &HashMap<String, String>) -> Result<i32, ApiError> {
