@@ -4,6 +4,8 @@
 //! PostgreSQL comes from `AGENTWIRE_TEST_PG_URL` or `DATABASE_URL` (`scripts/with-postgres.sh cargo test --test
 //! metrics_cache`); without one the PostgreSQL test fails, it is never skipped. Each test gets a fresh database.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agentwire::metrics_cache::demo::{generate, DemoSpec};
@@ -12,35 +14,12 @@ use agentwire::metrics_cache::{
 };
 use agentwire_store::aggregates::DemoHistory;
 use agentwire_store::{now_micros, Store, StoreOptions};
-use sqlx::Connection;
+use common::pg::fresh_pg_url;
+
 use uuid::Uuid;
 
 const DAY: i64 = 86_400_000_000;
 const HOUR: i64 = 3_600_000_000;
-
-async fn fresh_pg_url() -> String {
-    let base = std::env::var("AGENTWIRE_TEST_PG_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| {
-            panic!(
-                "\n\n*** The PostgreSQL half needs DATABASE_URL or AGENTWIRE_TEST_PG_URL. ***\n\
-                 *** Run: scripts/with-postgres.sh cargo test --test metrics_cache   ***\n\n"
-            )
-        });
-    let name = format!("aw_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    conn.close().await.ok();
-    let (head, tail) = base.split_at(base.find("://").unwrap() + 3);
-    let (authority, rest) = match tail.find('/') {
-        Some(i) => tail.split_at(i),
-        None => (tail, ""),
-    };
-    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
-    format!("{head}{authority}/{name}{query}")
-}
 
 fn pct_disc(sorted: &[i64], f: f64) -> Option<i64> {
     if sorted.is_empty() {

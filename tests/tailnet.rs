@@ -14,7 +14,8 @@ use agentwire_store::{CreatedAgent, Store, StoreOptions};
 use agentwire_transport::client::{CallError, Client, TypedClientStream};
 use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
 use agentwire_transport::Limits;
-use common::server::{connect, memory_store, start, TestServer};
+use common::pg::fresh_pg_url;
+use common::server::{connect, memory_store, owner_token, start, TestServer};
 use pb::coordinate_response::peer_update::Kind;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,12 +41,6 @@ fn fast_config() -> ServeConfig {
         },
         ..ServeConfig::default()
     }
-}
-
-async fn owner_token(store: &Store, user: &str) -> String {
-    let admin = store.admin();
-    let id = admin.user_id(user).await.unwrap().unwrap();
-    admin.create_api_key(id, Duration::from_secs(3600)).await.unwrap()
 }
 
 /// A client peer: the coordinate endpoint over WebSocket, a user's token in the header.
@@ -501,32 +496,6 @@ async fn go_pair_scenario(agent_side: &TestServer, client_side: &TestServer, age
 async fn go_agent_and_go_client_coordinate_through_agentwire() {
     let p = pair(fast_config()).await;
     go_pair_scenario(&p.server, &p.server, &p.agent, &p.token).await;
-}
-
-/// A fresh database on the PostgreSQL test cluster (`AGENTWIRE_TEST_PG_URL` or `DATABASE_URL`). Unset is a failure.
-async fn fresh_pg_url() -> String {
-    use sqlx::Connection;
-    let base = std::env::var("AGENTWIRE_TEST_PG_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| {
-            panic!(
-                "\n\n*** The two-replica tests need DATABASE_URL or AGENTWIRE_TEST_PG_URL. ***\n\
-                 *** Run: scripts/with-postgres.sh cargo test --test tailnet             ***\n\n"
-            )
-        });
-    let name = format!("aw_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    conn.close().await.ok();
-    let (head, tail) = base.split_at(base.find("://").unwrap() + 3);
-    let (authority, rest) = match tail.find('/') {
-        Some(i) => tail.split_at(i),
-        None => (tail, ""),
-    };
-    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
-    format!("{head}{authority}/{name}{query}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

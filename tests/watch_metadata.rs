@@ -11,7 +11,8 @@ use agentwire::http::watch_metadata::{RESOURCE_NOT_FOUND, SIGNED_OUT};
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{CreatedAgent, Store, StoreOptions};
-use common::server::{agent_with_rows, connect, memory_store, start, TestServer};
+use common::pg::fresh_pg_url;
+use common::server::{agent_with_rows, connect, memory_store, owner_token, start, TestServer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -185,13 +186,6 @@ async fn report(client: &pb::AgentClient, key: &str, value: &str) {
     client.batch_update_metadata(&pb::BatchUpdateMetadataRequest { metadata }).await.unwrap();
 }
 
-/// The owner of `agent_with_rows(store, user)` and an API token for them.
-async fn owner_token(store: &Store, user: &str) -> String {
-    let admin = store.admin();
-    let owner = admin.user_id(user).await.unwrap().expect("the agent's owner");
-    admin.create_api_key(owner, Duration::from_secs(3600)).await.unwrap()
-}
-
 fn owner_reads(store: &Store) -> u64 {
     store.queries().get("GetWorkspaceAgentMetadataForOwner")
 }
@@ -306,33 +300,6 @@ async fn sqlite_refusals_are_coderd_shaped() {
         get(server.addr, "/api/v2/workspaceagents/not-a-uuid/watch-metadata", &[("Coder-Session-Token", &token)]).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json().await["message"], r#"Invalid UUID "not-a-uuid"."#);
-}
-
-/// A fresh database on the PostgreSQL test cluster (`AGENTWIRE_TEST_PG_URL` or `DATABASE_URL`), as the store
-/// suite makes one per test. Unset is a failure, not a skip.
-async fn fresh_pg_url() -> String {
-    use sqlx::Connection;
-    let base = std::env::var("AGENTWIRE_TEST_PG_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| {
-            panic!(
-                "\n\n*** The two-replica test needs DATABASE_URL or AGENTWIRE_TEST_PG_URL. ***\n\
-                 *** Run: scripts/with-postgres.sh cargo test --test watch_metadata      ***\n\n"
-            )
-        });
-    let name = format!("aw_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    conn.close().await.ok();
-    let (head, tail) = base.split_at(base.find("://").unwrap() + 3);
-    let (authority, rest) = match tail.find('/') {
-        Some(i) => tail.split_at(i),
-        None => (tail, ""),
-    };
-    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
-    format!("{head}{authority}/{name}{query}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod go_interop;
+pub mod pg;
 pub mod recorded;
 pub mod server;
 
