@@ -15,6 +15,42 @@ use agentwire_transport::server::{CallObserver, CallOutcome};
 /// Upper bounds of the RPC latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
+/// A call's outcome as a label: ordered, so the exposition is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Ok,
+    Cancelled,
+    Error(u64),
+}
+
+impl From<CallOutcome> for Outcome {
+    fn from(outcome: CallOutcome) -> Self {
+        match outcome {
+            CallOutcome::Ok => Outcome::Ok,
+            CallOutcome::Cancelled => Outcome::Cancelled,
+            CallOutcome::Error(code) => Outcome::Error(code),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::Error(code) => write!(f, "{code}"),
+        }
+    }
+}
+
+/// Everything kept per RPC method. One entry per method, made on its first call; later calls look it up by `&str`
+/// under one lock and allocate nothing.
+#[derive(Default)]
+struct MethodStats {
+    outcomes: BTreeMap<Outcome, u64>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: [u64; LATENCY_BUCKETS.len()],
@@ -27,20 +63,11 @@ pub struct Metrics {
     sessions_active: AtomicI64,
     sessions_total: AtomicU64,
     sessions_refused: Mutex<BTreeMap<&'static str, u64>>,
-    rpc_total: Mutex<BTreeMap<(String, String), u64>>,
-    rpc_duration: Mutex<BTreeMap<String, Histogram>>,
+    rpcs: Mutex<BTreeMap<String, MethodStats>>,
     /// The metrics snapshotter whose refresh series are rendered too (set once by the server).
     metrics_cache: std::sync::OnceLock<std::sync::Arc<crate::metrics_cache::MetricsCache>>,
     /// Tailnet counters (telemetry events, coordinator), kept by the tailnet service.
     pub tailnet: std::sync::Arc<crate::tailnet::TailnetStats>,
-}
-
-fn code_label(outcome: CallOutcome) -> String {
-    match outcome {
-        CallOutcome::Ok => "ok".to_owned(),
-        CallOutcome::Error(code) => code.to_string(),
-        CallOutcome::Cancelled => "cancelled".to_owned(),
-    }
 }
 
 impl Metrics {
@@ -75,7 +102,12 @@ impl Metrics {
 
     /// Calls of `method` that ended with `code` (`ok`, `cancelled` or the dRPC error code).
     pub fn rpc_count(&self, method: &str, code: &str) -> u64 {
-        self.rpc_total.lock().map(|m| m.get(&(method.to_owned(), code.to_owned())).copied().unwrap_or(0)).unwrap_or(0)
+        let Ok(rpcs) = self.rpcs.lock() else {
+            return 0;
+        };
+        rpcs.get(method)
+            .map(|m| m.outcomes.iter().filter(|(o, _)| o.to_string() == code).map(|(_, n)| n).sum())
+            .unwrap_or(0)
     }
 
     /// The exposition text, with the store's per-statement query counters.
@@ -96,15 +128,18 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP agentwire_rpc_total RPCs served, by method and outcome code.");
         let _ = writeln!(out, "# TYPE agentwire_rpc_total counter");
-        if let Ok(calls) = self.rpc_total.lock() {
-            for ((method, code), n) in calls.iter() {
-                let _ = writeln!(out, "agentwire_rpc_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+        let rpcs = self.rpcs.lock();
+        if let Ok(rpcs) = &rpcs {
+            for (method, stats) in rpcs.iter() {
+                for (code, n) in &stats.outcomes {
+                    let _ = writeln!(out, "agentwire_rpc_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+                }
             }
         }
         let _ = writeln!(out, "# HELP agentwire_rpc_duration_seconds Time from request to answer, by method.");
         let _ = writeln!(out, "# TYPE agentwire_rpc_duration_seconds histogram");
-        if let Ok(durations) = self.rpc_duration.lock() {
-            for (method, h) in durations.iter() {
+        if let Ok(rpcs) = &rpcs {
+            for (method, MethodStats { latency: h, .. }) in rpcs.iter() {
                 let mut cumulative = 0;
                 for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
                     cumulative += n;
@@ -156,11 +191,15 @@ impl Metrics {
 
 impl CallObserver for Metrics {
     fn call_finished(&self, method: &str, outcome: CallOutcome, elapsed: Duration) {
-        if let Ok(mut calls) = self.rpc_total.lock() {
-            *calls.entry((method.to_owned(), code_label(outcome))).or_default() += 1;
+        let Ok(mut rpcs) = self.rpcs.lock() else {
+            return;
+        };
+        if !rpcs.contains_key(method) {
+            rpcs.insert(method.to_owned(), MethodStats::default());
         }
-        if let Ok(mut durations) = self.rpc_duration.lock() {
-            let h = durations.entry(method.to_owned()).or_default();
+        if let Some(stats) = rpcs.get_mut(method) {
+            *stats.outcomes.entry(outcome.into()).or_default() += 1;
+            let h = &mut stats.latency;
             let secs = elapsed.as_secs_f64();
             if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
                 h.buckets[i] += 1;
