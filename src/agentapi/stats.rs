@@ -7,14 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agentwire_store::pubsub::{workspace_event_payload, workspace_owner_channel};
 use agentwire_store::StatsReport;
 
 use super::{pb, AgentApi, RpcError};
 use crate::session::Session;
-
-/// Coder's `WorkspaceEvent` kind for new stats; it carries only the workspace id.
-const STATS_UPDATE_KIND: &str = "stats_update";
 
 pub(super) async fn update_stats(
     api: &AgentApi,
@@ -34,17 +30,9 @@ pub(super) async fn update_stats(
         tracing::debug!(agent_id = %session.agent_id(), "stats batcher queue full; report dropped");
     }
     // `stats.metrics` feed Coder's in-memory Prometheus aggregator only; nothing of them is stored.
-    if stats.connection_count > 0 {
-        // Coder's legacy activity path: with live connections, watchers of the workspace hear about it. The deadline
-        // bump and `last_used_at` Coder writes here per call ride in the stats batcher's flush instead (one UPDATE
-        // per flush for all active workspaces, in the same transaction as the rows).
-        let payload = workspace_event_payload(STATS_UPDATE_KIND, session.agent.workspace_id, None);
-        api.store
-            .pubsub()
-            .publish(&workspace_owner_channel(session.agent.owner_id), &payload)
-            .await
-            .map_err(RpcError::store("report agent stats: publish workspace update"))?;
-    }
+    // What Coder does per call for a report with live connections (the deadline bump, `last_used_at`, the
+    // `stats_update` workspace event) rides in the stats batcher's flush: once per workspace per flush, in the same
+    // transaction as the rows, instead of a write per report.
     Ok(response)
 }
 
@@ -81,6 +69,7 @@ fn to_proto_duration(d: Duration) -> prost_types::Duration {
 mod tests {
     use super::super::test_support::fixture;
     use super::*;
+    use agentwire_store::pubsub::workspace_owner_channel;
 
     fn stats(connections: i64) -> pb::Stats {
         pb::Stats {
@@ -128,16 +117,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn live_connections_announce_a_stats_update() {
+    async fn live_connections_announce_a_stats_update_once_per_flush() {
         let f = fixture().await;
         let channel = workspace_owner_channel(f.session.agent.owner_id);
         let mut sub = f.store.pubsub().subscribe(&channel).await.expect("subscribe");
         let before = f.store.queries().snapshot();
-        update_stats(&f.api, &f.session, pb::UpdateStatsRequest { stats: Some(stats(3)) }).await.expect("ok");
+        for _ in 0..3 {
+            update_stats(&f.api, &f.session, pb::UpdateStatsRequest { stats: Some(stats(3)) }).await.expect("ok");
+        }
         let diff = f.store.queries().snapshot().since(&before);
-        assert_eq!((diff.total(), diff.notifications), (0, 1));
+        assert_eq!((diff.total(), diff.notifications), (0, 0), "the call itself writes nothing: {diff:?}");
+        f.store.flush().await;
+        let diff = f.store.queries().snapshot().since(&before);
+        assert_eq!((diff.commits, diff.notifications), (1, 1), "three reports, one flush, one event: {diff:?}");
         let msg = sub.try_recv().expect("event");
         assert_eq!(msg, format!(r#"{{"kind":"stats_update","workspace_id":"{}"}}"#, f.session.agent.workspace_id));
+        assert!(sub.try_recv().is_none(), "one event per workspace per flush");
     }
 
     #[test]

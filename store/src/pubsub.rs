@@ -36,6 +36,9 @@ pub const PG_NOTIFY_MAX_PAYLOAD: usize = 7999;
 /// (counted in [`Pubsub::dropped`]) rather than growing memory without limit.
 pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 256;
 
+/// Coder's `WorkspaceEvent` kind for new stats with live connections; it carries only the workspace id.
+pub const STATS_UPDATE_KIND: &str = "stats_update";
+
 /// `workspace_owner:<owner>` channel name.
 pub fn workspace_owner_channel(owner_id: Uuid) -> String {
     format!("workspace_owner:{owner_id}")

@@ -250,6 +250,7 @@ mod cases {
         let d = store.queries().snapshot().since(&before);
         assert_eq!(d.commits, 1, "{d:?}");
         assert_eq!(d.by_name.get("ActivityBumpWorkspace"), Some(&1), "one bump per workspace per flush: {d:?}");
+        assert_eq!(d.notifications, 1, "one stats_update event per workspace per flush: {d:?}");
         let (bumped, last_used) = admin.build_activity(f.build.build_id).await.unwrap().unwrap();
         assert!(bumped >= now + hour && bumped <= agentwire_store::now_micros() + hour, "{bumped}");
         assert!(last_used >= now);

@@ -3,15 +3,19 @@
 //!
 //! The same transaction carries what Coder does per call for a report with connections: the
 //! workspace activity bump (`ActivityBumpWorkspace`, once per workspace per flush instead of once
-//! per report) and the usage tracker's `last_used_at` (Coder flushes that every 60 s on its own).
+//! per report), the usage tracker's `last_used_at` (Coder flushes that every 60 s on its own), and
+//! the `stats_update` workspace event (on PostgreSQL a NOTIFY in the flush transaction; per report it
+//! would be a write transaction per report).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::Flush;
-use crate::backend::{begin, commit, rows_per_statement, with_pool};
+use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
+use crate::counting::Stmt;
 use crate::model::{id, StatsReport, UnixMicros};
+use crate::pubsub::{workspace_event_payload, workspace_owner_channel, STATS_UPDATE_KIND};
 use crate::{Core, StoreError};
 
 /// Statement name under which each multi-row stats INSERT is counted.
@@ -56,14 +60,37 @@ impl Flush for StatsFlush {
 
     async fn flush(&self, acc: &mut Vec<StatsRow>) -> Result<usize, StoreError> {
         // On error the rows stay in `acc` and are retried at the next flush, as Coder does.
-        write(&self.core, acc).await?;
+        let active = active_workspaces(acc);
+        let events: Vec<(String, String)> = active
+            .iter()
+            .map(|(owner, ws)| (workspace_owner_channel(*owner), workspace_event_payload(STATS_UPDATE_KIND, *ws, None)))
+            .collect();
+        let notified_in_tx = write(&self.core, acc, &active, &events).await?;
+        if !notified_in_tx {
+            for (channel, payload) in &events {
+                if let Err(e) = self.core.pubsub.publish(channel, payload).await {
+                    // The rows are written; watchers see the next update.
+                    tracing::warn!(error = %e, "publish workspace stats update");
+                }
+            }
+        }
         let n = acc.len();
         acc.clear();
         Ok(n)
     }
 }
 
-async fn write(core: &Core, rows: &[StatsRow]) -> Result<(), StoreError> {
+/// PostgreSQL's NOTIFY inside the flush transaction: delivered at commit, costing no transaction of its own.
+const NOTIFY_IN_FLUSH: Stmt = Stmt::new("pg_notify", "SELECT pg_notify($1, $2)");
+
+/// Writes one flush in one transaction: the rows, then for `active` workspaces the activity writes and, on
+/// PostgreSQL, the `events` (returns true then; elsewhere the caller publishes them after the commit).
+async fn write(
+    core: &Core,
+    rows: &[StatsRow],
+    active: &[(Uuid, Uuid)],
+    events: &[(String, String)],
+) -> Result<bool, StoreError> {
     with_pool!(&core.db, write, |eng, pool| {
         let mut tx = begin(&core.counters, eng, pool).await?;
         for chunk in rows.chunks(rows_per_statement(COLS)) {
@@ -100,29 +127,42 @@ async fn write(core: &Core, rows: &[StatsRow]) -> Result<(), StoreError> {
             });
             qb.build().execute(&mut *tx).await?;
         }
-        let active = active_workspaces(rows);
-        if !active.is_empty() {
+        let workspaces: Vec<Uuid> = active.iter().map(|(_, ws)| *ws).collect();
+        if !workspaces.is_empty() {
             let now = crate::model::now_micros();
             core.counters.hit(UPDATE_LAST_USED);
             let mut qb = sqlx::QueryBuilder::new("UPDATE workspaces SET last_used_at = ");
             qb.push_bind(now).push(" WHERE last_used_at < ").push_bind(now).push(" AND id IN (");
             let mut ids = qb.separated(", ");
-            for w in &active {
+            for w in &workspaces {
                 ids.push_bind(id(*w));
             }
             qb.push(")");
             qb.build().execute(&mut *tx).await?;
             core.counters.hit(ACTIVITY_BUMP);
-            bump_deadlines(now, &active).build().execute(&mut *tx).await?;
+            bump_deadlines(now, &workspaces).build().execute(&mut *tx).await?;
         }
-        commit(&core.counters, tx).await
+        let in_tx = eng == Engine::Postgres;
+        if in_tx {
+            for (channel, payload) in events {
+                q!(core.counters, eng, NOTIFY_IN_FLUSH).bind(channel).bind(payload).execute(&mut *tx).await?;
+            }
+        }
+        commit(&core.counters, tx).await?;
+        if in_tx {
+            core.counters.notified(events.len() as u64);
+        }
+        Ok(in_tx)
     })
 }
 
-/// Workspaces with a live connection in this flush: the reports that count as activity.
-fn active_workspaces(rows: &[StatsRow]) -> Vec<Uuid> {
-    let set: std::collections::BTreeSet<Uuid> =
-        rows.iter().filter(|r| r.report.connection_count > 0 && !r.report.usage).map(|r| r.workspace_id).collect();
+/// (owner, workspace) of the workspaces with a live connection in this flush: the reports that count as activity.
+fn active_workspaces(rows: &[StatsRow]) -> Vec<(Uuid, Uuid)> {
+    let set: std::collections::BTreeSet<(Uuid, Uuid)> = rows
+        .iter()
+        .filter(|r| r.report.connection_count > 0 && !r.report.usage)
+        .map(|r| (r.user_id, r.workspace_id))
+        .collect();
     set.into_iter().collect()
 }
 
