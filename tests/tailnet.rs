@@ -470,7 +470,13 @@ async fn go_pair_scenario(agent_side: &TestServer, client_side: &TestServer, age
 
     // Again, then the agent vanishes (LOST), comes back, and the client disconnects gracefully (DISCONNECTED).
     go_client.command("add-tunnel").await;
-    let u = go_client.update().await;
+    // Across replicas the agent's node 3 reaches the client's replica through pubsub, so the new tunnel may first
+    // carry the node that replica already had (2); node 3 must follow, and nothing else may come before it.
+    let mut u = go_client.update().await;
+    while u["node"].as_i64() == Some(2) && !std::ptr::eq(client_side, agent_side) {
+        assert_eq!(u["kind"], "NODE");
+        u = go_client.update().await;
+    }
     assert_eq!((u["kind"].as_str().unwrap(), u["node"].as_i64()), ("NODE", Some(3)));
     go_agent.update().await;
     go_agent.command("quit").await;
