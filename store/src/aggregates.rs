@@ -30,14 +30,11 @@ mod sql {
         Stmt::new("GetTemplatesWithFilter", "SELECT id FROM templates WHERE deleted = FALSE ORDER BY id");
 
     // Coder's GetTemplateDAUs/GetDeploymentDAUs: rows with a connection, by day and user; here per UTC day with the
-    // day's first and last instant (see the module doc), for all templates at once. Served by the partial index
-    // (template_id, user_id, created_at) WHERE connection_count > 0 of migration 0003.
+    // day's first and last instant (see the module doc), for all templates at once, from the rollup the stats flush
+    // keeps (migration 0004) rather than a GROUP BY over every stats row.
     pub const USER_ACTIVITY_DAYS: Stmt = Stmt::new(
         "GetUserActivityDays",
-        "SELECT template_id, user_id, created_at / 86400000000 AS day, MIN(created_at) AS first_at, \
-           MAX(created_at) AS last_at \
-         FROM workspace_agent_stats WHERE connection_count > 0 \
-         GROUP BY template_id, user_id, created_at / 86400000000",
+        "SELECT template_id, user_id, utc_day AS day, first_at, last_at FROM template_user_activity_days",
     );
 
     // Coder's GetTemplateAverageBuildTime for every non-deleted template in one statement: the `$2` most recent
@@ -203,6 +200,60 @@ struct TemplateDbRow {
 
 fn uuid(table: &'static str, s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|e| StoreError::corrupt(table, e.to_string()))
+}
+
+/// Name under which each multi-row upsert of the activity rollup is counted.
+pub const UPSERT_ACTIVITY_DAYS: &str = "UpsertTemplateUserActivityDays";
+
+/// One (template, user, UTC day) of connected stats rows, folded to its first and last instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ActivityKey {
+    pub template_id: Uuid,
+    pub user_id: Uuid,
+    pub day: i64,
+}
+
+/// Folds connected stats rows (`(template, user, created_at)`) into rollup rows, unique per key: one upsert must
+/// not touch a row twice (PostgreSQL refuses that).
+pub(crate) fn fold_activity(
+    rows: impl IntoIterator<Item = (Uuid, Uuid, UnixMicros)>,
+) -> Vec<(ActivityKey, UnixMicros, UnixMicros)> {
+    let mut days: std::collections::BTreeMap<ActivityKey, (UnixMicros, UnixMicros)> = Default::default();
+    for (template_id, user_id, at) in rows {
+        let key = ActivityKey { template_id, user_id, day: at.div_euclid(MICROS_PER_DAY) };
+        let span = days.entry(key).or_insert((at, at));
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
+    }
+    days.into_iter().map(|(k, (first, last))| (k, first, last)).collect()
+}
+
+/// Rollup columns per row, for chunking under the bind limit.
+pub(crate) const ACTIVITY_DAY_COLS: usize = 5;
+
+/// The upsert of one chunk of [`fold_activity`]'s rows: a day already present widens to the earlier first and the
+/// later last instant (CASE rather than min()/LEAST(): the engines spell those differently).
+pub(crate) fn activity_days_upsert<DB: sqlx::Database>(
+    chunk: &[(ActivityKey, UnixMicros, UnixMicros)],
+) -> sqlx::QueryBuilder<DB>
+where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new(
+        "INSERT INTO template_user_activity_days (template_id, user_id, utc_day, first_at, last_at) ",
+    );
+    qb.push_values(chunk, |mut b, (k, first, last)| {
+        b.push_bind(id(k.template_id)).push_bind(id(k.user_id)).push_bind(k.day).push_bind(*first).push_bind(*last);
+    });
+    qb.push(
+        " ON CONFLICT (template_id, user_id, utc_day) DO UPDATE SET \
+         first_at = CASE WHEN excluded.first_at < template_user_activity_days.first_at \
+           THEN excluded.first_at ELSE template_user_activity_days.first_at END, \
+         last_at = CASE WHEN excluded.last_at > template_user_activity_days.last_at \
+           THEN excluded.last_at ELSE template_user_activity_days.last_at END",
+    );
+    qb
 }
 
 impl Store {
@@ -561,6 +612,13 @@ impl Store {
                             .push_bind(s.session_count_ssh);
                     });
                     qb.build().execute(&mut *tx).await?;
+                }
+                let days = fold_activity(
+                    batch.iter().filter(|s| s.connection_count > 0).map(|s| (s.template_id, s.user_id, s.created_at)),
+                );
+                for chunk in days.chunks(rows_per_statement(ACTIVITY_DAY_COLS)) {
+                    c.hit(UPSERT_ACTIVITY_DAYS);
+                    activity_days_upsert(chunk).build().execute(&mut *tx).await?;
                 }
                 commit(c, tx).await?;
             }

@@ -58,6 +58,7 @@ dual!(
     api_keys_resolve_their_user_once,
     agent_metadata_for_user_checks_ownership,
     stats_with_connections_bump_the_workspace_in_the_flush_transaction,
+    stats_flush_keeps_the_daily_activity_rollup,
 );
 
 mod cases {
@@ -223,6 +224,45 @@ mod cases {
         assert_eq!(d.begins, 1, "{d:?}");
         assert_eq!(d.commits, 1, "{d:?}");
         assert_eq!(store.batcher_stats().stats.items_flushed, 1024);
+    }
+
+    pub async fn stats_flush_keeps_the_daily_activity_rollup(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let store = &env.store;
+        let f = fixture(store, "daily").await;
+        let (scope, other) = (store.agent(&f.agent), second_agent(store, &f, "second").await);
+        let other = store.agent(&other);
+
+        // Reports without a connection are no activity.
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 0, ..Default::default() }));
+        store.flush().await;
+        assert_eq!(store.user_activity_days().await.unwrap(), vec![]);
+
+        // Two agents of one user on one template, one flush: one rollup row, one upsert in the flush transaction.
+        let t0 = agentwire_store::now_micros();
+        let before = store.queries().snapshot();
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 2, ..Default::default() }));
+        assert!(other.enqueue_stats(StatsReport { connection_count: 1, ..Default::default() }));
+        store.flush().await;
+        let d = store.queries().snapshot().since(&before);
+        assert_eq!(d.commits, 1, "{d:?}");
+        assert_eq!(d.get(aggregates::UPSERT_ACTIVITY_DAYS), 1, "{d:?}");
+        let t1 = agentwire_store::now_micros();
+        let days = store.user_activity_days().await.unwrap();
+        assert_eq!(days.len(), 1, "{days:?}");
+        let first = days[0];
+        assert_eq!((first.template_id, first.user_id), (f.template_id, f.owner_id));
+        assert_eq!(first.day, first.first_at.div_euclid(aggregates::MICROS_PER_DAY));
+        assert!(t0 <= first.first_at && first.first_at <= first.last_at && first.last_at <= t1, "{first:?}");
+
+        // A later flush on the same day widens the row: the first instant stays, the last moves on.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(scope.enqueue_stats(StatsReport { connection_count: 1, ..Default::default() }));
+        store.flush().await;
+        let days = store.user_activity_days().await.unwrap();
+        assert_eq!(days.len(), 1, "{days:?}");
+        assert_eq!(days[0].first_at, first.first_at);
+        assert!(days[0].last_at > first.last_at, "{:?} after {first:?}", days[0]);
     }
 
     pub async fn stats_with_connections_bump_the_workspace_in_the_flush_transaction(kind: Kind) {

@@ -5,13 +5,14 @@
 //! workspace activity bump (`ActivityBumpWorkspace`, once per workspace per flush instead of once
 //! per report), the usage tracker's `last_used_at` (Coder flushes that every 60 s on its own), and
 //! the `stats_update` workspace event (on PostgreSQL a NOTIFY in the flush transaction; per report it
-//! would be a write transaction per report).
+//! would be a write transaction per report), and the daily-activity rollup the metrics snapshotter reads.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::Flush;
+use crate::aggregates::{activity_days_upsert, fold_activity, ACTIVITY_DAY_COLS, UPSERT_ACTIVITY_DAYS};
 use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
 use crate::counting::Stmt;
 use crate::model::{id, StatsReport, UnixMicros};
@@ -126,6 +127,13 @@ async fn write(
                     .push_bind(s.usage);
             });
             qb.build().execute(&mut *tx).await?;
+        }
+        let days = fold_activity(
+            rows.iter().filter(|r| r.report.connection_count > 0).map(|r| (r.template_id, r.user_id, r.created_at)),
+        );
+        for chunk in days.chunks(rows_per_statement(ACTIVITY_DAY_COLS)) {
+            core.counters.hit(UPSERT_ACTIVITY_DAYS);
+            activity_days_upsert(chunk).build().execute(&mut *tx).await?;
         }
         let workspaces: Vec<Uuid> = active.iter().map(|(_, ws)| *ws).collect();
         if !workspaces.is_empty() {
