@@ -25,15 +25,25 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
-/// A Go `interop serve` process, killed when dropped.
+/// A Go `interop serve` or `interop reference` process, killed when dropped.
 pub struct GoServer {
     pub address: String,
     _child: Child,
 }
 
+/// `interop serve`: Coder's generated services, mostly Unimplemented, plus the raw interop service.
 pub async fn serve(transport: &str) -> GoServer {
+    spawn("serve", transport).await
+}
+
+/// `interop reference`: the coderd-shaped benchmark server, answering every Agent and Tailnet RPC.
+pub async fn reference(transport: &str) -> GoServer {
+    spawn("reference", transport).await
+}
+
+async fn spawn(subcommand: &str, transport: &str) -> GoServer {
     let mut child = Command::new(binary())
-        .args(["serve", "--transport", transport, "--listen", "127.0.0.1:0"])
+        .args([subcommand, "--transport", transport, "--listen", "127.0.0.1:0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -3,6 +3,7 @@
 // integration tests can check agentwire against them from both sides.
 //
 //	interop serve --transport tcp|ws --listen ADDR
+//	interop reference --transport ws|tcp --listen ADDR
 //	interop call  --transport tcp --addr HOST:PORT | --transport ws --url URL [flags]
 //	interop agent --url URL --token T [--version V] [--rpc NAME]
 //	interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
@@ -31,6 +32,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		os.Exit(serve(args))
+	case "reference":
+		os.Exit(referenceServer(args))
 	case "call":
 		os.Exit(call(args))
 	case "agent":
@@ -50,6 +53,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   interop serve --transport tcp|ws [--listen 127.0.0.1:0]
+  interop reference --transport ws|tcp [--listen 127.0.0.1:0] [--verbose]
   interop call  --transport tcp --addr HOST:PORT [flags]
   interop call  --transport ws --url URL [--token T] [flags]
   interop agent --url URL --token T [--version V] [--rpc NAME]

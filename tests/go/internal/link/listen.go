@@ -19,7 +19,15 @@ import (
 // peer opens, the way coderd's workspaceAgentRPC handler does.
 type Server struct {
 	Handler drpc.Handler
-	Log     *log.Logger
+	// SessionHandler, when set, replaces Handler: it builds the handler of one
+	// session from the token the peer presented (empty over TCP, which
+	// carries none), as coderd builds one agentapi.API per connection for
+	// the agent its token names.
+	SessionHandler func(token string) (drpc.Handler, error)
+	// QuietConnections drops the log line per accepted WebSocket, which a
+	// benchmark opening thousands of them does not want on stderr.
+	QuietConnections bool
+	Log              *log.Logger
 }
 
 // ServeTCP runs one yamux server session per accepted TCP connection.
@@ -29,7 +37,7 @@ func (s *Server) ServeTCP(ctx context.Context, l net.Listener) error {
 		if err != nil {
 			return err
 		}
-		go s.serveSession(ctx, conn)
+		go s.serveSession(ctx, conn, "")
 	}
 }
 
@@ -38,7 +46,9 @@ func (s *Server) ServeTCP(ctx context.Context, l net.Listener) error {
 func (s *Server) WebSocketHandler(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(RPCPath, func(w http.ResponseWriter, r *http.Request) {
-		s.Log.Printf("ws %s version=%q token=%s", r.RemoteAddr, r.URL.Query().Get("version"), tokenSource(r))
+		if !s.QuietConnections {
+			s.Log.Printf("ws %s version=%q token=%s", r.RemoteAddr, r.URL.Query().Get("version"), tokenSource(r))
+		}
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			s.Log.Printf("websocket accept: %v", err)
@@ -46,7 +56,7 @@ func (s *Server) WebSocketHandler(ctx context.Context) http.Handler {
 		}
 		// NetConn's context bounds the connection's life; the request's
 		// context would do, but ctx also ends it when the server stops.
-		s.serveSession(ctx, websocket.NetConn(ctx, c, websocket.MessageBinary))
+		s.serveSession(ctx, websocket.NetConn(ctx, c, websocket.MessageBinary), token(r))
 	})
 	return mux
 }
@@ -62,10 +72,22 @@ func tokenSource(r *http.Request) string {
 	return "none"
 }
 
+// token is the session token the request carried, from the header or else
+// the cookie (coderd's order), or "".
+func token(r *http.Request) string {
+	if t := r.Header.Get(SessionTokenHeader); t != "" {
+		return t
+	}
+	if c, err := r.Cookie(SessionTokenCookie); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
 // serveSession blocks until the yamux session ends. The session itself is
 // the net.Listener drpcserver accepts from: each yamux stream gets its own
 // dRPC manager, exactly as in coderd.
-func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
+func (s *Server) serveSession(ctx context.Context, conn net.Conn, token string) {
 	defer func() { _ = conn.Close() }()
 	ycfg := yamux.DefaultConfig()
 	ycfg.LogOutput = s.Log.Writer() // yamux errors (keepalive, protocol) explain failed tests
@@ -82,7 +104,14 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 			s.Log.Printf("drpc: %v", err)
 		}
 	}
-	err = drpcserver.NewWithOptions(s.Handler, opts).Serve(ctx, session)
+	handler := s.Handler
+	if s.SessionHandler != nil {
+		if handler, err = s.SessionHandler(token); err != nil {
+			s.Log.Printf("session handler: %v", err)
+			return
+		}
+	}
+	err = drpcserver.NewWithOptions(handler, opts).Serve(ctx, session)
 	if err != nil && !errors.Is(err, yamux.ErrSessionShutdown) && !errors.Is(err, io.EOF) {
 		s.Log.Printf("session from %s ended: %v", conn.RemoteAddr(), err)
 	}
