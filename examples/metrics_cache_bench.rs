@@ -1,20 +1,25 @@
 //! Metrics snapshotter benchmark: refresh time over generated history, and the cost of a snapshot read under
 //! contention. `bench/metrics_cache.sh` runs it on SQLite and PostgreSQL.
 //!
-//! `metrics_cache_bench [--db URL] [--workspaces N] [--days D] [--stats-per-day S] [--rounds R] [--readers T]`
+//! `metrics_cache_bench [--db URL] [--workspaces N] [--days D] [--stats-per-day S] [--rounds R] [--readers T]
+//! [--reuse]`
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentwire::metrics_cache::demo::{generate, DemoSpec};
-use agentwire::metrics_cache::{MetricsCache, MetricsCacheConfig};
+use agentwire::metrics_cache::{MetricsCache, MetricsCacheConfig, TemplateInputs, TemplateSnapshot};
 use agentwire_store::{now_micros, Store, StoreOptions};
 use uuid::Uuid;
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn args_have(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -39,7 +44,11 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&db, StoreOptions::default()).await?;
     let h = generate(&spec)?;
     let t = Instant::now();
-    store.insert_demo_history("default", &h).await?;
+    // `--reuse`: the database already holds this history (a previous run with the same arguments), for profiling
+    // the refresh without writing a million rows again.
+    if !args_have("--reuse") {
+        store.insert_demo_history("default", &h).await?;
+    }
     println!(
         "engine {:?}: {} workspaces, {} builds, {} agent stats rows written in {:.1?}",
         store.engine(),
@@ -62,6 +71,26 @@ async fn main() -> anyhow::Result<()> {
         "refresh templates (DAUs ×25 offsets, template DAUs, unique users, build times): median {:.1?}, min {:.1?}",
         median(templates.clone()),
         templates.iter().min().copied().unwrap_or_default()
+    );
+    // Where a templates refresh goes: its reads one by one, and the Rust fold of what they return.
+    let (mut activity_read, mut builds_read, mut fold) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let activity = store.user_activity_days().await?;
+        activity_read.push(t.elapsed());
+        let t = Instant::now();
+        let builds = store.recent_build_durations(0, 100).await?;
+        builds_read.push(t.elapsed());
+        let inputs = TemplateInputs { templates: store.active_template_ids().await?, activity, builds };
+        let t = Instant::now();
+        std::hint::black_box(TemplateSnapshot::compute(inputs, cache.config(), now_micros()));
+        fold.push(t.elapsed());
+    }
+    println!(
+        "  of which, alone: activity read {:.1?}, build-times read {:.1?}, fold {:.1?} (medians)",
+        median(activity_read),
+        median(builds_read),
+        median(fold)
     );
     println!(
         "refresh deployment stats: median {:.1?}, min {:.1?}",

@@ -209,11 +209,13 @@ impl Source for Store {
         started_after: UnixMicros,
         per_template: i64,
     ) -> Result<TemplateInputs, StoreError> {
-        Ok(TemplateInputs {
-            templates: self.active_template_ids().await?,
-            activity: self.user_activity_days().await?,
-            builds: self.recent_build_durations(started_after, per_template).await?,
-        })
+        // Three independent reads on three pooled connections: the refresh takes as long as the slowest, not the sum.
+        let (templates, activity, builds) = tokio::try_join!(
+            self.active_template_ids(),
+            self.user_activity_days(),
+            self.recent_build_durations(started_after, per_template),
+        )?;
+        Ok(TemplateInputs { templates, activity, builds })
     }
 
     async fn deployment_inputs(
@@ -221,10 +223,9 @@ impl Source for Store {
         since: UnixMicros,
         heartbeat_after: UnixMicros,
     ) -> Result<DeploymentInputs, StoreError> {
-        Ok(DeploymentInputs {
-            agents: self.agent_stats_window(since).await?,
-            workspaces: self.workspace_state_counts(heartbeat_after).await?,
-        })
+        let (agents, workspaces) =
+            tokio::try_join!(self.agent_stats_window(since), self.workspace_state_counts(heartbeat_after))?;
+        Ok(DeploymentInputs { agents, workspaces })
     }
 }
 

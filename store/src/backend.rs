@@ -214,10 +214,15 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
     let read = SqlitePoolOptions::new()
         .max_connections(opts.sqlite_read_connections.max(1))
         .acquire_timeout(opts.acquire_timeout)
-        .connect_with(base.create_if_missing(false).read_only(true))
+        .connect_with(base.create_if_missing(false).read_only(true).row_buffer_size(SQLITE_READ_ROW_BUFFER))
         .await?;
     Ok(Db::Sqlite { read, write })
 }
+
+/// Rows a SQLite reader's worker thread may run ahead of the task consuming them. sqlx's default of 50 makes a
+/// large read (the metrics snapshotter's ~100k rollup rows) a thread handoff every few rows; a deeper buffer lets
+/// the worker stream while the task drains in bursts.
+pub const SQLITE_READ_ROW_BUFFER: usize = 4096;
 
 /// Largest number of bind parameters put in one multi-row statement. SQLite's default
 /// `SQLITE_MAX_VARIABLE_NUMBER` is 32766 (since 3.32) and Postgres' protocol limit is 65535;
