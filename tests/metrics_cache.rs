@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use agentwire::metrics_cache::demo::{generate, DemoSpec};
 use agentwire::metrics_cache::{
     BuildTimeStats, DauEntry, MetricsCache, MetricsCacheConfig, TransitionStats, DEFAULT_BUILD_TIME_SAMPLE,
+    SNAPSHOT_DEPLOYMENT_STATS, SNAPSHOT_TEMPLATES,
 };
 use agentwire_store::aggregates::DemoHistory;
 use agentwire_store::{now_micros, Store, StoreOptions};
@@ -255,4 +256,91 @@ async fn http_endpoints_answer_as_coderd() {
     assert!(text.contains("agentwire_metrics_cache_snapshot_age_seconds{snapshot=\"templates\"}"), "{text}");
     assert!(text.contains("agentwire_metrics_cache_refresh_failures_total{snapshot=\"deployment_stats\"} 0"));
     state.shutdown().await;
+}
+
+/// Before the first successful refresh every endpoint answers as coderd does while its cache is empty (no made-up
+/// zeros), failures are counted and retried with back-off, and the answers fill in once a refresh succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_answer_not_ready_until_a_refresh_succeeds() {
+    use sqlx::Connection;
+    let dir = std::env::temp_dir().join(format!("aw-mc-notready-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let spec = DemoSpec { workspaces: 20, days: 2, stats_per_workspace_day: 2, seed: 3, now: now_micros() };
+    let h = generate(&spec).unwrap();
+    store.insert_demo_history("default", &h).await.unwrap();
+    let admin = store.admin();
+    let user = admin.create_user("early", "early@example.com").await.unwrap();
+    let token = admin.create_api_key(user, std::time::Duration::from_secs(3600)).await.unwrap();
+
+    // Hide the tables both refreshes read: every refresh fails until they come back.
+    let mut side = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for (from, to) in [("template_user_activity_days", "hidden_activity"), ("workspace_agent_stats", "hidden_stats")] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {from} RENAME TO {to}")))
+            .execute(&mut side)
+            .await
+            .unwrap();
+    }
+    let state = agentwire::server::AppState::new(store.clone(), agentwire::server::ServeConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(agentwire::http::serve(listener, state.clone(), state.shutdown_token().clone()));
+    let failures = |s: &agentwire::server::AppState| {
+        let count = |name| s.metrics_cache().refresh_stats(name).map(|r| r.failures()).unwrap_or(0);
+        (count(SNAPSHOT_TEMPLATES), count(SNAPSHOT_DEPLOYMENT_STATS))
+    };
+    for _ in 0..500 {
+        if failures(&state).0 >= 2 && failures(&state).1 >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (template_failures, deployment_failures) = failures(&state);
+    assert!(template_failures >= 2 && deployment_failures >= 2, "failed refreshes are retried and counted");
+    assert!(state.metrics_cache().templates_snapshot().is_none() && state.metrics_cache().deployment_stats().is_none());
+
+    let (status, body) = get(addr, "/api/v2/insights/daus?tz_offset=2", Some(&token)).await;
+    assert_eq!((status, body.clone()), (200, serde_json::json!({"entries": [], "tz_hour_offset": 0})), "{body}");
+    let (status, body) = get(addr, "/api/v2/deployment/stats", Some(&token)).await;
+    assert_eq!((status, body["message"].as_str()), (400, Some("Deployment stats are still processing!")), "{body}");
+    let t = h.templates.iter().find(|t| !t.deleted).unwrap();
+    let (status, body) = get(addr, &format!("/api/v2/templates/{}", t.id), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["active_user_count"], -1, "unknown, not zero: {body}");
+    assert!(body["build_time_stats"]["start"]["P50"].is_null(), "{body}");
+    let (status, body) = get(addr, &format!("/api/v2/templates/{}/daus", t.id), Some(&token)).await;
+    assert_eq!((status, body["entries"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    let text = state.metrics().render(state.store());
+    let exported: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("agentwire_metrics_cache_refresh_failures_total{snapshot=\"templates\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no template failure counter in {text}"));
+    assert!(exported >= template_failures, "Prometheus shows the failures: {exported} < {template_failures}");
+
+    // The tables return: the next retry fills both snapshots, and the answers are real.
+    for (from, to) in [("hidden_activity", "template_user_activity_days"), ("hidden_stats", "workspace_agent_stats")] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {from} RENAME TO {to}")))
+            .execute(&mut side)
+            .await
+            .unwrap();
+    }
+    side.close().await.unwrap();
+    for _ in 0..1000 {
+        if state.metrics_cache().deployment_stats().is_some() && state.metrics_cache().templates_snapshot().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, body) = get(addr, "/api/v2/deployment/stats", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(addr, &format!("/api/v2/templates/{}", t.id), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["active_user_count"].as_i64().unwrap() > 0, "{body}");
+    let (_, body) = get(addr, "/api/v2/insights/daus?tz_offset=2", Some(&token)).await;
+    assert_eq!(body["tz_hour_offset"], 2, "{body}");
+    assert!(!body["entries"].as_array().unwrap().is_empty(), "{body}");
+    state.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
