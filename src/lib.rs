@@ -6,6 +6,7 @@
 
 pub mod agentapi;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod metrics_cache;
 pub mod proto;

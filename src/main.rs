@@ -43,6 +43,9 @@ enum Command {
         #[command(subcommand)]
         command: DerpCommand,
     },
+    /// Simulated agents against an agent endpoint: realistic, saturating, fixed-rate or idle load, with a JSON
+    /// report and an SVG plot.
+    Loadgen(Box<agentwire::loadgen::LoadgenArgs>),
 }
 
 #[derive(Subcommand)]
@@ -340,6 +343,7 @@ fn main() -> anyhow::Result<()> {
             Command::User { command: UserCommand::Token(args) } => user_token(args).await,
             Command::DemoData(args) => demo_data(args).await,
             Command::Derp { command: DerpCommand::Set(args) } => derp_set(args).await,
+            Command::Loadgen(args) => agentwire::loadgen::main(*args).await.map(drop).map_err(Into::into),
         }
     })
 }

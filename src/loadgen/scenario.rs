@@ -1,0 +1,468 @@
+//! What one agent does on one session, by mode. Every call is bounded by the call timeout and the `--max-rpcs`
+//! budget, and stops being issued when the run stops; calls already in flight finish (the server counted them,
+//! so the report must too).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use agentwire_transport::client::{CallError, TypedClientStream};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant as TokioInstant;
+use uuid::Uuid;
+
+use super::agent::Shared;
+use super::config::{Mode, RpcName};
+use super::connect::{io_kind, Connection};
+use crate::proto::agent::v2 as pb;
+use crate::proto::tailnet::v2 as tpb;
+
+type DerpStream = TypedClientStream<tpb::StreamDerpMapsRequest, tpb::DerpMap>;
+type CoordinateStream = TypedClientStream<tpb::CoordinateRequest, tpb::CoordinateResponse>;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The run stopped and we closed the session.
+    Stopped,
+    /// The session ended under us: the agent reconnects.
+    Dropped,
+}
+
+/// What an agent keeps across its sessions.
+pub(crate) struct AgentState {
+    pub index: usize,
+    pub ever_connected: bool,
+    /// Lifecycle, startup and logs are sent once per agent, not per session, as an agent does.
+    started: bool,
+    agent_id: Option<Uuid>,
+    /// Metadata keys and their collection intervals, from the manifest.
+    metadata: Vec<(String, Duration)>,
+    log_source: Uuid,
+    counter: u64,
+}
+
+impl AgentState {
+    pub fn new(index: usize) -> Self {
+        AgentState {
+            index,
+            ever_connected: false,
+            started: false,
+            agent_id: None,
+            metadata: Vec::new(),
+            log_source: Uuid::new_v4(),
+            counter: 0,
+        }
+    }
+
+    fn learn(&mut self, manifest: &pb::Manifest, report_interval: Duration) {
+        self.agent_id = Uuid::from_slice(&manifest.agent_id).ok();
+        self.metadata = manifest
+            .metadata
+            .iter()
+            .map(|d| {
+                let interval =
+                    d.interval.as_ref().map(proto_duration).filter(|i| !i.is_zero()).unwrap_or(report_interval);
+                (d.key.clone(), interval)
+            })
+            .collect();
+    }
+}
+
+fn proto_duration(d: &prost_types::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32)
+}
+
+fn now_ts() -> Option<prost_types::Timestamp> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 })
+}
+
+/// A short label for the report's error counts.
+pub(crate) fn call_kind(err: &CallError) -> String {
+    match err {
+        CallError::Status(status) => format!("status_{}", status.code),
+        CallError::Session(_) => "session_closed".into(),
+        CallError::Io(err) => format!("io_{}", io_kind(err)),
+        CallError::Protocol(_) => "protocol".into(),
+        CallError::Send(_) => "send".into(),
+        CallError::NoReply => "no_reply".into(),
+        CallError::RemoteClosed => "remote_closed".into(),
+        CallError::Decode { .. } => "decode".into(),
+    }
+}
+
+pub(crate) fn method(rpc: RpcName) -> &'static str {
+    match rpc {
+        RpcName::UpdateStats => pb::agent_methods::UPDATE_STATS,
+        RpcName::BatchUpdateMetadata => pb::agent_methods::BATCH_UPDATE_METADATA,
+        RpcName::GetServiceBanner => pb::agent_methods::GET_SERVICE_BANNER,
+        RpcName::GetManifest => pb::agent_methods::GET_MANIFEST,
+    }
+}
+
+fn stats_request(n: u64) -> pb::UpdateStatsRequest {
+    let n = n as i64;
+    pb::UpdateStatsRequest {
+        stats: Some(pb::Stats {
+            connections_by_proto: [("ssh".to_owned(), 1)].into_iter().collect(),
+            connection_count: 1,
+            connection_median_latency_ms: 12.5,
+            rx_packets: 10 * n,
+            rx_bytes: 1500 * n,
+            tx_packets: 8 * n,
+            tx_bytes: 1200 * n,
+            session_count_ssh: 1,
+            ..Default::default()
+        }),
+    }
+}
+
+fn metadata_request<'a>(keys: impl Iterator<Item = &'a str>, n: u64) -> pb::BatchUpdateMetadataRequest {
+    pb::BatchUpdateMetadataRequest {
+        metadata: keys
+            .map(|key| pb::Metadata {
+                key: key.to_owned(),
+                result: Some(pb::workspace_agent_metadata::Result {
+                    collected_at: now_ts(),
+                    age: 0,
+                    value: format!("{}", n % 100),
+                    error: String::new(),
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// One unary call of the saturating and fixed-rate modes; the reply is decoded (and dropped), as an agent would.
+async fn unary(agent: &pb::AgentClient, rpc: RpcName, n: u64) -> Result<(), CallError> {
+    match rpc {
+        RpcName::UpdateStats => agent.update_stats(&stats_request(n)).await.map(drop),
+        RpcName::BatchUpdateMetadata => {
+            agent.batch_update_metadata(&metadata_request(["cpu", "mem"].into_iter(), n)).await.map(drop)
+        }
+        RpcName::GetServiceBanner => agent.get_service_banner(&pb::GetServiceBannerRequest {}).await.map(drop),
+        RpcName::GetManifest => agent.get_manifest(&pb::GetManifestRequest {}).await.map(drop),
+    }
+}
+
+/// Runs `fut` as one counted call. Latency runs from `since` (the intended send time in the fixed-rate mode).
+async fn call<T>(
+    shared: &Shared,
+    agent: usize,
+    method: &'static str,
+    since: Instant,
+    fut: impl Future<Output = Result<T, CallError>>,
+) -> Option<T> {
+    let outcome = tokio::time::timeout(shared.config.call_timeout, fut).await;
+    let recorder = &shared.recorder;
+    match outcome {
+        Ok(Ok(reply)) => {
+            recorder.call(agent, method, Ok(since.elapsed()));
+            Some(reply)
+        }
+        Ok(Err(err)) => {
+            recorder.call(agent, method, Err(call_kind(&err)));
+            None
+        }
+        Err(_) => {
+            recorder.call(agent, method, Err("timeout".into()));
+            None
+        }
+    }
+}
+
+/// Runs the mode's work on one session until the run stops or the session ends.
+pub(crate) async fn run_session(shared: &Shared, state: &mut AgentState, connection: Connection) -> Outcome {
+    let Connection { client, incoming } = connection;
+    let ended = incoming.ended();
+    tokio::pin!(ended);
+    let outcome = {
+        let work = workload(shared, state, &client);
+        tokio::pin!(work);
+        tokio::select! {
+            _ = &mut ended => Outcome::Dropped,
+            _ = &mut work => {
+                // The work is over (run stopped, budget spent, or a call found the session gone): wait for which.
+                tokio::select! {
+                    biased;
+                    _ = shared.stop.cancelled() => Outcome::Stopped,
+                    _ = &mut ended => Outcome::Dropped,
+                }
+            }
+        }
+    };
+    client.session().close();
+    outcome
+}
+
+async fn workload(shared: &Shared, state: &mut AgentState, client: &agentwire_transport::client::Client) {
+    let agent = pb::AgentClient::new(client.clone());
+    let index = state.index;
+    match shared.config.mode.clone() {
+        Mode::Realistic => realistic(shared, state, client).await,
+        Mode::Saturating { rpc, concurrency } => {
+            let workers = (0..concurrency).map(|_| {
+                let agent = &agent;
+                async move {
+                    let mut n = 0u64;
+                    while !shared.stop.is_cancelled() && shared.budget.take() {
+                        n += 1;
+                        call(shared, index, method(rpc), Instant::now(), unary(agent, rpc, n)).await;
+                        if client.session().is_closed() {
+                            break;
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(workers).await;
+        }
+        Mode::FixedRate { rpc, rate, max_in_flight } => {
+            fixed_rate(shared, index, &agent, rpc, rate, max_in_flight).await;
+        }
+        Mode::Idle { hold_streams } => {
+            if hold_streams {
+                let tailnet = tpb::TailnetClient::new(client.clone());
+                let (derp, coordinate) = open_streams(shared, state, &tailnet).await;
+                hold_streams_until_stop(shared, derp, coordinate).await;
+            } else {
+                shared.stop.cancelled().await;
+            }
+        }
+    }
+}
+
+/// Open loop: this agent's share of the total rate, sends due on a fixed schedule whatever the replies do; a call's
+/// latency counts from when it was due, so a stalled server shows up as latency, not as fewer samples.
+async fn fixed_rate(
+    shared: &Shared,
+    index: usize,
+    agent: &pb::AgentClient,
+    rpc: RpcName,
+    rate: f64,
+    max_in_flight: usize,
+) {
+    let period = Duration::from_secs_f64(shared.config.agents as f64 / rate);
+    // A random phase so that the agents' sends interleave instead of firing together.
+    let mut due = TokioInstant::now() + period.mul_f64(fastrand::f64());
+    let mut in_flight = FuturesUnordered::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            _ = tokio::time::sleep_until(due), if in_flight.len() < max_in_flight => {
+                if !shared.budget.take() {
+                    break;
+                }
+                n += 1;
+                // The intended time, on the std clock the recorder measures with.
+                let late = TokioInstant::now().saturating_duration_since(due);
+                let intended = Instant::now().checked_sub(late).unwrap_or_else(Instant::now);
+                shared.recorder.send_lag(index, late);
+                due += period;
+                in_flight.push(async move {
+                    let sent = Instant::now();
+                    if call(shared, index, method(rpc), intended, unary(agent, rpc, n)).await.is_some() {
+                        shared.recorder.service(index, sent.elapsed());
+                    }
+                });
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+async fn realistic(shared: &Shared, state: &mut AgentState, client: &agentwire_transport::client::Client) {
+    let agent = pb::AgentClient::new(client.clone());
+    let tailnet = tpb::TailnetClient::new(client.clone());
+    let index = state.index;
+    let report_every = shared.config.metadata_report_interval;
+    macro_rules! counted {
+        ($method:expr, $fut:expr) => {
+            if shared.budget.take() {
+                call(shared, index, $method, Instant::now(), $fut).await
+            } else {
+                None
+            }
+        };
+    }
+
+    // As an agent's API loops start: the manifest, the banner, then (once per agent) the lifecycle to ready with
+    // startup and logs in between.
+    let manifest = counted!(pb::agent_methods::GET_MANIFEST, agent.get_manifest(&pb::GetManifestRequest {}));
+    if let Some(manifest) = &manifest {
+        state.learn(manifest, report_every);
+    }
+    counted!(pb::agent_methods::GET_SERVICE_BANNER, agent.get_service_banner(&pb::GetServiceBannerRequest {}));
+    if !state.started {
+        state.started = true;
+        let lifecycle = |s: pb::lifecycle::State| pb::UpdateLifecycleRequest {
+            lifecycle: Some(pb::Lifecycle { state: s as i32, changed_at: now_ts() }),
+        };
+        counted!(
+            pb::agent_methods::UPDATE_LIFECYCLE,
+            agent.update_lifecycle(&lifecycle(pb::lifecycle::State::Starting))
+        );
+        let startup = pb::UpdateStartupRequest {
+            startup: Some(pb::Startup {
+                version: "v2.30.0".into(),
+                expanded_directory: "/home/coder".into(),
+                subsystems: Vec::new(),
+            }),
+        };
+        counted!(pb::agent_methods::UPDATE_STARTUP, agent.update_startup(&startup));
+        if shared.config.log_lines > 0 {
+            let logs = pb::BatchCreateLogsRequest {
+                log_source_id: state.log_source.as_bytes().to_vec().into(),
+                logs: (0..shared.config.log_lines)
+                    .map(|i| pb::Log {
+                        created_at: now_ts(),
+                        output: format!("startup script line {i}"),
+                        level: pb::log::Level::Info as i32,
+                    })
+                    .collect(),
+            };
+            counted!(pb::agent_methods::BATCH_CREATE_LOGS, agent.batch_create_logs(&logs));
+        }
+        counted!(pb::agent_methods::UPDATE_LIFECYCLE, agent.update_lifecycle(&lifecycle(pb::lifecycle::State::Ready)));
+    }
+
+    let (derp, coordinate) = open_streams(shared, state, &tailnet).await;
+    let streams = hold_streams_until_stop(shared, derp, coordinate);
+
+    let periodic = async {
+        // The first stats call is empty and tells the interval; the agent then adopts whatever the server returns.
+        let mut stats_every = report_every.max(Duration::from_secs(1));
+        if let Some(reply) =
+            counted!(pb::agent_methods::UPDATE_STATS, agent.update_stats(&pb::UpdateStatsRequest { stats: None }))
+        {
+            if let Some(d) = reply.report_interval.as_ref().map(proto_duration).filter(|d| !d.is_zero()) {
+                stats_every = d;
+            }
+        }
+        // Random phases: real agents started at unrelated times, so their ticks do not line up.
+        let now = TokioInstant::now();
+        let mut next_stats = now + stats_every.mul_f64(fastrand::f64());
+        let mut next_report = now + report_every.mul_f64(fastrand::f64());
+        let mut key_due: Vec<TokioInstant> =
+            state.metadata.iter().map(|(_, every)| now + every.mul_f64(fastrand::f64())).collect();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(next_report) => {
+                    next_report += report_every;
+                    let now = TokioInstant::now();
+                    let mut changed = Vec::new();
+                    for (i, due) in key_due.iter_mut().enumerate() {
+                        if *due <= now {
+                            let every = state.metadata[i].1;
+                            while *due <= now {
+                                *due += every;
+                            }
+                            changed.push(state.metadata[i].0.as_str());
+                        }
+                    }
+                    if !changed.is_empty() {
+                        state.counter += 1;
+                        let request = metadata_request(changed.into_iter(), state.counter);
+                        counted!(pb::agent_methods::BATCH_UPDATE_METADATA, agent.batch_update_metadata(&request));
+                    }
+                }
+                _ = tokio::time::sleep_until(next_stats) => {
+                    next_stats += stats_every;
+                    state.counter += 1;
+                    let request = stats_request(state.counter);
+                    if let Some(reply) = counted!(pb::agent_methods::UPDATE_STATS, agent.update_stats(&request)) {
+                        if let Some(d) = reply.report_interval.as_ref().map(proto_duration).filter(|d| !d.is_zero()) {
+                            stats_every = d;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    futures::future::join(periodic, streams).await;
+}
+
+/// StreamDERPMaps and Coordinate (with this agent's node), as an agent holds them for its whole session.
+async fn open_streams(
+    shared: &Shared,
+    state: &AgentState,
+    tailnet: &tpb::TailnetClient,
+) -> (Option<DerpStream>, Option<CoordinateStream>) {
+    let sessions = &shared.recorder.sessions;
+    let index = state.index;
+    let derp = match tailnet.stream_derp_maps(&tpb::StreamDerpMapsRequest {}).await {
+        Ok(stream) => {
+            sessions.streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(stream)
+        }
+        Err(err) => {
+            shared.recorder.error(index, format!("stream_{}", call_kind(&err)));
+            None
+        }
+    };
+    let coordinate = match tailnet.coordinate().await {
+        Ok(stream) => {
+            let id = state.agent_id.unwrap_or_else(Uuid::new_v4);
+            let address = format!("{}/128", crate::tailnet::coordinator::service_address(false, id));
+            let node = tpb::Node {
+                id: (index as i64) + 1,
+                key: vec![1; 32].into(),
+                disco: format!("discokey:{index}"),
+                preferred_derp: 999,
+                addresses: vec![address.clone()],
+                allowed_ips: vec![address],
+                endpoints: vec![format!("192.0.2.1:{}", 41641 + (index % 20_000))],
+                ..Default::default()
+            };
+            let update = tpb::CoordinateRequest {
+                update_self: Some(tpb::coordinate_request::UpdateSelf { node: Some(node) }),
+                ..Default::default()
+            };
+            match stream.send(&update).await {
+                Ok(()) => {
+                    sessions.streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Some(stream)
+                }
+                Err(err) => {
+                    shared.recorder.error(index, format!("stream_{}", call_kind(&err)));
+                    None
+                }
+            }
+        }
+        Err(err) => {
+            shared.recorder.error(index, format!("stream_{}", call_kind(&err)));
+            None
+        }
+    };
+    (derp, coordinate)
+}
+
+/// Reads whatever the streams deliver until the run stops; dropping them then ends both calls (Close, FIN).
+async fn hold_streams_until_stop(shared: &Shared, derp: Option<DerpStream>, coordinate: Option<CoordinateStream>) {
+    let messages = &shared.recorder.sessions.stream_messages;
+    let read_derp = async move {
+        if let Some(mut stream) = derp {
+            while let Ok(Some(_)) = stream.recv().await {
+                messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Held (not dropped) until the run stops, as an agent keeps its side open.
+            shared.stop.cancelled().await;
+        }
+    };
+    let read_coordinate = async move {
+        if let Some(mut stream) = coordinate {
+            while let Ok(Some(_)) = stream.recv().await {
+                messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            shared.stop.cancelled().await;
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(read_derp, read_coordinate) => {}
+        _ = shared.stop.cancelled() => {}
+    }
+}
