@@ -224,7 +224,9 @@ async fn mark(store: &Store, probe: &mut Probe) -> Result<Mark, BoxError> {
 fn diff(a: BatcherStats, b: BatcherStats) -> BatcherStats {
     BatcherStats {
         enqueued: a.enqueued - b.enqueued,
+        refused: a.refused - b.refused,
         dropped: a.dropped - b.dropped,
+        superseded: a.superseded - b.superseded,
         flushes: a.flushes - b.flushes,
         flush_errors: a.flush_errors - b.flush_errors,
         items_flushed: a.items_flushed - b.items_flushed,

@@ -1,13 +1,14 @@
 //! Heartbeat batcher: `last_connected_at` / `last_connected_replica_id` refreshes, the latest
-//! per agent wins, one batched UPDATE per flush (≤ 5 s or 500 agents). Connect and disconnect
-//! are not batched: they are written at once by [`crate::AgentScope`].
+//! per agent wins, one batched UPDATE per flush (≤ 5 s or 500 agents), kept and retried when a
+//! flush fails. Connect and disconnect are not batched: they are written at once by [`crate::AgentScope`].
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::Flush;
+use super::{Flush, Pushed};
 use crate::backend::{begin, commit, rows_per_statement, with_pool};
 use crate::model::{id, UnixMicros};
 use crate::{Core, StoreError};
@@ -33,12 +34,19 @@ impl Flush for HeartbeatFlush {
     type Item = Heartbeat;
     type Acc = Acc;
 
-    fn push(&self, acc: &mut Acc, item: Heartbeat) -> bool {
-        let slot = acc.entry(item.agent_id).or_insert((i64::MIN, item.replica_id));
-        if item.at >= slot.0 {
-            *slot = (item.at, item.replica_id);
+    fn push(&self, acc: &mut Acc, item: Heartbeat) -> Pushed {
+        match acc.entry(item.agent_id) {
+            Entry::Vacant(slot) => {
+                slot.insert((item.at, item.replica_id));
+                Pushed::Added
+            }
+            Entry::Occupied(mut slot) => {
+                if item.at >= slot.get().0 {
+                    slot.insert((item.at, item.replica_id));
+                }
+                Pushed::Superseded
+            }
         }
-        true
     }
 
     fn len(acc: &Acc) -> usize {
@@ -46,9 +54,14 @@ impl Flush for HeartbeatFlush {
     }
 
     async fn flush(&self, acc: &mut Acc) -> Result<usize, StoreError> {
-        // A lost heartbeat is superseded by the next one, so failures are not retried.
+        // Kept for the next tick on failure: during a database outage the next heartbeat cannot land either, and
+        // without these the agents would look disconnected to other replicas until their next refresh after it.
+        // Bounded: one entry per agent, newer ones merging into it.
         let entries: Vec<_> = acc.drain().collect();
-        write(&self.core, &entries).await?;
+        if let Err(e) = write(&self.core, &entries).await {
+            acc.extend(entries);
+            return Err(e);
+        }
         Ok(entries.len())
     }
 }

@@ -2,12 +2,13 @@
 //! flush at 500 distinct keys or every 5 s; one transaction per flush; then one
 //! `workspace_agent_metadata_batch` notification per chunk of agent ids.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::Flush;
+use super::{Flush, Pushed};
 use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
 use crate::counting::Stmt;
 use crate::model::{id, UnixMicros};
@@ -39,13 +40,21 @@ impl Flush for MetadataFlush {
     type Item = MetaItem;
     type Acc = Acc;
 
-    fn push(&self, acc: &mut Acc, item: MetaItem) -> bool {
-        let slot = acc.entry((item.agent_id, item.key)).or_insert_with(|| (String::new(), String::new(), i64::MIN));
-        // The newest collection wins; the server stamps items, so ties keep the later one.
-        if item.collected_at >= slot.2 {
-            *slot = (item.value, item.error, item.collected_at);
+    fn push(&self, acc: &mut Acc, item: MetaItem) -> Pushed {
+        let value = (item.value, item.error, item.collected_at);
+        match acc.entry((item.agent_id, item.key)) {
+            Slot::Vacant(slot) => {
+                slot.insert(value);
+                Pushed::Added
+            }
+            Slot::Occupied(mut slot) => {
+                // The newest collection wins; the server stamps items, so ties keep the later one.
+                if value.2 >= slot.get().2 {
+                    slot.insert(value);
+                }
+                Pushed::Superseded
+            }
         }
-        true
     }
 
     fn len(acc: &Acc) -> usize {
@@ -53,7 +62,8 @@ impl Flush for MetadataFlush {
     }
 
     async fn flush(&self, acc: &mut Acc) -> Result<usize, StoreError> {
-        // Coder drops a failed batch instead of retrying; the agent reports again shortly.
+        // Coder drops a failed batch instead of retrying; the agent reports again shortly. The batcher counts what
+        // is dropped.
         let entries: Vec<_> = acc.drain().collect();
         let agents: Vec<Uuid> = entries.iter().map(|((a, _), _)| *a).collect::<BTreeSet<_>>().into_iter().collect();
         let payloads = metadata_batch_payloads(&agents, self.notify_max_ids);

@@ -6,11 +6,16 @@
 //! * **Bounded memory:** at most `queue_capacity` items wait in the queue and at most
 //!   `flush_at` (stats: `max_rows` while a failing flush is retried) sit in the accumulator.
 //! * **Full queue:** [`Batcher::enqueue`] never blocks (handlers must not stall on a slow
-//!   database); an item that does not fit is dropped and counted in [`BatcherStats::dropped`].
-//! * **Failed flush:** each batcher decides (stats keep rows for the next tick, as Coder's
-//!   DBBatcher; metadata and heartbeats drop them, as the next report supersedes them), counted
-//!   in [`BatcherStats::flush_errors`]. After a failure, size triggers wait for the next tick so
-//!   a dead database does not turn into a hot retry loop.
+//!   database); an item that does not fit is refused and counted in [`BatcherStats::refused`]
+//!   and [`BatcherStats::dropped`].
+//! * **Failed flush:** each batcher decides (stats and heartbeats keep what they hold for the
+//!   next tick, stats as Coder's DBBatcher, heartbeats bounded by one entry per agent; metadata
+//!   drops the batch, as Coder does, the next report superseding it), counted in
+//!   [`BatcherStats::flush_errors`]; every item a failed flush discards is counted in
+//!   [`BatcherStats::dropped`]. After a failure, size triggers wait for the next tick so a dead
+//!   database does not turn into a hot retry loop.
+//! * **Accounting:** every item offered is accounted for, so an outage can be audited from the
+//!   counters alone: `enqueued + refused == items_flushed + superseded + dropped + pending`.
 
 pub(crate) mod heartbeat;
 pub(crate) mod metadata;
@@ -37,16 +42,28 @@ pub struct BatchOptions {
     pub queue_capacity: usize,
 }
 
+/// What [`Flush::push`] did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Held for the next flush.
+    Added,
+    /// Merged with another item of the same key: one of the two (the older) will never be
+    /// written, and is counted in [`BatcherStats::superseded`].
+    Superseded,
+    /// The accumulator is full; the item is dropped (counted).
+    Refused,
+}
+
 /// What a batcher writes, and how.
 pub(crate) trait Flush: Send + Sync + 'static {
     type Item: Send + 'static;
     type Acc: Send + Default + 'static;
 
-    /// Add one item; returns false if the accumulator refused it (counted as dropped).
-    fn push(&self, acc: &mut Self::Acc, item: Self::Item) -> bool;
+    fn push(&self, acc: &mut Self::Acc, item: Self::Item) -> Pushed;
+    /// Items held, each standing for exactly one item not superseded.
     fn len(acc: &Self::Acc) -> usize;
     /// Write `acc` in one transaction. On success `acc` must be left empty; on failure the
-    /// implementation leaves in `acc` what it wants retried.
+    /// implementation leaves in `acc` what it wants retried (what it removes counts as dropped).
     fn flush(&self, acc: &mut Self::Acc) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
@@ -54,7 +71,9 @@ pub(crate) trait Flush: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct BatchCounters {
     enqueued: AtomicU64,
+    refused: AtomicU64,
     dropped: AtomicU64,
+    superseded: AtomicU64,
     flushes: AtomicU64,
     flush_errors: AtomicU64,
     items_flushed: AtomicU64,
@@ -65,8 +84,14 @@ pub(crate) struct BatchCounters {
 pub struct BatcherStats {
     /// Items accepted into the queue.
     pub enqueued: u64,
-    /// Items dropped: queue full, accumulator full, or batcher shut down.
+    /// Items refused at the queue (full, or the batcher shut down); never in `enqueued`.
+    pub refused: u64,
+    /// Items lost, whatever the reason: refused at the queue (included in `refused` too), over a
+    /// full accumulator, or discarded by a failed flush that is not retried.
     pub dropped: u64,
+    /// Items replaced by a newer one of the same key before they were written (the newer one is
+    /// written instead).
+    pub superseded: u64,
     /// Successful flushes (each one transaction).
     pub flushes: u64,
     /// Failed flushes.
@@ -83,7 +108,9 @@ impl BatchCounters {
     fn snapshot(&self) -> BatcherStats {
         BatcherStats {
             enqueued: self.enqueued.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            superseded: self.superseded.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_errors: self.flush_errors.load(Ordering::Relaxed),
             items_flushed: self.items_flushed.load(Ordering::Relaxed),
@@ -119,6 +146,7 @@ impl<F: Flush> Batcher<F> {
                 true
             }
             Err(_) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.counters.dropped(1);
                 false
             }
@@ -166,9 +194,7 @@ async fn run<F: Flush>(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Item(item)) => {
-                    if !flusher.push(&mut acc, item) {
-                        counters.dropped(1);
-                    }
+                    push(&flusher, &mut acc, item, &counters);
                     if !failing && F::len(&acc) >= opts.flush_at {
                         do_flush(&flusher, &mut acc, &mut failing, &counters).await;
                     }
@@ -182,9 +208,7 @@ async fn run<F: Flush>(
                     // Drain what was queued before the shutdown request, then flush once.
                     while let Ok(msg) = rx.try_recv() {
                         if let Msg::Item(item) = msg {
-                            if !flusher.push(&mut acc, item) {
-                                counters.dropped(1);
-                            }
+                            push(&flusher, &mut acc, item, &counters);
                             if F::len(&acc) >= opts.flush_at {
                                 do_flush(&flusher, &mut acc, &mut failing, &counters).await;
                             }
@@ -204,8 +228,19 @@ async fn run<F: Flush>(
     }
 }
 
+fn push<F: Flush>(flusher: &F, acc: &mut F::Acc, item: F::Item, counters: &BatchCounters) {
+    match flusher.push(acc, item) {
+        Pushed::Added => {}
+        Pushed::Superseded => {
+            counters.superseded.fetch_add(1, Ordering::Relaxed);
+        }
+        Pushed::Refused => counters.dropped(1),
+    }
+}
+
 async fn do_flush<F: Flush>(flusher: &F, acc: &mut F::Acc, failing: &mut bool, counters: &BatchCounters) {
-    if F::len(acc) == 0 {
+    let held = F::len(acc);
+    if held == 0 {
         return;
     }
     match flusher.flush(acc).await {
@@ -217,7 +252,108 @@ async fn do_flush<F: Flush>(flusher: &F, acc: &mut F::Acc, failing: &mut bool, c
         Err(e) => {
             *failing = true;
             counters.flush_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, pending = F::len(acc), "batcher flush failed");
+            let kept = F::len(acc);
+            let lost = held.saturating_sub(kept);
+            counters.dropped(lost as u64);
+            tracing::warn!(error = %e, kept, dropped = lost, "batcher flush failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Keyed last-wins items; flushes fail while `failures` is above zero, keeping the batch when `keep` is set.
+    struct Fake {
+        failures: AtomicU64,
+        keep: bool,
+        cap: usize,
+    }
+
+    impl Flush for Fake {
+        type Item = (u32, u32);
+        type Acc = HashMap<u32, u32>;
+
+        fn push(&self, acc: &mut HashMap<u32, u32>, (key, value): (u32, u32)) -> Pushed {
+            if acc.len() >= self.cap && !acc.contains_key(&key) {
+                return Pushed::Refused;
+            }
+            match acc.insert(key, value) {
+                Some(_) => Pushed::Superseded,
+                None => Pushed::Added,
+            }
+        }
+
+        fn len(acc: &HashMap<u32, u32>) -> usize {
+            acc.len()
+        }
+
+        async fn flush(&self, acc: &mut HashMap<u32, u32>) -> Result<usize, StoreError> {
+            if self.failures.load(Ordering::Relaxed) > 0 {
+                self.failures.fetch_sub(1, Ordering::Relaxed);
+                if !self.keep {
+                    acc.clear();
+                }
+                return Err(StoreError::Closed);
+            }
+            let n = acc.len();
+            acc.clear();
+            Ok(n)
+        }
+    }
+
+    fn batcher(keep: bool, failures: u64) -> Batcher<Fake> {
+        let opts = BatchOptions { flush_interval: Duration::from_secs(3600), flush_at: 1000, queue_capacity: 8 };
+        Batcher::spawn(Fake { failures: AtomicU64::new(failures), keep, cap: 4 }, opts, Arc::default())
+    }
+
+    /// offered = written + superseded + dropped, once nothing is pending.
+    fn balanced(s: &BatcherStats) -> bool {
+        s.enqueued + s.refused == s.items_flushed + s.superseded + s.dropped
+    }
+
+    #[tokio::test]
+    async fn every_item_is_accounted_for_when_a_failed_flush_drops_its_batch() {
+        let b = batcher(false, 1);
+        for (k, v) in [(1, 1), (1, 2), (2, 1), (3, 1), (4, 1), (5, 1)] {
+            assert!(b.enqueue((k, v)));
+        }
+        b.flush().await; // fails: the four keys held are dropped and counted
+        let s = b.stats();
+        assert_eq!((s.superseded, s.dropped, s.flush_errors, s.items_flushed), (1, 5, 1, 0), "{s:?}");
+        assert!(balanced(&s), "{s:?}");
+        assert!(b.enqueue((1, 3)));
+        b.flush().await;
+        let s = b.stats();
+        assert_eq!((s.items_flushed, s.dropped), (1, 5), "{s:?}");
+        assert!(balanced(&s), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_batch_lands_at_the_next_flush_and_nothing_is_dropped() {
+        let b = batcher(true, 2);
+        for (k, v) in [(1, 1), (2, 1), (1, 2)] {
+            assert!(b.enqueue((k, v)));
+        }
+        b.flush().await;
+        b.flush().await;
+        let s = b.stats();
+        assert_eq!((s.flush_errors, s.dropped, s.items_flushed), (2, 0, 0), "{s:?}");
+        b.flush().await;
+        let s = b.stats();
+        assert_eq!((s.items_flushed, s.superseded, s.dropped), (2, 1, 0), "{s:?}");
+        assert!(balanced(&s), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn refusals_at_a_closed_queue_count_as_refused_and_dropped() {
+        let b = batcher(true, 0);
+        b.shutdown().await;
+        assert!(!b.enqueue((1, 1)));
+        let s = b.stats();
+        assert_eq!((s.enqueued, s.refused, s.dropped), (0, 1, 1), "{s:?}");
+        assert!(balanced(&s), "{s:?}");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::Flush;
+use super::{Flush, Pushed};
 use crate::aggregates::{activity_days_upsert, fold_activity, ACTIVITY_DAY_COLS, UPSERT_ACTIVITY_DAYS};
 use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
 use crate::counting::Stmt;
@@ -47,12 +47,12 @@ impl Flush for StatsFlush {
     type Item = StatsRow;
     type Acc = Vec<StatsRow>;
 
-    fn push(&self, acc: &mut Vec<StatsRow>, item: StatsRow) -> bool {
+    fn push(&self, acc: &mut Vec<StatsRow>, item: StatsRow) -> Pushed {
         if acc.len() >= self.max_rows {
-            return false;
+            return Pushed::Refused;
         }
         acc.push(item);
-        true
+        Pushed::Added
     }
 
     fn len(acc: &Vec<StatsRow>) -> usize {
@@ -126,6 +126,9 @@ async fn write(
                     .push_bind(s.session_count_ssh)
                     .push_bind(s.usage);
             });
+            // A flush whose commit reached the database but whose answer did not (the connection died at COMMIT)
+            // is retried with the same ids: skipping them keeps the retry from failing on the primary key forever.
+            qb.push(" ON CONFLICT (id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
         let days = fold_activity(
@@ -209,4 +212,38 @@ where
     qb.push(")) AS v WHERE workspace_builds.id = v.build_id AND workspace_builds.deadline - v.bump * 95 / 100 < ");
     qb.push_bind(now);
     qb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions};
+
+    /// A flush retried after its commit reached the database (the answer lost with the connection) succeeds
+    /// instead of failing on the primary key for ever, and stores each row once.
+    #[tokio::test]
+    async fn a_retried_flush_of_committed_rows_succeeds_and_stores_them_once() {
+        let store = Store::open("sqlite::memory:", StoreOptions::default()).await.unwrap();
+        let flush = StatsFlush { core: store.inner.core.clone(), max_rows: 16 };
+        let row = |_| StatsRow {
+            id: Uuid::new_v4(),
+            created_at: 1,
+            agent_id: Uuid::new_v4(),
+            workspace_id: Uuid::new_v4(),
+            template_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            report: StatsReport::default(),
+        };
+        let rows: Vec<StatsRow> = (0..3).map(row).collect();
+        let mut acc = rows.clone();
+        assert_eq!(flush.flush(&mut acc).await.unwrap(), 3);
+        let mut again = rows;
+        again.push(row(3));
+        assert_eq!(flush.flush(&mut again).await.unwrap(), 4);
+        let stored: i64 = with_pool!(&store.core().db, read, |eng, pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM workspace_agent_stats").fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(stored, 4);
+        store.close().await;
+    }
 }
