@@ -176,6 +176,11 @@ struct StoreArgs {
     /// PostgreSQL connections in the pool.
     #[arg(long, env = "AGENTWIRE_PG_MAX_CONNECTIONS", default_value_t = StoreOptions::default().pg_max_connections)]
     pg_max_connections: u32,
+    /// Milliseconds a query waits for a pooled connection (or for the database to accept one) before it fails: how
+    /// long an RPC can wait on an unreachable database before the agent gets an error.
+    #[arg(long, env = "AGENTWIRE_DB_ACQUIRE_TIMEOUT_MS",
+          default_value_t = StoreOptions::default().acquire_timeout.as_millis() as u64)]
+    db_acquire_timeout_ms: u64,
 }
 
 impl StoreArgs {
@@ -190,6 +195,7 @@ impl StoreArgs {
             heartbeat_flush_interval: Duration::from_millis(self.heartbeat_flush_interval_ms),
             max_logs_length: self.max_logs_length,
             pg_max_connections: self.pg_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             ..StoreOptions::default()
         }
     }

@@ -166,26 +166,40 @@ impl Metrics {
         let _ = writeln!(out, "# HELP agentwire_db_transactions_total Transactions committed.");
         let _ = writeln!(out, "# TYPE agentwire_db_transactions_total counter");
         let _ = writeln!(out, "agentwire_db_transactions_total {}", queries.commits);
-        let batchers = store.batcher_stats();
-        let _ = writeln!(out, "# HELP agentwire_batcher_dropped_total Items a full batcher queue refused.");
-        let _ = writeln!(out, "# TYPE agentwire_batcher_dropped_total counter");
-        for (name, stats) in
-            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
-        {
-            let _ = writeln!(out, "agentwire_batcher_dropped_total{{batcher=\"{name}\"}} {}", stats.dropped);
-        }
-        let _ = writeln!(out, "# HELP agentwire_batcher_flushes_total Batcher flushes (one transaction each).");
-        let _ = writeln!(out, "# TYPE agentwire_batcher_flushes_total counter");
-        for (name, stats) in
-            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
-        {
-            let _ = writeln!(out, "agentwire_batcher_flushes_total{{batcher=\"{name}\"}} {}", stats.flushes);
-        }
+        render_batchers(&mut out, &store.batcher_stats());
         self.tailnet.render(&mut out);
         if let Some(cache) = self.metrics_cache.get() {
             cache.render_prometheus(&mut out);
         }
         out
+    }
+}
+
+/// The batchers' counters, one series per counter and batcher. Together they account for every item offered:
+/// `enqueued + refused = written + superseded + dropped + pending`, so what an outage cost can be read off them.
+fn render_batchers(out: &mut String, batchers: &agentwire_store::AllBatcherStats) {
+    type Field = fn(&agentwire_store::BatcherStats) -> u64;
+    let series: [(&str, &str, Field); 7] = [
+        ("enqueued", "Items accepted into a batcher's queue.", |s| s.enqueued),
+        ("refused", "Items a full (or shut down) batcher queue refused; counted in dropped too.", |s| s.refused),
+        (
+            "dropped",
+            "Items lost: refused by the queue, over a full buffer, or discarded by a failed flush.",
+            |s| s.dropped,
+        ),
+        ("superseded", "Items replaced by a newer one of the same key before they were written.", |s| s.superseded),
+        ("written", "Items written by successful flushes.", |s| s.items_flushed),
+        ("flushes", "Batcher flushes (one transaction each).", |s| s.flushes),
+        ("flush_errors", "Batcher flushes that failed.", |s| s.flush_errors),
+    ];
+    for (name, help, field) in series {
+        let _ = writeln!(out, "# HELP agentwire_batcher_{name}_total {help}");
+        let _ = writeln!(out, "# TYPE agentwire_batcher_{name}_total counter");
+        for (batcher, stats) in
+            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
+        {
+            let _ = writeln!(out, "agentwire_batcher_{name}_total{{batcher=\"{batcher}\"}} {}", field(stats));
+        }
     }
 }
 
