@@ -1,7 +1,9 @@
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod go_interop;
 pub mod pg;
+pub mod pg_cluster;
 pub mod recorded;
 pub mod server;
 

@@ -1,0 +1,558 @@
+//! Faults under load (§4.4 items 32–34 and abrupt disconnects): what agents were told must match what the
+//! database holds afterwards.
+//!
+//! * PostgreSQL stopped for a minute under load, then started again: sessions survive, every RPC is answered (a
+//!   success or a dRPC error, none hangs), no acknowledged durable write is lost, every batched item is accounted
+//!   for on `/metrics` (written, superseded or dropped, never vanished), and the server recovers without a restart.
+//! * `kill -9` of the server mid-load, restarted on the same port and SQLite file: agents reconnect, every
+//!   acknowledged durable write is there, and the stats lost are at most the last flush window's.
+//! * A TCP connection dropped under a live session (FIN or RST, no WebSocket close, no yamux GoAway): the
+//!   disconnection is recorded and the agent's session slot is given back.
+//!
+//! The PostgreSQL test runs a private cluster it can stop (`common::pg_cluster`); `AGENTWIRE_FAULTS_PG_OUTAGE_SECS`
+//! shortens or lengthens its outage (60 s by default). Waits are bounded; nothing asserts a latency except a hang
+//! guard well above the pool's acquire timeout.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentwire::proto::agent::v2 as pb;
+use agentwire::server::ServeConfig;
+use agentwire_store::{Store, StoreOptions, DEFAULT_ACQUIRE_TIMEOUT};
+use agentwire_transport::client::CallError;
+use common::chaos::{create_agent, dial, http_get, series, BatcherCounts, CutProxy, ServerProcess};
+use common::pg_cluster::PgCluster;
+use common::server::{agent_with_rows, memory_store, start};
+use prost_types::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+/// How long PostgreSQL stays down (seconds); the minute by default.
+const OUTAGE_ENV: &str = "AGENTWIRE_FAULTS_PG_OUTAGE_SECS";
+const DEFAULT_OUTAGE: Duration = Duration::from_secs(60);
+/// Agents under load in the database-outage and kill tests.
+const AGENTS: usize = 6;
+/// Pause between two rounds of an agent's calls: steady load without saturating two cores.
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
+/// Bound on every wait for progress (warm-up, recovery, reconnects).
+const PROGRESS_WAIT: Duration = Duration::from_secs(120);
+
+fn outage() -> Duration {
+    std::env::var(OUTAGE_ENV)
+        .ok()
+        .map(|v| Duration::from_secs(v.parse().unwrap_or_else(|_| panic!("{OUTAGE_ENV}={v:?} is not a number"))))
+        .unwrap_or(DEFAULT_OUTAGE)
+}
+
+/// Waits until `done` holds, checking every 50 ms, failing after `limit`.
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A field written last-writer-wins: what the database holds must be the last acknowledged value or a value
+/// attempted after it (a call answered with an error may still have committed; one answered with success must not
+/// be lost).
+#[derive(Debug, Default)]
+struct LastWrite<T> {
+    acked: Option<T>,
+    failed_since: Vec<T>,
+}
+
+impl<T: PartialEq + std::fmt::Debug> LastWrite<T> {
+    fn record(&mut self, value: T, ok: bool) {
+        if ok {
+            self.acked = Some(value);
+            self.failed_since.clear();
+        } else {
+            self.failed_since.push(value);
+        }
+    }
+
+    fn check(&self, what: &str, stored: &T) {
+        let acked = self.acked.as_ref().unwrap_or_else(|| panic!("{what}: nothing was acknowledged"));
+        assert!(
+            stored == acked || self.failed_since.contains(stored),
+            "{what}: the database holds {stored:?}, but {acked:?} was acknowledged (later attempts: {:?})",
+            self.failed_since
+        );
+    }
+}
+
+/// Calls answered, by outcome; every call is bounded by a hang guard.
+#[derive(Debug, Default)]
+struct Calls {
+    ok: u64,
+    errors: u64,
+}
+
+impl Calls {
+    /// Runs one call: a success or a dRPC error counts, anything else (no answer in time, a dead session) fails.
+    async fn call<T>(
+        &mut self,
+        agent: usize,
+        what: &str,
+        guard: Duration,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> bool {
+        let answer = tokio::time::timeout(guard, call)
+            .await
+            .unwrap_or_else(|_| panic!("agent {agent}: {what} got no answer within {guard:?}"));
+        match answer {
+            Ok(_) => {
+                self.ok += 1;
+                true
+            }
+            Err(err) => {
+                assert!(err.code().is_some(), "agent {agent}: {what} failed without a dRPC error: {err}");
+                self.errors += 1;
+                false
+            }
+        }
+    }
+}
+
+/// What one agent's durable writes were told.
+#[derive(Debug, Default)]
+struct DurableLedger {
+    calls: Calls,
+    acked_logs: Vec<String>,
+    startup: LastWrite<String>,
+    lifecycle_started_at: LastWrite<i64>,
+}
+
+/// What one agent's batched telemetry was told.
+#[derive(Debug, Default)]
+struct TelemetryLedger {
+    calls: Calls,
+    /// `rx_bytes` markers of acknowledged stats reports.
+    acked_stats: Vec<i64>,
+    /// Acknowledged metadata updates, and the last value sent.
+    acked_metadata: u64,
+    last_metadata: String,
+}
+
+/// Progress an agent publishes while it runs.
+#[derive(Default)]
+struct Progress {
+    rounds: AtomicU64,
+    acked_logs: AtomicU64,
+}
+
+/// Marks a stats report of agent `agent`, call `seq`, in a column the batcher stores verbatim.
+fn stats_marker(agent: usize, seq: u64) -> i64 {
+    ((agent as i64) << 32) | seq as i64
+}
+
+/// Durable writes, one after another as an agent's log sender and lifecycle reporter make them: logs every round,
+/// startup and lifecycle now and then, until `stop`.
+async fn durable_load(
+    agent: usize,
+    client: pb::AgentClient,
+    guard: Duration,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) -> DurableLedger {
+    let mut ledger = DurableLedger::default();
+    let source = bytes::Bytes::from_static(&[0u8; 16]);
+    let mut seq = 0u64;
+    while !stop.is_cancelled() {
+        seq += 1;
+        let line = format!("a{agent}-{seq}");
+        let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
+        let request = pb::BatchCreateLogsRequest { log_source_id: source.clone(), logs: vec![log] };
+        if ledger.calls.call(agent, "BatchCreateLogs", guard, client.batch_create_logs(&request)).await {
+            ledger.acked_logs.push(line);
+            progress.acked_logs.fetch_add(1, Ordering::Relaxed);
+        }
+        if seq.is_multiple_of(5) {
+            let version = format!("v0.{agent}.{seq}");
+            let startup =
+                pb::Startup { version: version.clone(), expanded_directory: "/home".into(), subsystems: vec![] };
+            let request = pb::UpdateStartupRequest { startup: Some(startup) };
+            let ok = ledger.calls.call(agent, "UpdateStartup", guard, client.update_startup(&request)).await;
+            ledger.startup.record(version, ok);
+        }
+        if seq % 5 == 2 {
+            // `starting` stores the agent's `changed_at` as `started_at`: a distinct value per call.
+            let changed_at = Timestamp { seconds: 1_700_000_000 + seq as i64, nanos: 0 };
+            let micros = changed_at.seconds * 1_000_000;
+            let lifecycle =
+                pb::Lifecycle { state: pb::lifecycle::State::Starting as i32, changed_at: Some(changed_at) };
+            let request = pb::UpdateLifecycleRequest { lifecycle: Some(lifecycle) };
+            let ok = ledger.calls.call(agent, "UpdateLifecycle", guard, client.update_lifecycle(&request)).await;
+            ledger.lifecycle_started_at.record(micros, ok);
+        }
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+    ledger
+}
+
+/// Batched telemetry beside the durable writes, as an agent's stats and metadata reporters run: a stats report and
+/// a metadata update every round, until `stop`.
+async fn telemetry_load(
+    agent: usize,
+    client: pb::AgentClient,
+    guard: Duration,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) -> TelemetryLedger {
+    let mut ledger = TelemetryLedger::default();
+    let mut seq = 0u64;
+    while !stop.is_cancelled() {
+        seq += 1;
+        let marker = stats_marker(agent, seq);
+        let stats = pb::UpdateStatsRequest { stats: Some(pb::Stats { rx_bytes: marker, ..Default::default() }) };
+        if ledger.calls.call(agent, "UpdateStats", guard, client.update_stats(&stats)).await {
+            ledger.acked_stats.push(marker);
+        }
+        let value = seq.to_string();
+        let metadata = pb::Metadata {
+            key: "cpu".into(),
+            result: Some(pb::workspace_agent_metadata::Result { value: value.clone(), ..Default::default() }),
+        };
+        let request = pb::BatchUpdateMetadataRequest { metadata: vec![metadata] };
+        if ledger.calls.call(agent, "BatchUpdateMetadata", guard, client.batch_update_metadata(&request)).await {
+            ledger.acked_metadata += 1;
+            ledger.last_metadata = value;
+        }
+        progress.rounds.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+    ledger
+}
+
+/// §4.4 item 32: PostgreSQL stopped for a minute under load, then started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
+    let outage = outage();
+    let mut pg = PgCluster::start().await;
+    let url = pg.url();
+    let options = StoreOptions {
+        acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        heartbeat_flush_interval: Duration::from_secs(1),
+        metadata_flush_interval: Duration::from_secs(1),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&url, options).await.unwrap();
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        agents.push(agent_with_rows(&store, &format!("pg-outage-{i}")).await);
+    }
+    let config = ServeConfig { heartbeat_interval: Duration::from_secs(1), ..ServeConfig::default() };
+    let server = start(store.clone(), config).await;
+    // A call may wait for a connection twice (a write, then its NOTIFY), each up to the acquire timeout.
+    let hang_guard = DEFAULT_ACQUIRE_TIMEOUT * 3 + Duration::from_secs(30);
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut progress = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        let client = dial(server.addr, &agent.auth_token.to_string()).await.unwrap();
+        let p = Arc::new(Progress::default());
+        progress.push(p.clone());
+        let durable = tokio::spawn(durable_load(i, client.clone(), hang_guard, p.clone(), stop.clone()));
+        let telemetry = tokio::spawn(telemetry_load(i, client.clone(), hang_guard, p, stop.clone()));
+        tasks.push((durable, telemetry, client));
+    }
+    wait_until("every agent's warm-up", PROGRESS_WAIT, || {
+        progress.iter().all(|p| p.acked_logs.load(Ordering::Relaxed) >= 10)
+    })
+    .await;
+    let rounds_at_stop: Vec<u64> = progress.iter().map(|p| p.rounds.load(Ordering::Relaxed)).collect();
+
+    pg.stop().await;
+    tokio::time::sleep(outage).await;
+    // Telemetry never waits on the database: it went on through the outage.
+    for (i, (p, at)) in progress.iter().zip(&rounds_at_stop).enumerate() {
+        assert!(p.rounds.load(Ordering::Relaxed) > at + 10, "agent {i}: telemetry calls stalled during the outage");
+    }
+    pg.restart().await;
+    let restarted_at = agentwire_store::now_micros();
+    let logs_at_restart: Vec<u64> = progress.iter().map(|p| p.acked_logs.load(Ordering::Relaxed)).collect();
+    // Recovery: every agent's durable writes succeed again on its old session, with no server restart.
+    wait_until("durable writes after the restart", hang_guard + PROGRESS_WAIT, || {
+        progress.iter().zip(&logs_at_restart).all(|(p, at)| p.acked_logs.load(Ordering::Relaxed) >= at + 5)
+    })
+    .await;
+    // A few heartbeat intervals, so refreshes made after the restart reach the database too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    let mut ledgers = Vec::new();
+    for (durable, telemetry, client) in tasks {
+        ledgers.push((durable.await.unwrap(), telemetry.await.unwrap()));
+        // The same session is still up and answering.
+        client.get_manifest(&pb::GetManifestRequest {}).await.expect("the session survived the outage");
+    }
+    let calls = || ledgers.iter().flat_map(|(d, t)| [&d.calls, &t.calls]);
+    let errors: u64 = calls().map(|c| c.errors).sum();
+    let ok: u64 = calls().map(|c| c.ok).sum();
+    eprintln!("database outage of {outage:?}: {ok} calls answered with success, {errors} with an error");
+    assert!(errors > 0, "the outage was visible to the agents");
+
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert_eq!(series(&metrics, "agentwire_sessions_total", ""), AGENTS as u64, "no session was lost and redialled");
+    assert_eq!(series(&metrics, "agentwire_sessions_active", ""), AGENTS as u64);
+    // New sessions work again.
+    for agent in &agents[..2] {
+        let fresh = dial(server.addr, &agent.auth_token.to_string()).await.expect("a new session after the outage");
+        fresh.get_manifest(&pb::GetManifestRequest {}).await.expect("a new session's first call");
+    }
+
+    // Every item the batchers were offered is written, superseded or counted as dropped; nothing is pending.
+    store.flush().await;
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    let [stats, metadata, heartbeats] = ["stats", "metadata", "heartbeats"].map(|b| BatcherCounts::scrape(&metrics, b));
+    eprintln!("batchers after the outage:\n  stats {stats:?}\n  metadata {metadata:?}\n  heartbeats {heartbeats:?}");
+    let acked_stats: u64 = ledgers.iter().map(|(_, t)| t.acked_stats.len() as u64).sum();
+    let acked_metadata: u64 = ledgers.iter().map(|(_, t)| t.acked_metadata).sum();
+    assert_eq!(stats.offered(), acked_stats, "every acknowledged stats report reached the batcher");
+    assert_eq!(metadata.offered(), acked_metadata, "every acknowledged metadata update reached the batcher");
+    for (name, b) in [("stats", stats), ("metadata", metadata), ("heartbeats", heartbeats)] {
+        assert_eq!(b.settled(), b.offered(), "{name}: written + superseded + dropped = offered: {b:?}");
+        assert!(b.flush_errors > 0, "{name}: the batcher saw the outage: {b:?}");
+    }
+    assert_eq!(heartbeats.dropped, heartbeats.refused, "failed heartbeat flushes are kept and retried");
+
+    // What landed is what was counted as written, and only what was acknowledged.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let landed: Vec<i64> =
+        sqlx::query_scalar("SELECT rx_bytes FROM workspace_agent_stats").fetch_all(&pool).await.unwrap();
+    assert_eq!(landed.len() as u64, stats.written, "stats rows in the database = rows counted as written");
+    let acked: BTreeSet<i64> = ledgers.iter().flat_map(|(_, t)| t.acked_stats.iter().copied()).collect();
+    assert!(landed.iter().all(|m| acked.contains(m)), "every stored stats row was acknowledged");
+    pool.close().await;
+
+    // Durable writes: every acknowledged one is in the database.
+    for (i, (agent, (durable, telemetry))) in agents.iter().zip(&ledgers).enumerate() {
+        let resolved = store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap();
+        let scope = store.agent(&resolved);
+        let stored: BTreeSet<String> = scope.logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
+        for line in &durable.acked_logs {
+            assert!(stored.contains(line), "agent {i}: log {line:?} was acknowledged but is not stored");
+        }
+        let state = scope.state().await.unwrap().unwrap();
+        durable.startup.check(&format!("agent {i} version"), &state.version);
+        durable.lifecycle_started_at.check(&format!("agent {i} started_at"), &state.started_at.unwrap_or(0));
+        let cpu = scope.list_metadata().await.unwrap().into_iter().find(|m| m.key == "cpu").unwrap();
+        assert_eq!(cpu.value, telemetry.last_metadata, "agent {i}: the last metadata value landed");
+        let last_connected = state.last_connected_at.unwrap_or(0);
+        assert!(last_connected >= restarted_at, "agent {i}: heartbeats after the outage landed");
+    }
+    server.state.shutdown().await;
+    store.close().await;
+}
+
+/// One agent of the kill test: dials (again after every failure), then writes logs and stats until `stop`.
+#[derive(Debug, Default)]
+struct KillLedger {
+    connects: u64,
+    acked_logs: Vec<String>,
+    /// (marker, the session it was acknowledged on, when).
+    acked_stats: Vec<(i64, u64, Instant)>,
+    /// When each session was dialled.
+    dialled_at: Vec<Instant>,
+}
+
+async fn reconnecting_load(
+    agent: usize,
+    addr: std::net::SocketAddr,
+    token: String,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+) -> KillLedger {
+    // The Go agent backs off up to 10 s between dials; shorter here, and bounded.
+    const DIAL_ATTEMPTS: usize = 300;
+    let mut ledger = KillLedger::default();
+    let source = bytes::Bytes::from_static(&[0u8; 16]);
+    let mut seq = 0u64;
+    let mut client: Option<pb::AgentClient> = None;
+    while !stop.is_cancelled() {
+        let current = match client.take() {
+            Some(c) => c,
+            None => {
+                let mut dialled = None;
+                for _ in 0..DIAL_ATTEMPTS {
+                    if let Ok(c) = dial(addr, &token).await {
+                        dialled = Some(c);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ledger.connects += 1;
+                ledger.dialled_at.push(Instant::now());
+                dialled.unwrap_or_else(|| panic!("agent {agent} could not reconnect"))
+            }
+        };
+        seq += 1;
+        let line = format!("k{agent}-{seq}");
+        let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
+        let request = pb::BatchCreateLogsRequest { log_source_id: source.clone(), logs: vec![log] };
+        if current.batch_create_logs(&request).await.is_err() {
+            continue; // the session is gone: dial again
+        }
+        ledger.acked_logs.push(line);
+        progress.acked_logs.fetch_add(1, Ordering::Relaxed);
+        let marker = stats_marker(agent, seq);
+        let stats = pb::Stats { rx_bytes: marker, ..Default::default() };
+        if current.update_stats(&pb::UpdateStatsRequest { stats: Some(stats) }).await.is_err() {
+            continue;
+        }
+        ledger.acked_stats.push((marker, ledger.connects, Instant::now()));
+        progress.rounds.fetch_add(1, Ordering::Relaxed);
+        client = Some(current);
+        tokio::time::sleep(ROUND_PAUSE / 2).await;
+    }
+    ledger
+}
+
+/// §4.4 item 34: `kill -9` of the server mid-load on SQLite, restarted on the same port and file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_then_restart_loses_no_acknowledged_write() {
+    const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    let dir = std::env::temp_dir().join(format!("agentwire-kill9-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("agentwire.db").display());
+    let mut tokens = Vec::new();
+    for i in 0..AGENTS {
+        tokens.push(create_agent(&db, &format!("kill-{i}"), "main").await.0);
+    }
+    let flush_ms = FLUSH_INTERVAL.as_millis().to_string();
+    // The acquire timeout bounds how long a call can wait on the single SQLite writer.
+    let flags = ["--stats-flush-interval-ms", flush_ms.as_str(), "--db-acquire-timeout-ms", "10000"];
+    let mut first = ServerProcess::start(&db, "127.0.0.1:0", &flags).await.expect("the server starts");
+    let addr = first.addr;
+
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut progress = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let p = Arc::new(Progress::default());
+        progress.push(p.clone());
+        tasks.push(tokio::spawn(reconnecting_load(i, addr, token.clone(), p, stop.clone())));
+    }
+    // Several flush windows of load first, so the window lost at the kill is a small part of what was sent.
+    let started = Instant::now();
+    wait_until("every agent's warm-up", PROGRESS_WAIT, || {
+        started.elapsed() >= FLUSH_INTERVAL * 5 && progress.iter().all(|p| p.rounds.load(Ordering::Relaxed) >= 40)
+    })
+    .await;
+
+    let killed_at = Instant::now();
+    first.signal("-KILL");
+    let status = first.wait().await;
+    assert!(!status.success(), "the server was killed: {status}");
+    // The same port again; the old listener is gone with the process, so only a stray taker can make this fail.
+    let mut second = None;
+    for _ in 0..20 {
+        second = ServerProcess::start(&db, &addr.to_string(), &flags).await;
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut second = second.expect("the server restarts on the same port");
+    let rounds_at_restart: Vec<u64> = progress.iter().map(|p| p.rounds.load(Ordering::Relaxed)).collect();
+    wait_until("every agent back at work", PROGRESS_WAIT, || {
+        progress.iter().zip(&rounds_at_restart).all(|(p, at)| p.rounds.load(Ordering::Relaxed) >= at + 10)
+    })
+    .await;
+    stop.cancel();
+    let mut ledgers = Vec::new();
+    for task in tasks {
+        ledgers.push(task.await.unwrap());
+    }
+    // A clean stop flushes what the second server holds.
+    second.signal("-TERM");
+    assert!(second.wait().await.success());
+
+    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let landed: BTreeSet<i64> = sqlx::query_scalar("SELECT rx_bytes FROM workspace_agent_stats")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    pool.close().await;
+    // One flush window, plus one flush in flight when the process died.
+    let window = FLUSH_INTERVAL * 2;
+    let (mut lost, mut in_window, mut landed_before) = (0usize, 0usize, 0usize);
+    for (i, (token, ledger)) in tokens.iter().zip(&ledgers).enumerate() {
+        assert!(ledger.connects >= 2, "agent {i} reconnected: {} sessions", ledger.connects);
+        let resolved = store.resolve_agent_by_token(token).await.unwrap().unwrap();
+        let stored: BTreeSet<String> =
+            store.agent(&resolved).logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
+        for line in &ledger.acked_logs {
+            assert!(stored.contains(line), "agent {i}: log {line:?} was acknowledged but is not stored");
+        }
+        // Sessions dialled before the kill were served by the killed process.
+        let first_sessions = ledger.dialled_at.iter().filter(|t| **t < killed_at).count() as u64;
+        let (before, after): (Vec<_>, Vec<_>) = ledger.acked_stats.iter().partition(|(_, s, _)| *s <= first_sessions);
+        for (marker, _, _) in &after {
+            assert!(landed.contains(marker), "agent {i}: stats {marker} acknowledged after the restart were lost");
+        }
+        // Stats land in order, so what the kill lost is the tail of what the first process acknowledged.
+        let kept = before.iter().take_while(|(m, _, _)| landed.contains(m)).count();
+        assert!(
+            before[kept..].iter().all(|(m, _, _)| !landed.contains(m)),
+            "agent {i}: the stats lost are not a tail of those acknowledged"
+        );
+        lost += before.len() - kept;
+        landed_before += kept;
+        // What this agent had acknowledged in the last window before the kill.
+        in_window += before.iter().filter(|(_, _, at)| *at + window >= killed_at).count();
+    }
+    eprintln!(
+        "kill -9: {landed_before} stats rows landed before the kill, {lost} lost ({in_window} in the last window)"
+    );
+    assert!(landed_before > in_window, "the load ran for several flush windows before the kill");
+    assert!(lost <= in_window, "{lost} stats reports lost: more than one flush window ({in_window})");
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The TCP connection under a live session vanishes (FIN or RST; no WebSocket close, no GoAway).
+async fn drop_tcp_under_session(reset: bool) {
+    let store = memory_store().await;
+    let agent = agent_with_rows(&store, if reset { "rst" } else { "fin" }).await;
+    let token = agent.auth_token.to_string();
+    let config = ServeConfig { max_sessions_per_agent: 1, ..ServeConfig::default() };
+    let server = start(store.clone(), config).await;
+    let proxy = CutProxy::start(server.addr).await;
+
+    let client = dial(proxy.addr, &token).await.unwrap();
+    client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    assert!(dial(server.addr, &token).await.is_err(), "a second session is refused while the first holds the slot");
+    let resolved = store.resolve_agent_by_token(&token).await.unwrap().unwrap();
+    let scope = store.agent(&resolved);
+    let connected = scope.state().await.unwrap().unwrap();
+    let connected_at = connected.last_connected_at.expect("the connection was recorded");
+    assert_eq!(connected.disconnected_at, None);
+
+    proxy.cut(reset);
+    wait_until("the session to end", Duration::from_secs(30), || server.state.metrics().sessions_active() == 0).await;
+    let state = scope.state().await.unwrap().unwrap();
+    let disconnected_at = state.disconnected_at.expect("the disconnection was recorded");
+    assert!(disconnected_at >= connected_at, "disconnected {disconnected_at} before connected {connected_at}");
+    assert_eq!(state.last_connected_at, Some(connected_at));
+    assert!(client.get_manifest(&pb::GetManifestRequest {}).await.is_err(), "the old session is gone");
+
+    // The slot is free again: the same agent is admitted with a limit of one session.
+    let again = dial(server.addr, &token).await.expect("the agent's slot was released");
+    again.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert_eq!(series(&metrics, "agentwire_sessions_refused_total", "reason=\"limit\""), 1, "one refusal, none after");
+    server.state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tcp_connection_records_the_disconnect_and_frees_the_slot() {
+    tokio::join!(drop_tcp_under_session(false), drop_tcp_under_session(true));
+}
