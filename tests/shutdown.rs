@@ -1,5 +1,6 @@
 //! SIGTERM under load: the server stops accepting, lets calls in flight finish, flushes its batchers and exits 0;
-//! afterwards every RPC that was answered is in the database, the batched ones included.
+//! afterwards every RPC that was answered is in the database, the batched ones included. A server restarted on the
+//! same database then serves the agent again on top of all of it.
 
 mod common;
 
@@ -39,25 +40,8 @@ async fn sigterm_under_load_loses_no_answered_write() {
         store.close().await;
     }
 
-    let mut server = Command::new(BIN)
-        .args(["serve", "--db", &db, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let addr = line.rsplit("http://").next().unwrap().to_owned();
-
-    let url = format!("ws://{addr}/api/v2/workspaceagents/me/rpc?version=2.10");
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
-    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
-    let client = pb::AgentClient::new(Client::new(
-        spawn_session(io, Mode::Client, &SessionConfig::default()).0,
-        Limits::default(),
-    ));
+    let (mut server, addr) = serve(&db).await;
+    let client = connect(&addr, &token).await;
     let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
     // No scripts on this agent: the nil source, which Coder files under "External".
     assert!(manifest.scripts.is_empty());
@@ -97,6 +81,12 @@ async fn sigterm_under_load_loses_no_answered_write() {
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the server exited with {status}");
 
+    // A new process on the same database: everything answered before is there while it runs, and the agent picks
+    // up where it left off through it.
+    let (mut server, addr) = serve(&db).await;
+    let client = connect(&addr, &token).await;
+    let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    assert!(manifest.metadata.iter().any(|m| m.key == "progress"), "the restarted server reads the agent's rows");
     let store = Store::open(&db, StoreOptions::default()).await.unwrap();
     let agent = store.resolve_agent_by_token(&token).await.unwrap().unwrap();
     let scope = store.agent(&agent);
@@ -107,7 +97,42 @@ async fn sigterm_under_load_loses_no_answered_write() {
     let progress = scope.list_metadata().await.unwrap().into_iter().find(|m| m.key == "progress").unwrap();
     assert_eq!(Some(progress.value), answered_metadata, "the last answered metadata value was flushed at shutdown");
     let state = scope.state().await.unwrap().unwrap();
-    assert!(state.disconnected_at.is_some(), "the disconnection was recorded");
+    let (disconnected, reconnected) = (state.disconnected_at.unwrap_or(0), state.last_connected_at.unwrap_or(0));
+    assert!(disconnected > 0, "the disconnection was recorded");
+    assert!(reconnected >= disconnected, "the new session was recorded after it");
+
+    let line = "after-restart".to_owned();
+    let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
+    let request = pb::BatchCreateLogsRequest { log_source_id: log_source.clone(), logs: vec![log] };
+    client.batch_create_logs(&request).await.expect("a durable write through the restarted server");
+    let stored: Vec<String> = scope.logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
+    assert!(stored.contains(&line), "the write through the restarted server is stored");
+    let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "every line is stored once");
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `agentwire serve` on `db` and an ephemeral port: the child and the address it printed.
+async fn serve(db: &str) -> (tokio::process::Child, String) {
+    let mut server = Command::new(BIN)
+        .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    (server, line.rsplit("http://").next().unwrap().to_owned())
+}
+
+async fn connect(addr: &str, token: &str) -> pb::AgentClient {
+    let url = format!("ws://{addr}/api/v2/workspaceagents/me/rpc?version=2.10");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
+    pb::AgentClient::new(Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, Limits::default()))
 }
