@@ -39,7 +39,24 @@ pub trait WsMessage: Sized {
     fn classify(self) -> WsFrame;
     fn binary(data: Bytes) -> Self;
     fn ping() -> Self;
+    /// A Close frame with `code`, for libraries that can send one: a peer that broke the protocol learns why.
+    fn close(_code: u16, _reason: &'static str) -> Option<Self> {
+        None
+    }
+    /// The close code for a read error of the library (its `Display` text), `None` when the connection can no
+    /// longer carry one.
+    fn close_code_for(_error: &str) -> Option<u16> {
+        None
+    }
 }
+
+/// RFC 6455 close codes sent to a peer that breaks the protocol.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// A text message on the binary stream: coder/websocket's `NetConn` closes with this code (StatusUnsupportedData).
+pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// A message or frame past `max_ws_message_size`.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// WebSocket-level liveness, as coderd keeps it on the agent connection.
 struct Liveness {
@@ -156,16 +173,25 @@ where
                     WsFrame::Control => {}
                     WsFrame::Text => {
                         self.read_closed = true;
+                        self.send_close(cx, M::close(CLOSE_UNSUPPORTED_DATA, "binary messages only"));
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "text websocket message on a binary stream",
                         )));
                     }
-                    WsFrame::Close => self.read_closed = true,
+                    WsFrame::Close => {
+                        self.read_closed = true;
+                        // The library queued its reply to the Close (an echo, or 1002 for a code no peer may
+                        // send); it goes out on the next write or flush, and after EOF there may be none.
+                        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                    }
                 },
                 Some(Err(err)) => {
                     self.read_closed = true;
-                    return Poll::Ready(Err(io_err(err)));
+                    let text = err.to_string();
+                    let close = M::close_code_for(&text).and_then(|code| M::close(code, "protocol error"));
+                    self.send_close(cx, close);
+                    return Poll::Ready(Err(io::Error::other(text)));
                 }
                 None => self.read_closed = true,
             }
@@ -179,6 +205,17 @@ where
     M: WsMessage,
     E: std::fmt::Display,
 {
+    /// Best effort, once, just before the stream fails: the session ends right after, so there is no later poll
+    /// to finish a write the socket cannot take now.
+    fn send_close(&mut self, cx: &mut Context<'_>, close: Option<M>) {
+        let Some(close) = close else { return };
+        if let Poll::Ready(Ok(())) = Pin::new(&mut self.inner).poll_ready(cx) {
+            if Pin::new(&mut self.inner).start_send(close).is_ok() {
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            }
+        }
+    }
+
     fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.writable.is_empty() {
             return Poll::Ready(Ok(()));
@@ -215,6 +252,21 @@ where
     }
 }
 
+/// The close code for a tungstenite read error, from its `Display` text (axum hides the error type, and neither
+/// library sends a Close of its own on these errors). I/O errors and resets get none: the connection is gone.
+#[cfg(any(feature = "websocket", feature = "axum"))]
+fn tungstenite_close_code(error: &str) -> Option<u16> {
+    if error.starts_with("Space limit exceeded") {
+        Some(CLOSE_MESSAGE_TOO_BIG)
+    } else if error.starts_with("UTF-8 encoding error") {
+        Some(CLOSE_INVALID_PAYLOAD)
+    } else if error.starts_with("WebSocket protocol error") && !error.contains("without closing handshake") {
+        Some(CLOSE_PROTOCOL_ERROR)
+    } else {
+        None
+    }
+}
+
 #[cfg(feature = "websocket")]
 mod tungstenite_support {
     use super::*;
@@ -240,6 +292,15 @@ mod tungstenite_support {
 
         fn ping() -> Self {
             Message::Ping(Bytes::new())
+        }
+
+        fn close(code: u16, reason: &'static str) -> Option<Self> {
+            use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+            Some(Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into() })))
+        }
+
+        fn close_code_for(error: &str) -> Option<u16> {
+            tungstenite_close_code(error)
         }
     }
 
@@ -290,6 +351,14 @@ mod axum_support {
 
         fn ping() -> Self {
             Message::Ping(Bytes::new())
+        }
+
+        fn close(code: u16, reason: &'static str) -> Option<Self> {
+            Some(Message::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.into() })))
+        }
+
+        fn close_code_for(error: &str) -> Option<u16> {
+            tungstenite_close_code(error)
         }
     }
 
