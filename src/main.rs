@@ -271,6 +271,12 @@ struct ServeArgs {
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Seconds a client may take to send a request's head (the WebSocket upgrade included).
+    #[arg(long, env = "AGENTWIRE_HANDSHAKE_TIMEOUT", default_value_t = server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
+    /// Bytes queued on an agent's WebSocket (pongs included) before further pongs replace the one waiting.
+    #[arg(long, env = "AGENTWIRE_MAX_WS_WRITE_BUFFER", default_value_t = server::DEFAULT_MAX_WS_WRITE_BUFFER)]
+    max_ws_write_buffer: usize,
     /// Seconds between refreshes of the template aggregates (DAUs, unique users, build times).
     #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_INTERVAL",
           default_value_t = mc::DEFAULT_TEMPLATE_INTERVAL.as_secs())]
@@ -469,6 +475,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ws_ping_interval: (args.ws_ping_interval > 0).then(|| secs(args.ws_ping_interval)),
         ws_ping_timeout: secs(args.ws_ping_timeout),
         shutdown_grace: secs(args.shutdown_grace),
+        handshake_timeout: secs(args.handshake_timeout.max(1)),
+        max_ws_write_buffer: args.max_ws_write_buffer,
         agent_api: AgentApiConfig {
             stats_report_interval: secs(args.stats_report_interval),
             access_url,

@@ -30,6 +30,17 @@ pub const DEFAULT_MAX_SESSIONS_PER_AGENT: usize = 4;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// How long shutdown waits for calls in flight before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's head (the upgrade included) before its connection is dropped:
+/// a slowloris client dribbling headers would otherwise hold a connection and a task for ever. hyper's own
+/// default, which it applies only when given a timer (axum's `serve` gives none).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes queued on an agent's WebSocket before the socket takes them. Pongs to the peer's pings queue there too:
+/// past it the library keeps only the latest pong, so a client that floods pings and never reads costs at most this
+/// much. Floored at [`MIN_WS_WRITE_BUFFER`].
+pub const DEFAULT_MAX_WS_WRITE_BUFFER: usize = 1024 * 1024;
+/// The smallest write buffer that still takes our largest message (the 64 KiB coalescing buffer plus one write of
+/// the yamux layer's 64 KiB buffer) and stays above tungstenite's 128 KiB flush threshold, which it asserts.
+pub const MIN_WS_WRITE_BUFFER: usize = 512 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -49,6 +60,10 @@ pub struct ServeConfig {
     pub ws_ping_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`DEFAULT_MAX_WS_WRITE_BUFFER`].
+    pub max_ws_write_buffer: usize,
     pub rpc: ServerConfig,
     pub agent_api: AgentApiConfig,
     /// The metrics snapshotter's intervals and windows.
@@ -72,6 +87,8 @@ impl Default for ServeConfig {
             ws_ping_interval: Some(agentwire_transport::io::DEFAULT_WS_PING_INTERVAL),
             ws_ping_timeout: agentwire_transport::io::DEFAULT_WS_PING_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_ws_write_buffer: DEFAULT_MAX_WS_WRITE_BUFFER,
             rpc: ServerConfig::default(),
             agent_api: AgentApiConfig::default(),
             metrics_cache: MetricsCacheConfig::default(),

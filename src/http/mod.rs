@@ -35,16 +35,54 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Serves the HTTP surface on `listener` until `stop` fires. Nagle is off on every connection, as in Go: with it,
 /// a small RPC over WebSocket waits on delayed ACKs (a round trip measured ~30× slower here).
+///
+/// hyper's HTTP/1 server directly rather than `axum::serve`, for one setting axum does not expose: a timer, without
+/// which hyper enforces no header-read timeout and a client dribbling its upgrade request holds the connection for
+/// ever (see [`crate::server::DEFAULT_HANDSHAKE_TIMEOUT`]). On `stop` no connection is accepted, connections still
+/// speaking HTTP finish their request and close, and this returns once they have.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(state.config().handshake_timeout);
+    let app = router(state);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %err, "accepting an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "setting TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "HTTP connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
