@@ -106,7 +106,7 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (event_tx, event_rx) = mpsc::channel(8);
         tokio::spawn(drive_client_stream(io, id, cmd_rx, event_tx));
-        Ok(ClientStream { commands: cmd_tx, events: event_rx })
+        Ok(ClientStream { commands: cmd_tx, events: event_rx, _session: self.session.clone() })
     }
 }
 
@@ -119,6 +119,9 @@ enum Command {
 pub struct ClientStream {
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<Result<Option<Bytes>, CallError>>,
+    /// The session closes once its last handle is gone (see [`spawn_session`](crate::io::spawn_session)); an open
+    /// stream keeps it, so a caller may drop the [`Client`] and go on with the stream.
+    _session: SessionHandle,
 }
 
 impl ClientStream {

@@ -85,6 +85,22 @@ async fn server_client_and_bidi_streams() {
     assert_eq!(stream.recv().await.unwrap(), None);
 }
 
+/// A dropped client ends its session (GoAway, then the transport closes) instead of holding the connection and the
+/// peer's session open for ever; a stream opened before keeps the session until it is dropped too.
+#[tokio::test]
+async fn dropping_the_client_ends_the_session_once_its_streams_are_gone() {
+    let (client, _, served) = start();
+    assert_eq!(&client.unary(&path("Unary"), b"hi").await.unwrap()[..], b"echo:hi");
+    let mut stream = client.open_stream(&path("Bidi")).await.unwrap();
+    drop(client);
+    stream.send(Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap(), Some(Bytes::from_static(b"echo:x")));
+    assert!(!served.is_finished(), "the open stream keeps the session");
+    drop(stream);
+    let end = tokio::time::timeout(Duration::from_secs(10), served).await.expect("the session ends").unwrap();
+    assert!(matches!(end, SessionEnd::PeerClosed), "ended by the client's GoAway");
+}
+
 #[tokio::test]
 async fn many_concurrent_calls() {
     let (client, _, _) = start();

@@ -155,6 +155,12 @@ where
                         closing = true;
                         continue;
                     }
+                    // Every handle is gone and nobody takes inbound streams: nothing can use the session any more, so
+                    // it says goodbye instead of holding the connection (and the peer's session) open for ever.
+                    Poll::Ready(None) if stream_tx.is_closed() => {
+                        closing = true;
+                        continue;
+                    }
                     // Every handle is gone: keep serving inbound streams until the peer leaves.
                     Poll::Ready(None) | Poll::Pending => {}
                 }
