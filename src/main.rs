@@ -277,6 +277,10 @@ struct ServeArgs {
     /// Bytes queued on an agent's WebSocket (pongs included) before further pongs replace the one waiting.
     #[arg(long, env = "AGENTWIRE_MAX_WS_WRITE_BUFFER", default_value_t = server::DEFAULT_MAX_WS_WRITE_BUFFER)]
     max_ws_write_buffer: usize,
+    /// Bytes an agent's WebSocket reads at a time; resident per connection, so it sets the floor of an idle
+    /// session's memory. Larger messages still arrive whole.
+    #[arg(long, env = "AGENTWIRE_WS_READ_BUFFER", default_value_t = agentwire_transport::io::DEFAULT_WS_READ_BUFFER)]
+    ws_read_buffer: usize,
     /// Seconds between refreshes of the template aggregates (DAUs, unique users, build times).
     #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_INTERVAL",
           default_value_t = mc::DEFAULT_TEMPLATE_INTERVAL.as_secs())]
@@ -477,6 +481,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: secs(args.shutdown_grace),
         handshake_timeout: secs(args.handshake_timeout.max(1)),
         max_ws_write_buffer: args.max_ws_write_buffer,
+        ws_read_buffer: args.ws_read_buffer.max(64),
         agent_api: AgentApiConfig {
             stats_report_interval: secs(args.stats_report_interval),
             access_url,

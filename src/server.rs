@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     /// See [`DEFAULT_MAX_WS_WRITE_BUFFER`].
     pub max_ws_write_buffer: usize,
+    /// See [`agentwire_transport::io::DEFAULT_WS_READ_BUFFER`].
+    pub ws_read_buffer: usize,
     pub rpc: ServerConfig,
     pub agent_api: AgentApiConfig,
     /// The metrics snapshotter's intervals and windows.
@@ -89,6 +91,7 @@ impl Default for ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_ws_write_buffer: DEFAULT_MAX_WS_WRITE_BUFFER,
+            ws_read_buffer: agentwire_transport::io::DEFAULT_WS_READ_BUFFER,
             rpc: ServerConfig::default(),
             agent_api: AgentApiConfig::default(),
             metrics_cache: MetricsCacheConfig::default(),

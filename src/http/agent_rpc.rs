@@ -116,7 +116,11 @@ pub async fn agent_rpc(
     let max = state.config().max_ws_message_size;
     let pings = state.config().ws_ping_interval.map(|every| (every, state.config().ws_ping_timeout));
     let write_buffer = state.config().max_ws_write_buffer.max(crate::server::MIN_WS_WRITE_BUFFER);
-    let upgrade = upgrade.max_message_size(max).max_frame_size(max).max_write_buffer_size(write_buffer);
+    let upgrade = upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .max_write_buffer_size(write_buffer)
+        .read_buffer_size(state.config().ws_read_buffer);
     upgrade.on_upgrade(move |socket| async move {
         // coderd pings the agent's WebSocket and drops it after 30 s of silence; the yamux keepalive underneath
         // does the same one layer down.

@@ -9,5 +9,6 @@ pub use self::drpc_stream::{DriveError, DrpcStream};
 pub use self::keepalive::{Keepalive, KeepaliveConfig};
 pub use self::ws::{
     WsByteStream, WsFrame, WsMessage, DEFAULT_MAX_WS_MESSAGE_SIZE, DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT,
+    DEFAULT_WS_READ_BUFFER,
 };
 pub use self::yamux::{spawn_session, Incoming, Mode, SessionConfig, SessionError, SessionHandle};

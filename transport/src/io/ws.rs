@@ -17,6 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// one message; the cap leaves room and keeps a hostile peer from making us buffer more.
 pub const DEFAULT_MAX_WS_MESSAGE_SIZE: usize = 1024 * 1024;
 
+/// Bytes a WebSocket asks of the socket per read. tungstenite zero-fills its whole read buffer before each read, so
+/// its 128 KiB default would be resident for every idle connection; an agent's frames are mostly a few hundred bytes,
+/// and a larger message still arrives whole (the buffer grows to the frame's announced length).
+pub const DEFAULT_WS_READ_BUFFER: usize = 8 * 1024;
+
 /// Bytes gathered before a message is sent even without a flush.
 pub const WS_WRITE_COALESCE: usize = 64 * 1024;
 
@@ -305,7 +310,10 @@ mod tungstenite_support {
     }
 
     pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
-        WebSocketConfig::default().max_message_size(Some(max_message_size)).max_frame_size(Some(max_message_size))
+        WebSocketConfig::default()
+            .max_message_size(Some(max_message_size))
+            .max_frame_size(Some(max_message_size))
+            .read_buffer_size(DEFAULT_WS_READ_BUFFER)
     }
 
     pub type ClientWs = WsByteStream<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
