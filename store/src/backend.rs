@@ -12,11 +12,12 @@
 //! connection for both reads and writes, never recycled.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Database, PgPool, Pool, SqlitePool, Transaction};
+use sqlx::{ConnectOptions, Database, PgPool, Pool, SqlitePool, Transaction};
 
 use crate::{StoreError, StoreOptions};
 
@@ -32,7 +33,14 @@ pub enum Engine {
 /// The pools behind a store.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+        /// In-memory databases only: a connection the pools never lend out. The database lives as long as one
+        /// connection to it does, and a pool may close (and replace) its own, which would otherwise leave an empty
+        /// database behind.
+        memory_anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    },
     Postgres(PgPool),
 }
 
@@ -46,7 +54,7 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { read, write } => {
+            Db::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -192,7 +200,10 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
         .synchronous(synchronous);
 
     if in_memory {
-        // One connection that is never closed: closing it would drop the database.
+        // One pooled connection: a single writer, as on a file. `sqlite::memory:` names a shared-cache database per
+        // URL parse, so the anchor (see `Db::Sqlite`) reaches the same database; it connects first so the database
+        // never goes away between connections.
+        let anchor = base.connect().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -202,7 +213,8 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
             .connect_with(base)
             .await?;
         SQLITE_MIGRATOR.run(&pool).await?;
-        return Ok(Db::Sqlite { read: pool.clone(), write: pool });
+        let memory_anchor = Some(Arc::new(tokio::sync::Mutex::new(anchor)));
+        return Ok(Db::Sqlite { read: pool.clone(), write: pool, memory_anchor });
     }
 
     let write = SqlitePoolOptions::new()
@@ -216,7 +228,7 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
         .acquire_timeout(opts.acquire_timeout)
         .connect_with(base.create_if_missing(false).read_only(true).row_buffer_size(SQLITE_READ_ROW_BUFFER))
         .await?;
-    Ok(Db::Sqlite { read, write })
+    Ok(Db::Sqlite { read, write, memory_anchor: None })
 }
 
 /// Rows a SQLite reader's worker thread may run ahead of the task consuming them. sqlx's default of 50 makes a
@@ -236,3 +248,47 @@ pub(crate) fn rows_per_statement(cols: usize) -> usize {
 
 /// Busy timeouts and other SQLite pragmas are applied per connection; this is the default.
 pub const DEFAULT_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    /// A query or transaction cancelled mid-flight, or a connection the pool closes: an in-memory database must
+    /// outlive all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_in_memory_database_survives_a_cancelled_query() {
+        let db = connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
+        let Db::Sqlite { write, .. } = &db else { unreachable!("a SQLite URL") };
+        let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) \
+                    SELECT count(*) FROM c";
+        for round in 0..2 {
+            let in_transaction = round % 2 == 1;
+            let work = async {
+                if in_transaction {
+                    let mut tx = write.begin().await?;
+                    sqlx::query(slow).execute(&mut *tx).await?;
+                    tx.commit().await
+                } else {
+                    sqlx::query(slow).execute(write).await.map(|_| ())
+                }
+            };
+            let cancelled = tokio::time::timeout(Duration::from_millis(20), work).await.is_err();
+            assert!(cancelled, "the query outran the timeout");
+            let tables: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'")
+                    .fetch_one(write)
+                    .await
+                    .unwrap();
+            assert_eq!(tables, 1, "the schema is still there");
+        }
+        // However the pool comes to lose its connection, the database stays.
+        write.acquire().await.unwrap().close().await.unwrap();
+        let tables: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'")
+                .fetch_one(write)
+                .await
+                .unwrap();
+        assert_eq!(tables, 1, "the schema outlives the pool's connection");
+    }
+}
