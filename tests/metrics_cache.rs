@@ -187,6 +187,16 @@ async fn snapshots_equal_a_recomputation_on_postgres() {
     store.close().await;
 }
 
+/// Waits (at most 10 s) until both snapshots are filled.
+async fn until_both_snapshots(state: &agentwire::server::AppState) {
+    for _ in 0..1000 {
+        if state.metrics_cache().deployment_stats().is_some() && state.metrics_cache().templates_snapshot().is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// GET `path` and parse the JSON body: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -222,12 +232,7 @@ async fn http_endpoints_answer_as_coderd() {
         assert_eq!(get(addr, path, Some("bogus")).await.0, 401);
     }
     // The first refresh runs at start; wait for both snapshots.
-    for _ in 0..200 {
-        if state.metrics_cache().deployment_stats().is_some() && state.metrics_cache().templates_snapshot().is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_both_snapshots(&state).await;
     let (status, body) = get(addr, "/api/v2/insights/daus?tz_offset=-3", Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tz_hour_offset"], -3);
@@ -327,12 +332,7 @@ async fn endpoints_answer_not_ready_until_a_refresh_succeeds() {
             .unwrap();
     }
     side.close().await.unwrap();
-    for _ in 0..1000 {
-        if state.metrics_cache().deployment_stats().is_some() && state.metrics_cache().templates_snapshot().is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_both_snapshots(&state).await;
     let (status, body) = get(addr, "/api/v2/deployment/stats", Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = get(addr, &format!("/api/v2/templates/{}", t.id), Some(&token)).await;

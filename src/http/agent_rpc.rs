@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 
-use agentwire_transport::io::ws::AxumWs;
-use agentwire_transport::io::WsByteStream;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -113,22 +111,9 @@ pub async fn agent_rpc(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let max = state.config().max_ws_message_size;
-    let pings = state.config().ws_ping_interval.map(|every| (every, state.config().ws_ping_timeout));
-    let write_buffer = state.config().max_ws_write_buffer.max(crate::server::MIN_WS_WRITE_BUFFER);
-    let upgrade = upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .max_write_buffer_size(write_buffer)
-        .read_buffer_size(state.config().ws_read_buffer);
-    upgrade.on_upgrade(move |socket| async move {
-        // coderd pings the agent's WebSocket and drops it after 30 s of silence; the yamux keepalive underneath
-        // does the same one layer down.
-        let io: AxumWs = match pings {
-            Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
-            None => WsByteStream::new(socket),
-        };
-        state.run_agent_session(io, agent, version, permit).await;
+    let session_state = state.clone();
+    super::upgrade_with_limits(upgrade, &state, move |io| async move {
+        session_state.run_agent_session(io, agent, version, permit).await;
     })
 }
 

@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use agentwire_transport::io::ws::AxumWs;
-use agentwire_transport::io::WsByteStream;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -63,19 +61,9 @@ pub async fn coordinate(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let max = state.config().max_ws_message_size;
-    let pings = state.config().ws_ping_interval.map(|every| (every, state.config().ws_ping_timeout));
-    let write_buffer = state.config().max_ws_write_buffer.max(crate::server::MIN_WS_WRITE_BUFFER);
-    let upgrade = upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .max_write_buffer_size(write_buffer)
-        .read_buffer_size(state.config().ws_read_buffer);
-    upgrade.on_upgrade(move |socket| async move {
-        let io: AxumWs = match pings {
-            Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
-            None => WsByteStream::new(socket),
-        };
+    let session_state = state.clone();
+    super::upgrade_with_limits(upgrade, &state, move |io| async move {
+        let state = session_state;
         let peer = Arc::new(ClientPeer { user_id, agent_id, peer_id: Uuid::new_v4() });
         let span = tracing::info_span!("coordinate", %agent_id, peer_id = %peer.peer_id, %user_id);
         let _enter = span.enter();

@@ -15,6 +15,36 @@ use axum::Router;
 
 use crate::server::AppState;
 
+/// Completes a WebSocket upgrade under the server's limits (message, read and write buffer sizes) and hands `serve`
+/// the byte stream, with coderd's WebSocket pings (every 15 s, dropped after 30 s of silence) unless they are off;
+/// the yamux keepalive underneath does the same one layer down.
+pub(crate) fn upgrade_with_limits<F, Fut>(
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+    state: &AppState,
+    serve: F,
+) -> axum::response::Response
+where
+    F: FnOnce(agentwire_transport::io::ws::AxumWs) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use agentwire_transport::io::WsByteStream;
+    let config = state.config();
+    let max = config.max_ws_message_size;
+    let pings = config.ws_ping_interval.map(|every| (every, config.ws_ping_timeout));
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .max_write_buffer_size(config.max_ws_write_buffer.max(crate::server::MIN_WS_WRITE_BUFFER))
+        .read_buffer_size(config.ws_read_buffer)
+        .on_upgrade(move |socket| async move {
+            let io = match pings {
+                Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
+                None => WsByteStream::new(socket),
+            };
+            serve(io).await
+        })
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/workspaceagents/me/rpc", get(agent_rpc::agent_rpc))

@@ -39,7 +39,7 @@ pub(crate) enum Db {
         /// In-memory databases only: a connection the pools never lend out. The database lives as long as one
         /// connection to it does, and a pool may close (and replace) its own, which would otherwise leave an empty
         /// database behind.
-        memory_anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+        _memory_anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
     },
     Postgres(PgPool),
 }
@@ -214,7 +214,7 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
             .await?;
         SQLITE_MIGRATOR.run(&pool).await?;
         let memory_anchor = Some(Arc::new(tokio::sync::Mutex::new(anchor)));
-        return Ok(Db::Sqlite { read: pool.clone(), write: pool, memory_anchor });
+        return Ok(Db::Sqlite { read: pool.clone(), write: pool, _memory_anchor: memory_anchor });
     }
 
     let write = SqlitePoolOptions::new()
@@ -228,7 +228,7 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Db, StoreError
         .acquire_timeout(opts.acquire_timeout)
         .connect_with(base.create_if_missing(false).read_only(true).row_buffer_size(SQLITE_READ_ROW_BUFFER))
         .await?;
-    Ok(Db::Sqlite { read, write, memory_anchor: None })
+    Ok(Db::Sqlite { read, write, _memory_anchor: None })
 }
 
 /// Rows a SQLite reader's worker thread may run ahead of the task consuming them. sqlx's default of 50 makes a
@@ -254,6 +254,15 @@ mod tests {
     use super::*;
     use crate::StoreOptions;
 
+    async fn has_schema(pool: &SqlitePool) -> bool {
+        let tables: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        tables == 1
+    }
+
     /// A query or transaction cancelled mid-flight, or a connection the pool closes: an in-memory database must
     /// outlive all of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,20 +284,10 @@ mod tests {
             };
             let cancelled = tokio::time::timeout(Duration::from_millis(20), work).await.is_err();
             assert!(cancelled, "the query outran the timeout");
-            let tables: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'")
-                    .fetch_one(write)
-                    .await
-                    .unwrap();
-            assert_eq!(tables, 1, "the schema is still there");
+            assert!(has_schema(write).await, "the schema is still there");
         }
         // However the pool comes to lose its connection, the database stays.
         write.acquire().await.unwrap().close().await.unwrap();
-        let tables: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'workspaces'")
-                .fetch_one(write)
-                .await
-                .unwrap();
-        assert_eq!(tables, 1, "the schema outlives the pool's connection");
+        assert!(has_schema(write).await, "the schema outlives the pool's connection");
     }
 }
