@@ -266,9 +266,24 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
     })
     .await;
     let rounds_at_stop: Vec<u64> = progress.iter().map(|p| p.rounds.load(Ordering::Relaxed)).collect();
+    // Server and agents share this runtime: its live tasks are what the outage could pile up.
+    let alive_tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks_before = alive_tasks();
 
     pg.stop().await;
-    tokio::time::sleep(outage).await;
+    let mut tasks_during_outage = 0;
+    let outage_ends = Instant::now() + outage;
+    while Instant::now() < outage_ends {
+        tokio::time::sleep(Duration::from_millis(500).min(outage_ends - Instant::now())).await;
+        tasks_during_outage = tasks_during_outage.max(alive_tasks());
+    }
+    eprintln!("live tasks: {tasks_before} under load, at most {tasks_during_outage} during the outage");
+    // Each agent has at most one durable and one telemetry call waiting on the database, each a task on both ends,
+    // plus the batchers' flushes: a bound that does not grow with the outage's length.
+    assert!(
+        tasks_during_outage <= tasks_before + 4 * AGENTS + 8,
+        "tasks piled up during the outage: {tasks_before} before, {tasks_during_outage} during"
+    );
     // Telemetry never waits on the database: it went on through the outage.
     for (i, (p, at)) in progress.iter().zip(&rounds_at_stop).enumerate() {
         assert!(p.rounds.load(Ordering::Relaxed) > at + 10, "agent {i}: telemetry calls stalled during the outage");
@@ -285,10 +300,13 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     let mut ledgers = Vec::new();
+    let mut clients = Vec::new();
     for (durable, telemetry, client) in tasks {
         ledgers.push((durable.await.unwrap(), telemetry.await.unwrap()));
         // The same session is still up and answering.
         client.get_manifest(&pb::GetManifestRequest {}).await.expect("the session survived the outage");
+        // Held until the session counts are read: a dropped client closes its session.
+        clients.push(client);
     }
     let calls = || ledgers.iter().flat_map(|(d, t)| [&d.calls, &t.calls]);
     let errors: u64 = calls().map(|c| c.errors).sum();
