@@ -284,3 +284,22 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_started_agents_skip_the_startup_writes() {
+    let store = memory_store().await;
+    let tokens = agents(&store, 3).await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let mut config =
+        LoadgenConfig::new(ws_target(&server), TokenSource::List(tokens), 3, Mode::Realistic, Duration::from_secs(1));
+    config.already_started = true;
+    let report = loadgen::run(config).await.unwrap();
+    assert_eq!(ok(&report, pb::agent_methods::GET_MANIFEST), 3, "every session still reads its manifest");
+    for method in
+        [pb::agent_methods::UPDATE_LIFECYCLE, pb::agent_methods::UPDATE_STARTUP, pb::agent_methods::BATCH_CREATE_LOGS]
+    {
+        assert!(!report.rpcs.contains_key(method), "{method} was called");
+        assert_eq!(server.state.metrics().rpc_count(method, "ok"), 0);
+    }
+    assert!(report.config.already_started);
+}

@@ -136,7 +136,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, token: Option<String>
     }
     let config = &shared.config;
     let source = config.source_ip(index);
-    let mut state = AgentState::new(index);
+    let mut state = AgentState::new(index, config.already_started);
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut first_attempt = true;
     let mut after_drop = false;

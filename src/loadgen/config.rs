@@ -156,6 +156,11 @@ pub struct LoadgenArgs {
     #[arg(long, env = "AGENTWIRE_LOADGEN_METADATA_REPORT_MS",
           default_value_t = DEFAULT_METADATA_REPORT_INTERVAL.as_millis() as u64)]
     pub metadata_report_ms: u64,
+    /// Realistic: the agents are already running (ready) on connect, as after a server restart or a move to another
+    /// replica: no lifecycle, startup or log calls, only what every session does (manifest, banner, streams, the
+    /// periodic reports). Without it every agent starts up once per run (four writes each).
+    #[arg(long, env = "AGENTWIRE_LOADGEN_ALREADY_STARTED")]
+    pub already_started: bool,
     /// Realistic: log lines each agent sends on its first connect.
     #[arg(long, env = "AGENTWIRE_LOADGEN_LOG_LINES", default_value_t = DEFAULT_LOG_LINES)]
     pub log_lines: usize,
@@ -254,6 +259,8 @@ pub struct LoadgenConfig {
     pub call_timeout: Duration,
     pub metadata_report_interval: Duration,
     pub log_lines: usize,
+    /// See [`LoadgenArgs::already_started`].
+    pub already_started: bool,
     pub server_pid: Option<u32>,
     pub progress: bool,
 }
@@ -278,6 +285,7 @@ impl LoadgenConfig {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             metadata_report_interval: DEFAULT_METADATA_REPORT_INTERVAL,
             log_lines: DEFAULT_LOG_LINES,
+            already_started: false,
             server_pid: None,
             progress: false,
         }
@@ -423,6 +431,7 @@ impl LoadgenArgs {
             call_timeout: Duration::from_secs(self.call_timeout),
             metadata_report_interval: Duration::from_millis(self.metadata_report_ms),
             log_lines: self.log_lines,
+            already_started: self.already_started,
             server_pid: self.server_pid,
             progress: !self.quiet,
         };

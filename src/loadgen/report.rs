@@ -53,6 +53,8 @@ pub struct ReportConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_streams: Option<bool>,
     pub max_rpcs: Option<u64>,
+    #[serde(default)]
+    pub already_started: bool,
     pub connect_rate: u32,
     pub source_ips: u8,
 }
@@ -80,6 +82,7 @@ impl ReportConfig {
             rate,
             hold_streams,
             max_rpcs: config.max_rpcs,
+            already_started: config.already_started,
             connect_rate: config.connect_rate,
             source_ips: config.source_ips,
         }

@@ -42,11 +42,11 @@ pub(crate) struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(index: usize) -> Self {
+    pub fn new(index: usize, already_started: bool) -> Self {
         AgentState {
             index,
             ever_connected: false,
-            started: false,
+            started: already_started,
             agent_id: None,
             metadata: Vec::new(),
             log_source: Uuid::new_v4(),
