@@ -61,4 +61,4 @@ for n in $SIZES; do
     done
 done
 rm -rf "$dir"
-md rss "$OUT" | tee "$OUT/rss.md"
+finish rss

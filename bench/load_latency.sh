@@ -30,4 +30,4 @@ if [[ -n "$GO" ]]; then
     stop_pid "$GO_PID"
 fi
 rm -rf "$dir"
-md latency "$OUT" | tee "$OUT/latency.md"
+finish latency

@@ -104,6 +104,18 @@ metric() { # metric ADDR NAME: a counter's value from /metrics (summed over labe
     curl -fsS "http://$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d\n", s }'
 }
 
+LOAD_AT_START="$(cut -d' ' -f1 /proc/loadavg)"
+
+# finish KIND: the markdown fragment for KIND into $OUT/KIND.md (and stdout), with the machine's load average at
+# the script's start and end: other work on the 2 cores shows up in every figure here.
+finish() {
+    {
+        md "$1" "$OUT"
+        echo
+        echo "Load average (1 min) at the start and end of this script: $LOAD_AT_START / $(cut -d' ' -f1 /proc/loadavg)."
+    } | tee "$OUT/$1.md"
+}
+
 md() { # md SCRIPT ARGS...: markdown from the JSON reports (bench/load_report.py)
     python3 "$ROOT/bench/load_report.py" "$@"
 }

@@ -40,4 +40,4 @@ if [[ -n "$GO" ]]; then
     stop_pid "$GO_PID"
 fi
 rm -rf "$dir"
-md saturated "$OUT" | tee "$OUT/saturated.md"
+finish saturated
