@@ -220,17 +220,23 @@ def dbtx(out):
         "streams held; random phases) against agentwire on SQLite with default batchers; counters read from "
         f"`/metrics` over {cases[0][2]['seconds']:.0f} s, starting 10 s after the last session connected.",
         "",
-        "| case | RPC/s (server) | write transactions/s | SQL statements/s | loadgen p50 / p99 | server CPU |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| case | RPC/s (server) | write transactions/s | SQL statements/s | BatchUpdateMetadata p50 / p99 "
+        "| UpdateStats p50 / p99 | GetManifest p50 (connect burst) | server CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for what, r, m in cases:
         secs = m["seconds"]
         tx = (m["tx_after"] - m["tx_before"]) / secs
         q = (m["queries_after"] - m["queries_before"]) / secs
         rpcs = (m["rpcs_after"] - m["rpcs_before"]) / secs
+        def rpc(name, key):
+            lat = (r["rpcs"].get("/coder.agent.v2.Agent/" + name) or {}).get("latency_us") or {}
+            return ms(lat.get(key, 0))
+
         lines.append(
-            f"| {what} | {rpcs:,.0f} | **{tx:.2f}** | {q:,.0f} | {ms(r['latency_us']['p50'])} / "
-            f"{ms(r['latency_us']['p99'])} | {((r.get('server') or {}).get('cpu_cores') or 0):.2f} cores |"
+            f"| {what} | {rpcs:,.0f} | **{tx:.2f}** | {q:,.0f} | {rpc('BatchUpdateMetadata', 'p50')} / "
+            f"{rpc('BatchUpdateMetadata', 'p99')} | {rpc('UpdateStats', 'p50')} / {rpc('UpdateStats', 'p99')} | "
+            f"{rpc('GetManifest', 'p50')} | {((r.get('server') or {}).get('cpu_cores') or 0):.2f} cores |"
         )
     lines += [
         "",
@@ -246,6 +252,10 @@ def section(out, benchmarks):
         if os.path.exists(path):
             with open(path) as f:
                 parts.append(f.read().strip())
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "load_notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            parts.append(f.read().strip())
     env = os.path.join(out, "environment.md")
     head = [HEADING, ""]
     if os.path.exists(env):
