@@ -222,7 +222,9 @@ impl AppState {
             let _permit = permit;
             state.0.metrics.session_started();
             tracing::info!(api_version = %version, "agent connected");
-            if let Err(err) = session.scope.mark_connected(replica, &version.to_string()).await {
+            // The database calls are boxed: inline, their futures would size this task, which lives as long as the
+            // session, for a moment at either end of it.
+            if let Err(err) = Box::pin(session.scope.mark_connected(replica, &version.to_string())).await {
                 tracing::warn!(error = %err, "recording the connection");
             }
             let heartbeat = {
@@ -240,7 +242,7 @@ impl AppState {
             };
             let end = state.0.rpc.serve_session(io, session.clone(), state.0.shutdown.child_token()).await;
             heartbeat.abort();
-            if let Err(err) = session.scope.mark_disconnected(replica).await {
+            if let Err(err) = Box::pin(session.scope.mark_disconnected(replica)).await {
                 tracing::warn!(error = %err, "recording the disconnection");
             }
             state.0.metrics.session_ended();

@@ -1414,12 +1414,12 @@ async fn stats_with_absurd_counters_are_taken() {
 
 /// What an idle session holds, both ends in this process: each of 48 sessions makes one call and stays open.
 /// tungstenite's default read buffer alone would be 128 KiB per end, zero-filled and so resident; the bound is set by
-/// `--ws-read-buffer` (8 KiB by default) and the session's own state.
+/// `--ws-read-buffer` (4 KiB by default) and the session's own state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_hold_bounded_memory() {
     const SESSIONS: usize = 48;
     let env = Env::with(ServeConfig { max_sessions_per_agent: SESSIONS + 1, ..ServeConfig::default() }).await;
-    assert_eq!(ServeConfig::default().ws_read_buffer, 8 * KIB);
+    assert_eq!(ServeConfig::default().ws_read_buffer, 4 * KIB);
     // One session first, so state made once per process (pools, statement caches) is not counted per session.
     let first = pb::AgentClient::new(connect(&env.server, env.fresh.auth_token).await);
     within("the first session's call", first.get_manifest(&pb::GetManifestRequest {})).await.unwrap();
@@ -1433,7 +1433,7 @@ async fn idle_sessions_hold_bounded_memory() {
     env.until_sessions(SESSIONS as i64 + 2, "every idle session is admitted").await;
     let per_session = CURRENT.load(Ordering::Relaxed).saturating_sub(before) / SESSIONS;
     println!("idle session, both ends: {per_session} bytes allocated");
-    assert!(per_session <= 64 * KIB, "an idle session holds {per_session} bytes (client and server ends together)");
+    assert!(per_session <= 32 * KIB, "an idle session holds {per_session} bytes (client and server ends together)");
     drop(idle);
     drop(first);
     env.until_sessions(1, "the idle sessions are released").await;

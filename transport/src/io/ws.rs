@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_WS_MESSAGE_SIZE: usize = 1024 * 1024;
 /// Bytes a WebSocket asks of the socket per read. tungstenite zero-fills its whole read buffer before each read, so
 /// its 128 KiB default would be resident for every idle connection; an agent's frames are mostly a few hundred bytes,
 /// and a larger message still arrives whole (the buffer grows to the frame's announced length).
-pub const DEFAULT_WS_READ_BUFFER: usize = 8 * 1024;
+pub const DEFAULT_WS_READ_BUFFER: usize = 4 * 1024;
 
 /// Bytes gathered before a message is sent even without a flush.
 pub const WS_WRITE_COALESCE: usize = 64 * 1024;

@@ -12,7 +12,11 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+// futures' unbounded channels over tokio's: tokio allocates a 32-slot block per channel up front (2.5 KiB for
+// streams), which every idle session would carry; these allocate per message.
+use futures::channel::mpsc;
+use futures::StreamExt;
+use tokio::sync::oneshot;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::keepalive::{Keepalive, KeepaliveConfig};
@@ -97,13 +101,13 @@ impl SessionHandle {
     /// Opens a stream (client side: odd ids). Nothing reaches the wire before the stream's first write.
     pub async fn open(&self) -> Result<yamux::Stream, SessionError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Open(tx)).map_err(|_| SessionError::Closed)?;
+        self.commands.unbounded_send(Command::Open(tx)).map_err(|_| SessionError::Closed)?;
         Ok(rx.await.map_err(|_| SessionError::Closed)??)
     }
 
     /// Sends GoAway and closes the transport; streams in flight end.
     pub fn close(&self) {
-        let _ = self.commands.send(Command::Close);
+        let _ = self.commands.unbounded_send(Command::Close);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -120,7 +124,7 @@ pub struct Incoming {
 impl Incoming {
     /// The next stream the peer opened; `None` once the session is over.
     pub async fn next(&mut self) -> Option<yamux::Stream> {
-        self.streams.recv().await
+        self.streams.next().await
     }
 
     /// How the session ended: `Ok` for a clean close by either side.
@@ -136,10 +140,10 @@ where
 {
     let io = Keepalive::new(io, config.keepalive);
     let mut conn = yamux::Connection::new(io.compat(), config.to_yamux(), mode);
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded::<Command>();
     // Unbounded on purpose: the driver must never stop polling the connection (pings, window updates), and the
     // number of streams is already bounded by `max_streams`.
-    let (stream_tx, stream_rx) = mpsc::unbounded_channel();
+    let (stream_tx, stream_rx) = mpsc::unbounded();
     let (ended_tx, ended_rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut pending_open: Option<OpenReply> = None;
@@ -149,7 +153,7 @@ where
                 return conn.poll_close(cx);
             }
             if pending_open.is_none() {
-                match cmd_rx.poll_recv(cx) {
+                match cmd_rx.poll_next_unpin(cx) {
                     Poll::Ready(Some(Command::Open(reply))) => pending_open = Some(reply),
                     Poll::Ready(Some(Command::Close)) => {
                         closing = true;
@@ -176,7 +180,7 @@ where
             }
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(stream))) => {
-                    let _ = stream_tx.send(stream);
+                    let _ = stream_tx.unbounded_send(stream);
                 }
                 Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
