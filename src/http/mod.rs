@@ -24,7 +24,7 @@ pub(crate) fn upgrade_with_limits<F, Fut>(
     serve: F,
 ) -> axum::response::Response
 where
-    F: FnOnce(agentwire_transport::io::ws::AxumWs) -> Fut + Send + 'static,
+    F: FnOnce(Box<agentwire_transport::io::ws::AxumWs>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     use agentwire_transport::io::WsByteStream;
@@ -41,7 +41,9 @@ where
                 Some((every, timeout)) => WsByteStream::with_pings(socket, every, timeout),
                 None => WsByteStream::new(socket),
             };
-            serve(io).await
+            // Boxed: the stream is moved down through several async layers, and each would otherwise reserve room
+            // for it in a task that lives as long as the session.
+            serve(Box::new(io)).await
         })
 }
 
