@@ -179,10 +179,138 @@ def restream(payload, stream):
     return out
 
 
+# ---- agentapi_requests (fuzz/agentapi/src/lib.rs): selector byte + request protobuf, ids as placeholders ----
+AGENT_RPCS = [
+    "GetManifest", "GetServiceBanner", "UpdateStats", "UpdateLifecycle", "BatchUpdateAppHealths", "UpdateStartup",
+    "BatchUpdateMetadata", "BatchCreateLogs", "GetAnnouncementBanners", "ScriptCompleted",
+    "GetResourcesMonitoringConfiguration", "PushResourcesMonitoringUsage", "ReportConnection", "CreateSubAgent",
+    "DeleteSubAgent", "ListSubAgents", "ReportBoundaryLogs", "UpdateAppStatus", "PushContextState",
+]  # agent.proto order, as agentwire::agentapi::fuzzing::Rpc::ALL (fuzz/agentapi/tests/replay.rs checks it)
+APP, SCRIPT, LOG_SOURCE, SUB_AGENT = b"AWFZ:app--------", b"AWFZ:script-----", b"AWFZ:log-source-", b"AWFZ:sub-agent--"
+NB_APP, NB_SCRIPT, NB_SUB_AGENT = b"AWFZ:nb-app-----", b"AWFZ:nb-script--", b"AWFZ:nb-subagent"
+
+
+def pb_key(field, wire):
+    return varint((field << 3) | wire)
+
+
+def pb_int(field, v):
+    return pb_key(field, 0) + varint(v & ((1 << 64) - 1))
+
+
+def pb_bytes(field, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_key(field, 2) + varint(len(data)) + data
+
+
+def pb_double(field, v):
+    return pb_key(field, 1) + struct.pack("<d", v)
+
+
+def pb_time(field, seconds=1767225600, nanos=0):
+    return pb_bytes(field, pb_int(1, seconds) + (pb_int(2, nanos) if nanos else b""))
+
+
+def agentapi_seed(rpc, request):
+    return bytes([AGENT_RPCS.index(rpc)]) + request
+
+
+def agentapi_seeds(calls):
+    """The recorded agent's requests (its ids swapped for placeholders), then hand-built ones for the rest."""
+    manifest = next(c for c in calls if c["name"] == "GetManifest")["server_to_client"][0]["message"]
+    b64 = lambda s: __import__("base64").b64decode(s)
+    recorded_ids = {
+        b64(manifest["apps"][0]["id"]): APP,
+        b64(manifest["scripts"][0]["id"]): SCRIPT,
+        b64(manifest["scripts"][0]["log_source_id"]): LOG_SOURCE,
+    }
+    out = {}
+    for call in calls:
+        rpc = call["rpc"].rsplit("/", 1)[1]
+        if not call["rpc"].startswith("/coder.agent.v2.Agent/") or rpc not in AGENT_RPCS:
+            continue
+        message = next(p for p in call["client_to_server"] if p["kind"] == "Message")
+        request = bytes.fromhex(message["data_hex"])
+        for real, placeholder in recorded_ids.items():
+            request = request.replace(real, placeholder)
+        out[f"{AGENT_RPCS.index(rpc):02d}-{rpc}-recorded-{call['step']:02d}"] = agentapi_seed(rpc, request)
+
+    datapoint = pb_time(1) + pb_bytes(2, pb_int(1, 3 << 30) + pb_int(2, 4 << 30))
+    datapoint += pb_bytes(3, pb_bytes(1, "/home/coder") + pb_int(2, 45) + pb_int(3, 50))
+    http = pb_bytes(3, pb_bytes(1, "GET") + pb_bytes(2, "https://example.com/") + pb_bytes(3, "allow example.com"))
+    sub_app = pb_bytes(5, pb_bytes(1, "web") + pb_bytes(13, "http://localhost:3000") + pb_int(11, 1))
+    resource = pb_bytes(1, "/home/coder/AGENTS.md") + pb_bytes(3, "0" * 64) + pb_int(4, 12) + pb_int(5, 1)
+    resource += pb_bytes(10, pb_bytes(1, "# notes"))
+    hand = {
+        "GetManifest": {"empty": b""},
+        "GetServiceBanner": {"empty": b""},
+        "UpdateStats": {
+            "empty": b"",
+            "metrics": pb_bytes(1, pb_bytes(1, pb_bytes(1, "ssh") + pb_int(2, 2)) + pb_int(2, 2) + pb_double(3, 1.5)
+                                + pb_int(11, 2) + pb_bytes(12, pb_bytes(1, "up") + pb_int(2, 2) + pb_double(3, 1.0))),
+        },
+        "UpdateLifecycle": {"no-time": pb_bytes(1, pb_int(1, 4)), "unspecified": pb_bytes(1, b"")},
+        "BatchUpdateAppHealths": {
+            "own-app": pb_bytes(1, pb_bytes(1, APP) + pb_int(2, 4)),
+            "neighbour-app": pb_bytes(1, pb_bytes(1, NB_APP) + pb_int(2, 4)),
+            "twice": pb_bytes(1, pb_bytes(1, APP) + pb_int(2, 3)) + pb_bytes(1, pb_bytes(1, APP) + pb_int(2, 4)),
+        },
+        "UpdateStartup": {
+            "envbox": pb_bytes(1, pb_bytes(1, "v2.30.0") + pb_bytes(2, "/home/coder") + pb_bytes(3, b"\x01\x03")),
+            "bad-version": pb_bytes(1, pb_bytes(1, "2.30")),
+        },
+        "BatchUpdateMetadata": {
+            "own-key": pb_bytes(2, pb_bytes(1, "cpu") + pb_bytes(2, pb_time(1) + pb_bytes(3, "12%"))),
+            "long-value": pb_bytes(2, pb_bytes(1, "cpu") + pb_bytes(2, pb_bytes(3, "x" * 3000) + pb_bytes(4, "e"))),
+        },
+        "BatchCreateLogs": {
+            "nil-source": pb_bytes(1, bytes(16)) + pb_bytes(2, pb_time(1) + pb_bytes(2, "hello") + pb_int(3, 3)),
+            "own-source": pb_bytes(1, LOG_SOURCE) + pb_bytes(2, pb_time(1) + pb_bytes(2, "a\x00b") + pb_int(3, 5)),
+        },
+        "GetAnnouncementBanners": {"empty": b""},
+        "ScriptCompleted": {
+            "own-script": pb_bytes(1, pb_bytes(1, SCRIPT) + pb_time(2) + pb_time(3, 1767225602) + pb_int(5, 0)),
+            "neighbour-script": pb_bytes(1, pb_bytes(1, NB_SCRIPT) + pb_time(2) + pb_time(3) + pb_int(6, 1)),
+        },
+        "GetResourcesMonitoringConfiguration": {"empty": b""},
+        "PushResourcesMonitoringUsage": {"one-nok": pb_bytes(1, datapoint), "empty": b""},
+        "ReportConnection": {
+            "disconnect": pb_bytes(1, pb_bytes(1, bytes(range(16))) + pb_int(2, 2) + pb_int(3, 2) + pb_time(4)
+                                   + pb_bytes(5, "10.0.0.1") + pb_int(6, 1) + pb_bytes(7, "closed")),
+        },
+        "CreateSubAgent": {
+            "new": pb_bytes(1, "devcontainer") + pb_bytes(2, "/workspaces/p") + pb_bytes(3, "amd64")
+                   + pb_bytes(4, "linux") + sub_app + pb_bytes(6, b"\x00\x02"),
+            "existing": pb_bytes(7, SUB_AGENT) + pb_bytes(2, "/workspaces/q") + pb_bytes(6, b"\x01"),
+            "neighbours": pb_bytes(7, NB_SUB_AGENT),
+            "bad-name": pb_bytes(1, "not valid"),
+        },
+        "DeleteSubAgent": {"own": pb_bytes(1, SUB_AGENT), "neighbours": pb_bytes(1, NB_SUB_AGENT)},
+        "ListSubAgents": {"empty": b""},
+        "ReportBoundaryLogs": {
+            "one": pb_bytes(1, pb_int(1, 1) + pb_time(2) + http + pb_int(4, 7)) + pb_bytes(2, "s1")
+                   + pb_bytes(3, "curl"),
+        },
+        "UpdateAppStatus": {
+            "working": pb_bytes(1, "web") + pb_int(2, 0) + pb_bytes(3, "building") + pb_bytes(4, "https://x/"),
+            "unknown-slug": pb_bytes(1, "nope") + pb_int(2, 2),
+        },
+        "PushContextState": {
+            "initial": pb_int(1, 1) + pb_bytes(2, "ab" * 32) + pb_bytes(3, resource) + pb_int(4, 1),
+        },
+    }
+    for rpc, variants in hand.items():
+        for name, request in variants.items():
+            out[f"{AGENT_RPCS.index(rpc):02d}-{rpc}-{name}"] = agentapi_seed(rpc, request)
+    return out
+
+
 def main():
     index = json.loads((FIXTURES / "index.json").read_text())
     calls = index["calls"]
     seeds = {name: {} for name in ("drpc_frame", "drpc_packet", "drpc_conn", "drpc_conn_client", "ws_bytes")}
+    seeds["agentapi_requests"] = agentapi_seeds(calls)
 
     for call in calls:
         s = slug(call)

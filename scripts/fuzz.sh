@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# cargo-fuzz targets of the dRPC layer (fuzz/) and of the WebSocket adapter (fuzz/ws/).
+# cargo-fuzz targets of the dRPC layer (fuzz/), of the WebSocket adapter (fuzz/ws/) and of the Agent RPC handlers on
+# an in-memory SQLite store (fuzz/agentapi/).
 #
 #   scripts/fuzz.sh build                 build every target (libFuzzer + ASan, release with debug assertions)
 #   scripts/fuzz.sh run SECONDS [TARGET…]  run each target (default: all) for SECONDS, one after another, from a
 #                                         temporary copy of fuzz/seeds/TARGET; prints each target's executions;
 #                                         exits non-zero if any target crashed (the reproducer is left in
-#                                         fuzz/artifacts/TARGET/ or fuzz/ws/artifacts/TARGET/)
+#                                         fuzz/artifacts/TARGET/, fuzz/ws/artifacts/TARGET/ or
+#                                         fuzz/agentapi/artifacts/TARGET/)
 #   scripts/fuzz.sh replay                replay every seed and fuzz/regressions/ input without libFuzzer
 #                                         (plain `cargo test`, stable toolchain)
 #   scripts/fuzz.sh seed                  regenerate fuzz/seeds/ from tests/fixtures/go-wire (python3)
@@ -21,13 +23,15 @@ cd "$ROOT"
 
 DRPC_TARGETS=(drpc_frame drpc_packet drpc_conn drpc_conn_client)
 WS_TARGETS=(ws_bytes)
-ALL_TARGETS=("${DRPC_TARGETS[@]}" "${WS_TARGETS[@]}")
+AGENTAPI_TARGETS=(agentapi_requests)
+ALL_TARGETS=("${DRPC_TARGETS[@]}" "${WS_TARGETS[@]}" "${AGENTAPI_TARGETS[@]}")
 
 log() { echo "fuzz.sh: $*" >&2; }
 
 fuzz_dir() {
     case "$1" in
         ws_*) echo fuzz/ws ;;
+        agentapi_*) echo fuzz/agentapi ;;
         drpc_*) echo fuzz ;;
         *) log "unknown target $1 (targets: ${ALL_TARGETS[*]})"; exit 2 ;;
     esac
@@ -51,7 +55,7 @@ setup() {
 
 build() {
     setup
-    for dir in fuzz fuzz/ws; do
+    for dir in fuzz fuzz/ws fuzz/agentapi; do
         log "building targets in $dir"
         "${CARGO[@]}" fuzz build --fuzz-dir "$dir" >&2
     done
@@ -119,7 +123,7 @@ case "${1:-}" in
     seed) python3 fuzz/gen_seeds.py ;;
     list) printf '%s\n' "${ALL_TARGETS[@]}" ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

@@ -10,6 +10,8 @@ mod boundary;
 mod connections;
 mod context;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod lifecycle;
 mod logs;
 mod manifest;
