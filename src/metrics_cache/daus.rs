@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use agentwire_store::aggregates::{ActivityDay, MICROS_PER_DAY};
+use agentwire_store::aggregates::{ActivityDay, TemplateDayUsers, UserActivityDay, MICROS_PER_DAY};
 use uuid::Uuid;
 
 /// Microseconds in an hour: offsets are whole hours.
@@ -88,6 +88,30 @@ struct UserDay {
     last_at: i64,
 }
 
+/// What the daily-active-user aggregates are computed from.
+#[derive(Debug, Clone)]
+pub enum Activity {
+    /// One row per (template, user, UTC day): every deployment and template offset derives from these.
+    Rows(Vec<ActivityDay>),
+    /// Folded by the database, a fraction of the rows: per (user, UTC day) across templates, which serves the
+    /// deployment DAUs of every offset; per (template, UTC day) counts and per-template unique users, which serve
+    /// template DAUs at offset 0 only.
+    Folded { user_days: Vec<UserActivityDay>, template_days: Vec<TemplateDayUsers>, unique_users: Vec<(Uuid, i64)> },
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::Rows(Vec::new())
+    }
+}
+
+impl Activity {
+    /// Whether template DAUs at these offsets need [`Activity::Rows`].
+    pub fn rows_needed(template_offsets: &[i32]) -> bool {
+        template_offsets.iter().any(|o| *o != 0)
+    }
+}
+
 /// Everything the template refresh derives from the activity rows.
 #[derive(Debug, Default)]
 pub struct DauAggregates {
@@ -97,8 +121,51 @@ pub struct DauAggregates {
 }
 
 /// Deployment DAUs for `deployment_offsets` (all templates), template DAUs for `template_offsets` and unique users,
-/// for the templates in `templates` (others get nothing, as the seed only walks live templates).
+/// for the templates in `templates` (others get nothing, as the seed only walks live templates). Folded activity
+/// carries template DAUs at offset 0 only (see [`Activity::rows_needed`]); other template offsets are left out.
 pub fn aggregate(
+    activity: Activity,
+    templates: &[Uuid],
+    deployment_offsets: &[i32],
+    template_offsets: &[i32],
+) -> DauAggregates {
+    match activity {
+        Activity::Rows(rows) => aggregate_rows(rows, templates, deployment_offsets, template_offsets),
+        Activity::Folded { user_days, template_days, unique_users } => {
+            let mut deployment: Vec<UserDay> = user_days
+                .iter()
+                .map(|d| UserDay { user_id: d.user_id, first_at: d.first_at, last_at: d.last_at })
+                .collect();
+            // count_by_day wants (user, UTC day) order; the database's group order is not promised.
+            let mut order: Vec<usize> = (0..user_days.len()).collect();
+            order.sort_unstable_by_key(|&i| (user_days[i].user_id, user_days[i].day));
+            deployment = order.into_iter().map(|i| deployment[i]).collect();
+            let mut out =
+                DauAggregates { deployment: deployment_series(&deployment, deployment_offsets), ..Default::default() };
+            if template_offsets.contains(&0) {
+                let mut by_template: HashMap<Uuid, BTreeMap<i64, i64>> =
+                    templates.iter().map(|t| (*t, BTreeMap::new())).collect();
+                for d in &template_days {
+                    if let Some(days) = by_template.get_mut(&d.template_id) {
+                        days.insert(d.day, d.users);
+                    }
+                }
+                let per = by_template.iter().map(|(t, days)| (*t, Arc::new(series(0, days)))).collect();
+                out.templates.insert(0, per);
+            }
+            let unique: HashMap<Uuid, i64> = unique_users.into_iter().collect();
+            out.unique_users = templates.iter().map(|t| (*t, unique.get(t).copied().unwrap_or(0))).collect();
+            out
+        }
+    }
+}
+
+/// Deployment DAUs for each offset from per-(user, UTC day) rows sorted by user, then day.
+fn deployment_series(deployment: &[UserDay], offsets: &[i32]) -> BTreeMap<i32, Arc<DauSeries>> {
+    offsets.iter().map(|&offset| (offset, Arc::new(series(offset, &count_by_day(deployment, offset))))).collect()
+}
+
+fn aggregate_rows(
     mut activity: Vec<ActivityDay>,
     templates: &[Uuid],
     deployment_offsets: &[i32],
@@ -121,9 +188,7 @@ pub fn aggregate(
             }
         }
     }
-    for &offset in deployment_offsets {
-        out.deployment.insert(offset, Arc::new(series(offset, &count_by_day(&deployment, offset))));
-    }
+    out.deployment = deployment_series(&deployment, deployment_offsets);
     // Per template: the rows are already unique per (template, user, day).
     let mut by_template: HashMap<Uuid, Vec<UserDay>> = templates.iter().map(|t| (*t, Vec::new())).collect();
     for a in &activity {
@@ -181,7 +246,7 @@ mod tests {
         let at = |h: i64| day * MICROS_PER_DAY + h * MICROS_PER_HOUR;
         // Active at 01:00 and 23:00 UTC on one day.
         let rows = vec![ActivityDay { template_id: t, user_id: u, day, first_at: at(1), last_at: at(23) }];
-        let agg = aggregate(rows, &[t], &[0, -2, 2], &[0]);
+        let agg = aggregate(Activity::Rows(rows), &[t], &[0, -2, 2], &[0]);
         let days = |o: i32| agg.deployment[&o].entries.iter().map(|e| (e.day, e.amount)).collect::<Vec<_>>();
         assert_eq!(days(0), [(day, 1)]);
         assert_eq!(days(-2), [(day - 1, 1), (day, 1)]);

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
+use agentwire_store::aggregates::ActivityDay;
 
 const DAY: i64 = 86_400_000_000;
 /// 2024-01-02T00:00:00Z.
@@ -24,7 +25,7 @@ fn failure() -> StoreError {
 }
 
 impl Source for Arc<Scripted> {
-    async fn template_inputs(&self, _: UnixMicros, _: i64) -> Result<TemplateInputs, StoreError> {
+    async fn template_inputs(&self, _: UnixMicros, _: i64, _: bool) -> Result<TemplateInputs, StoreError> {
         self.template_reads.fetch_add(1, Ordering::SeqCst);
         let template = Uuid::from_u128(7);
         let activity = self
@@ -40,7 +41,7 @@ impl Source for Arc<Scripted> {
                 last_at: WALL - 1,
             })
             .collect();
-        Ok(TemplateInputs { templates: vec![template], activity, builds: Vec::new() })
+        Ok(TemplateInputs { templates: vec![template], activity: Activity::Rows(activity), builds: Vec::new() })
     }
 
     async fn deployment_inputs(&self, _: UnixMicros, _: UnixMicros) -> Result<DeploymentInputs, StoreError> {

@@ -37,6 +37,26 @@ mod sql {
         "SELECT template_id, user_id, utc_day AS day, first_at, last_at FROM template_user_activity_days",
     );
 
+    // The rollup folded per user and UTC day across templates: what the deployment DAUs of every offset derive from
+    // (a user's first and last instant of a UTC day decide its local days). Index order, no sort (migration 0005).
+    pub const USER_DAYS: Stmt = Stmt::new(
+        "GetDeploymentUserActivityDays",
+        "SELECT user_id, utc_day AS day, MIN(first_at) AS first_at, MAX(last_at) AS last_at \
+         FROM template_user_activity_days GROUP BY user_id, utc_day",
+    );
+
+    // Coder's GetTemplateDAUs at offset 0 for every template at once: a rollup row is one user on one UTC day.
+    pub const TEMPLATE_DAY_USERS: Stmt = Stmt::new(
+        "GetTemplateDAUsByUTCDay",
+        "SELECT template_id, utc_day, COUNT(*) FROM template_user_activity_days GROUP BY template_id, utc_day",
+    );
+
+    // Coder's GetTemplateUniqueUsers (the template's active_user_count) for every template at once.
+    pub const TEMPLATE_UNIQUE_USERS: Stmt = Stmt::new(
+        "GetTemplateUniqueUsers",
+        "SELECT template_id, COUNT(DISTINCT user_id) FROM template_user_activity_days GROUP BY template_id",
+    );
+
     // Coder's GetTemplateAverageBuildTime for every non-deleted template in one statement: the `$2` most recent
     // builds per template (all transitions together, as Coder's LIMIT 100) whose job started after `$1`, completed,
     // was not cancelled and has no error. The caller takes the percentiles per transition.
@@ -133,18 +153,64 @@ where
     usize: sqlx::ColumnIndex<R>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        let id = |index: usize| -> Result<Uuid, sqlx::Error> {
-            let text: &str = row.try_get(index)?;
-            Uuid::parse_str(text).map_err(|e| sqlx::Error::ColumnDecode { index: index.to_string(), source: e.into() })
-        };
         Ok(ActivityDay {
-            template_id: id(0)?,
-            user_id: id(1)?,
+            template_id: uuid_column(row, 0)?,
+            user_id: uuid_column(row, 1)?,
             day: row.try_get(2)?,
             first_at: row.try_get(3)?,
             last_at: row.try_get(4)?,
         })
     }
+}
+
+/// One user's activity on one UTC day across all templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserActivityDay {
+    /// The user.
+    pub user_id: Uuid,
+    /// UTC day (days since 1970-01-01).
+    pub day: i64,
+    /// First connected report of that day, on any template.
+    pub first_at: UnixMicros,
+    /// Last connected report of that day, on any template.
+    pub last_at: UnixMicros,
+}
+
+impl<'r, R: sqlx::Row> FromRow<'r, R> for UserActivityDay
+where
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(UserActivityDay {
+            user_id: uuid_column(row, 0)?,
+            day: row.try_get(1)?,
+            first_at: row.try_get(2)?,
+            last_at: row.try_get(3)?,
+        })
+    }
+}
+
+/// How many users were active on a template on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateDayUsers {
+    /// The template.
+    pub template_id: Uuid,
+    /// UTC day (days since 1970-01-01).
+    pub day: i64,
+    /// Distinct users with a connection that day.
+    pub users: i64,
+}
+
+/// A text id column, parsed without an owned String in between.
+fn uuid_column<'r, R: sqlx::Row>(row: &'r R, index: usize) -> Result<Uuid, sqlx::Error>
+where
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let text: &str = row.try_get(index)?;
+    Uuid::parse_str(text).map_err(|e| sqlx::Error::ColumnDecode { index: index.to_string(), source: e.into() })
 }
 
 /// The execution time of one recent successful build.
@@ -287,6 +353,36 @@ impl Store {
         Ok(with_pool!(&core.db, read, |eng, pool| {
             qa!(core.counters, eng, sql::USER_ACTIVITY_DAYS, ActivityDay).fetch_all(pool).await?
         }))
+    }
+
+    /// Every (user, UTC day) with a connection on any template, with the day's first and last instant.
+    pub async fn user_activity_by_day(&self) -> Result<Vec<UserActivityDay>, StoreError> {
+        let core = self.core();
+        Ok(with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, sql::USER_DAYS, UserActivityDay).fetch_all(pool).await?
+        }))
+    }
+
+    /// Active users per template and UTC day.
+    pub async fn template_users_by_day(&self) -> Result<Vec<TemplateDayUsers>, StoreError> {
+        let core = self.core();
+        let rows: Vec<(String, i64, i64)> = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, sql::TEMPLATE_DAY_USERS, (String, i64, i64)).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(t, day, users)| {
+                Ok(TemplateDayUsers { template_id: uuid("template_user_activity_days", &t)?, day, users })
+            })
+            .collect()
+    }
+
+    /// Distinct users ever active per template.
+    pub async fn template_unique_users(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        let core = self.core();
+        let rows: Vec<(String, i64)> = with_pool!(&core.db, read, |eng, pool| {
+            qa!(core.counters, eng, sql::TEMPLATE_UNIQUE_USERS, (String, i64)).fetch_all(pool).await?
+        });
+        rows.into_iter().map(|(t, n)| Ok((uuid("template_user_activity_days", &t)?, n))).collect()
     }
 
     /// The `per_template` most recent successful builds of each non-deleted template whose job started after
