@@ -182,11 +182,9 @@ fn render_batchers(out: &mut String, batchers: &agentwire_store::AllBatcherStats
     let series: [(&str, &str, Field); 7] = [
         ("enqueued", "Items accepted into a batcher's queue.", |s| s.enqueued),
         ("refused", "Items a full (or shut down) batcher queue refused; counted in dropped too.", |s| s.refused),
-        (
-            "dropped",
-            "Items lost: refused by the queue, over a full buffer, or discarded by a failed flush.",
-            |s| s.dropped,
-        ),
+        ("dropped", "Items lost: refused by the queue, over a full buffer, or discarded by a failed flush.", |s| {
+            s.dropped
+        }),
         ("superseded", "Items replaced by a newer one of the same key before they were written.", |s| s.superseded),
         ("written", "Items written by successful flushes.", |s| s.items_flushed),
         ("flushes", "Batcher flushes (one transaction each).", |s| s.flushes),
