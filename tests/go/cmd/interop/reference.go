@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"agentwire.test/interop/internal/link"
 	"agentwire.test/interop/internal/reference"
@@ -38,32 +34,5 @@ func referenceServer(args []string) int {
 	}
 	srv := &link.Server{SessionHandler: reference.Handler, QuietConnections: !*verbose, Log: logger}
 
-	l, err := net.Listen("tcp", *listen)
-	if err != nil {
-		logger.Printf("listen: %v", err)
-		return exitFail
-	}
-	defer func() { _ = l.Close() }()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	watchStdin(cancel)
-
-	errc := make(chan error, 1)
-	switch *transport {
-	case "tcp":
-		go func() { errc <- srv.ServeTCP(ctx, l) }()
-	case "ws":
-		hs := &http.Server{Handler: srv.WebSocketHandler(ctx), ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- hs.Serve(l) }()
-	}
-	fmt.Println(link.Announce(*transport, l.Addr()))
-
-	select {
-	case <-ctx.Done():
-		return exitOK
-	case err := <-errc:
-		logger.Printf("reference: %v", err)
-		return exitFail
-	}
+	return listenAndServe(srv, *transport, *listen, logger, "reference")
 }

@@ -43,7 +43,14 @@ func serve(args []string) int {
 	}
 	srv := &link.Server{Handler: mux, Log: logger}
 
-	l, err := net.Listen("tcp", *listen)
+	return listenAndServe(srv, *transport, *listen, logger, "serve")
+}
+
+// listenAndServe serves srv on listen over transport (tcp or ws), prints the
+// announce line once the listener is bound, and runs until stdin closes (see
+// watchStdin) or serving fails; what names the command in the failure log.
+func listenAndServe(srv *link.Server, transport, listen string, logger *log.Logger, what string) int {
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		logger.Printf("listen: %v", err)
 		return exitFail
@@ -55,7 +62,7 @@ func serve(args []string) int {
 	watchStdin(cancel)
 
 	errc := make(chan error, 1)
-	switch *transport {
+	switch transport {
 	case "tcp":
 		go func() { errc <- srv.ServeTCP(ctx, l) }()
 	case "ws":
@@ -63,13 +70,13 @@ func serve(args []string) int {
 		go func() { errc <- hs.Serve(l) }()
 	}
 	// The listener is bound, so connections made from now on will be served.
-	fmt.Println(link.Announce(*transport, l.Addr()))
+	fmt.Println(link.Announce(transport, l.Addr()))
 
 	select {
 	case <-ctx.Done():
 		return exitOK
 	case err := <-errc:
-		logger.Printf("serve: %v", err)
+		logger.Printf("%s: %v", what, err)
 		return exitFail
 	}
 }
