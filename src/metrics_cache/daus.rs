@@ -131,15 +131,13 @@ pub fn aggregate(
 ) -> DauAggregates {
     match activity {
         Activity::Rows(rows) => aggregate_rows(rows, templates, deployment_offsets, template_offsets),
-        Activity::Folded { user_days, template_days, unique_users } => {
-            let mut deployment: Vec<UserDay> = user_days
+        Activity::Folded { mut user_days, template_days, unique_users } => {
+            // count_by_day wants (user, UTC day) order; the database's group order is not promised.
+            user_days.sort_unstable_by_key(|d| (d.user_id, d.day));
+            let deployment: Vec<UserDay> = user_days
                 .iter()
                 .map(|d| UserDay { user_id: d.user_id, first_at: d.first_at, last_at: d.last_at })
                 .collect();
-            // count_by_day wants (user, UTC day) order; the database's group order is not promised.
-            let mut order: Vec<usize> = (0..user_days.len()).collect();
-            order.sort_unstable_by_key(|&i| (user_days[i].user_id, user_days[i].day));
-            deployment = order.into_iter().map(|i| deployment[i]).collect();
             let mut out =
                 DauAggregates { deployment: deployment_series(&deployment, deployment_offsets), ..Default::default() };
             if template_offsets.contains(&0) {
