@@ -268,23 +268,36 @@ impl AppState {
     }
 }
 
+/// The next connection on `listener` with Nagle off (as in Go: with it, a small RPC waits on delayed ACKs), or
+/// `None` once `stop` fires. A failed accept (out of descriptors and the like) pauses rather than spins.
+pub(crate) async fn accept_until(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "setting TCP_NODELAY");
+                }
+                return Some((tcp, peer));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Accepts plain-TCP yamux sessions and serves each as the agent of `token` (resolved per connection, as the
 /// WebSocket path does).
 pub async fn serve_tcp(state: AppState, listener: TcpListener, token: String) {
-    loop {
-        let accepted = tokio::select! {
-            _ = state.shutdown_token().cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "accepting a TCP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = accept_until(&listener, state.shutdown_token()).await {
         let state = state.clone();
         let token = token.clone();
         tokio::spawn(async move {

@@ -81,22 +81,7 @@ pub async fn serve(
     http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(state.config().handshake_timeout);
     let app = router(state);
     let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let tcp = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(err) => {
-                    // Out of descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %err, "accepting an HTTP connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "setting TCP_NODELAY");
-        }
+    while let Some((tcp, _)) = crate::server::accept_until(&listener, &stop).await {
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).with_upgrades();
         let stop = stop.clone();
