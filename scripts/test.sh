@@ -11,6 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A CI checkout builds once from nothing: incremental state would only double target/ on a disk that may be small.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
 
 need() {
     if ! command -v "$1" >/dev/null 2>&1; then
