@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use agentwire_transport::client::Client;
 use agentwire_transport::io::{spawn_session, Mode, SessionConfig};
-use agentwire_transport::server::{Router, Server, ServerConfig, SessionEnd};
+use agentwire_transport::server::{CallObserver, CallOutcome, Router, Server, ServerConfig, SessionEnd};
 use agentwire_transport::testing::yamux_frames::*;
 use agentwire_transport::testing::{path, register_interop};
 use agentwire_transport::wire::frame::encode_frame;
@@ -322,11 +322,22 @@ impl Fixture {
     }
 
     fn with(config: ServerConfig, extra: impl FnOnce(&mut Router<()>)) -> Self {
+        Self::observed(config, extra, None)
+    }
+
+    fn observed(
+        config: ServerConfig,
+        extra: impl FnOnce(&mut Router<()>),
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Self {
         count_panics();
         let mut router = Router::<()>::new();
         register_interop(&mut router);
         extra(&mut router);
-        let server = Server::new(router, config);
+        let mut server = Server::new(router, config);
+        if let Some(observer) = observer {
+            server = server.with_observer(observer);
+        }
         let (peer_io, server_io) = tokio::io::duplex(MIB);
         let abused = server.clone();
         let served = tokio::spawn(async move { abused.serve_session(server_io, (), CancellationToken::new()).await });
@@ -396,20 +407,28 @@ impl Gauge {
 
     /// A fixture whose server also serves `HOLD`, counted by the returned gauge.
     fn fixture(config: ServerConfig) -> (Fixture, Gauge) {
+        Self::observed_fixture(config, None)
+    }
+
+    fn observed_fixture(config: ServerConfig, observer: Option<Arc<dyn CallObserver>>) -> (Fixture, Gauge) {
         let gauge = Gauge::default();
         let handlers = gauge.clone();
-        let fixture = Fixture::with(config, move |router| {
-            router.unary(HOLD, move |_, _| {
-                let gauge = handlers.clone();
-                async move {
-                    let now = gauge.live.fetch_add(1, Ordering::SeqCst) + 1;
-                    gauge.peak.fetch_max(now, Ordering::SeqCst);
-                    let _live = Live(gauge);
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    Ok(Bytes::new())
-                }
-            });
-        });
+        let fixture = Fixture::observed(
+            config,
+            move |router| {
+                router.unary(HOLD, move |_, _| {
+                    let gauge = handlers.clone();
+                    async move {
+                        let now = gauge.live.fetch_add(1, Ordering::SeqCst) + 1;
+                        gauge.peak.fetch_max(now, Ordering::SeqCst);
+                        let _live = Live(gauge);
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        Ok(Bytes::new())
+                    }
+                });
+            },
+            observer,
+        );
         (fixture, gauge)
     }
 
@@ -707,6 +726,57 @@ async fn rapid_reset_cancels_handlers_and_running_handlers_stay_capped() {
     }
     assert_eq!(gauge.peak.load(Ordering::SeqCst), max_calls, "running handlers past max_concurrent_calls");
     f.peer.assert_call_works(next_id).await;
+    f.assert_other_session_works().await;
+}
+
+/// `HOLD` calls the server reported cancelled.
+#[derive(Default)]
+struct CancelledHolds(AtomicUsize);
+
+impl CallObserver for CancelledHolds {
+    fn call_finished(&self, method: &str, outcome: CallOutcome, _elapsed: Duration) {
+        if method == HOLD && outcome == CallOutcome::Cancelled {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A stream whose call waits for a slot behind `max_concurrent_calls` is acknowledged after `ack_delay`, as a slow
+/// reply would be (a Go peer tears the session down over a stream left un-ACKed for 75 s), and one the peer resets
+/// while it waits is let go then, not once a slot frees, and never takes the slot. The call still waiting gets the
+/// slot when the running one ends.
+#[tokio::test]
+async fn a_call_waiting_for_a_slot_is_acknowledged_and_a_reset_one_is_let_go() {
+    let config = ServerConfig { max_concurrent_calls: 1, ack_delay: Duration::from_millis(50), ..Default::default() };
+    let cancelled = Arc::new(CancelledHolds::default());
+    let (mut f, gauge) = Gauge::observed_fixture(config, Some(cancelled.clone()));
+    f.peer.send(&syn_data(1, &unary(HOLD, b""))).await;
+    gauge.until_live(&mut f.peer, 1).await;
+    f.peer.send(&syn_data(3, &unary(HOLD, b""))).await;
+    f.peer.until("the waiting stream's ACK", |p| p.view(3).ack).await;
+    assert_eq!(gauge.live(), 1, "the waiting call started past max_concurrent_calls");
+    assert!(f.peer.view(3).data.is_empty(), "the waiting call was answered");
+
+    let mut reset = syn_data(5, &unary(HOLD, b""));
+    reset.extend(rst(5));
+    f.peer.send(&reset).await;
+    let cancelled_count = || cancelled.0.load(Ordering::SeqCst);
+    let started = Instant::now();
+    while cancelled_count() == 0 {
+        assert!(started.elapsed() < WAIT, "the reset call was never let go while stream 1 held the slot");
+        f.peer.settle(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gauge.live(), 1);
+    assert!(!f.peer.view(5).ack, "the reset stream was acknowledged");
+
+    // Stream 1's call ends (cancelled), and the waiting one takes its slot.
+    f.peer.send(&rst(1)).await;
+    while cancelled_count() < 2 || gauge.live() != 1 {
+        assert!(started.elapsed() < WAIT, "{} cancelled, {} running", cancelled_count(), gauge.live());
+        f.peer.settle(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gauge.peak.load(Ordering::SeqCst), 1, "running handlers past max_concurrent_calls");
+    assert_eq!(cancelled_count(), 2, "stream 1's call and the reset one");
     f.assert_other_session_works().await;
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -61,7 +61,8 @@ pub enum CallOutcome {
     Ok,
     /// An Error packet went out with this code.
     Error(u64),
-    /// The peer cancelled (Close, Cancel, FIN) before the reply.
+    /// The peer cancelled (Close, Cancel, FIN) before the reply, or reset the stream while its call waited for a
+    /// slot.
     Cancelled,
 }
 
@@ -207,7 +208,13 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             }
             continue;
         };
-        let Ok(_permit) = calls.clone().acquire_owned().await else {
+        let waiting_since = std::time::Instant::now();
+        let Some(_permit) = wait_for_call_slot(&calls, &mut io, ack_at).await else {
+            // Closing, or the peer reset the stream while its call waited: free the stream now, not once a slot
+            // comes, so reset streams do not pile up against `max_streams` behind busy handlers.
+            if let Some(observer) = &observer {
+                observer.call_finished(&method, CallOutcome::Cancelled, waiting_since.elapsed());
+            }
             break;
         };
         let span = tracing::debug_span!("rpc", method = %method);
@@ -236,6 +243,32 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     if let Err(err) = io.close().await {
         tracing::trace!(error = %err, "closing stream");
     }
+}
+
+/// A slot for the stream's next call. A stream that waits for one is acknowledged at `ack_at`, as a slow reply
+/// would be, so a Go peer does not tear the session down over a stream left un-ACKed. `None` when the semaphore is
+/// closed or the acknowledgement cannot be written because the peer reset the stream; a reset that comes after the
+/// acknowledgement is seen once the slot is granted, by the call itself.
+async fn wait_for_call_slot(
+    calls: &Arc<Semaphore>,
+    io: &mut DrpcStream,
+    ack_at: tokio::time::Instant,
+) -> Option<OwnedSemaphorePermit> {
+    let slot = calls.clone().acquire_owned();
+    tokio::pin!(slot);
+    if !io.is_acked() {
+        tokio::select! {
+            biased;
+            permit = &mut slot => return permit.ok(),
+            _ = tokio::time::sleep_until(ack_at) => {
+                if let Err(err) = io.acknowledge().await {
+                    tracing::debug!(error = %err, "stream gone while its call waited for a slot");
+                    return None;
+                }
+            }
+        }
+    }
+    slot.await.ok()
 }
 
 fn log_drive_error(err: &DriveError) {
