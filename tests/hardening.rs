@@ -132,6 +132,7 @@ struct Env {
     abuser: CreatedAgent,
     fresh: CreatedAgent,
     bystander: pb::AgentClient,
+    _dir: tempfile::TempDir,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -144,9 +145,8 @@ impl Env {
         let serial = SERIAL.lock().await;
         // A file, not `sqlite::memory:`: an in-memory database lives on one pooled connection, and calls the
         // abuse cancels mid-query can cost that connection (and with it every table).
-        let dir = std::env::temp_dir().join(format!("agentwire-hardening-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("agentwire.db").display());
+        let dir = tempfile::Builder::new().prefix("agentwire-hardening-").tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("agentwire.db").display());
         let store = Store::open(&url, StoreOptions::default()).await.unwrap();
         let abuser = agent_with_rows(&store, "abuser").await;
         let bystander = agent_with_rows(&store, "bystander").await;
@@ -157,7 +157,7 @@ impl Env {
             .await
             .expect("the bystander's first call");
         assert_eq!(manifest.workspace_name, "bystander-ws");
-        Env { server, abuser, fresh, bystander, _serial: serial }
+        Env { server, abuser, fresh, bystander, _dir: dir, _serial: serial }
     }
 
     fn token(&self) -> String {
