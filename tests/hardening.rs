@@ -24,9 +24,9 @@ use std::time::Duration;
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{CreatedAgent, Store, StoreOptions};
+use agentwire_transport::testing::drpc_packets::{drpc_frame, packet, unary_on};
 use agentwire_transport::testing::yamux_frames::*;
-use agentwire_transport::wire::frame::encode_frame;
-use agentwire_transport::wire::{encode_metadata, encode_packet, Frame, Id, Kind, Metadata, Packet, PacketAssembler};
+use agentwire_transport::wire::{encode_metadata, Frame, Kind, Metadata, Packet, PacketAssembler};
 use bytes::BytesMut;
 use common::server::{agent_with_rows, connect, start, TestServer};
 use futures::{SinkExt, StreamExt};
@@ -201,26 +201,6 @@ impl Env {
 
 // ---------------------------------------------------------------------------------------------------------------
 // dRPC bytes
-
-fn packet(stream: u64, message: u64, kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    encode_packet(&mut buf, Id::new(stream, message), kind, body, 64 * KIB);
-    buf.to_vec()
-}
-
-fn drpc_frame(stream: u64, message: u64, kind: Kind, control: bool, done: bool, body: &[u8]) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    encode_frame(&mut buf, Id::new(stream, message), kind, control, done, body);
-    buf.to_vec()
-}
-
-/// Invoke, Message and CloseSend of dRPC stream `stream`, as a Go client writes a unary call.
-fn unary_on(stream: u64, method: &str, body: &[u8]) -> Vec<u8> {
-    let mut bytes = packet(stream, 1, Kind::Invoke, method.as_bytes());
-    bytes.extend(packet(stream, 2, Kind::Message, body));
-    bytes.extend(packet(stream, 3, Kind::CloseSend, b""));
-    bytes
-}
 
 fn manifest_call() -> Vec<u8> {
     unary_on(1, GET_MANIFEST, &pb::GetManifestRequest {}.encode_to_vec())

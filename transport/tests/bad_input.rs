@@ -19,10 +19,10 @@ use std::time::Duration;
 use agentwire_transport::client::Client;
 use agentwire_transport::io::{spawn_session, Mode, SessionConfig};
 use agentwire_transport::server::{CallObserver, CallOutcome, Router, Server, ServerConfig, SessionEnd};
+use agentwire_transport::testing::drpc_packets::{drpc_frame, invoke, packet, unary_on};
 use agentwire_transport::testing::yamux_frames::*;
 use agentwire_transport::testing::{path, register_interop};
-use agentwire_transport::wire::frame::encode_frame;
-use agentwire_transport::wire::{encode_metadata, encode_packet, Frame, Id, Kind, Metadata, Packet, PacketAssembler};
+use agentwire_transport::wire::{encode_metadata, Frame, Kind, Metadata, Packet, PacketAssembler};
 use agentwire_transport::Limits;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -44,31 +44,6 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 // ---------------------------------------------------------------------------------------------------------------
 // dRPC bytes
-
-fn packet(stream: u64, message: u64, kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    encode_packet(&mut buf, Id::new(stream, message), kind, body, 64 * KIB);
-    buf.to_vec()
-}
-
-/// One raw dRPC frame, any control byte fields.
-fn drpc_frame(stream: u64, message: u64, kind: Kind, control: bool, done: bool, body: &[u8]) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    encode_frame(&mut buf, Id::new(stream, message), kind, control, done, body);
-    buf.to_vec()
-}
-
-fn invoke(stream: u64, message: u64, method: &str) -> Vec<u8> {
-    packet(stream, message, Kind::Invoke, method.as_bytes())
-}
-
-/// Invoke, Message and CloseSend of dRPC stream `stream`, as a Go client writes a unary call.
-fn unary_on(stream: u64, method: &str, body: &[u8]) -> Vec<u8> {
-    let mut bytes = invoke(stream, 1, method);
-    bytes.extend(packet(stream, 2, Kind::Message, body));
-    bytes.extend(packet(stream, 3, Kind::CloseSend, b""));
-    bytes
-}
 
 fn unary(method: &str, body: &[u8]) -> Vec<u8> {
     unary_on(1, method, body)

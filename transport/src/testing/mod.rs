@@ -1,6 +1,7 @@
 //! Test support shared by this crate's tests, the server's tests and the Go interop suite: the raw-bytes
 //! `agentwire.interop.v1.Interop` service, whose behaviour the Go driver under `tests/go` implements too.
 
+pub mod drpc_packets;
 pub mod yamux_frames;
 
 use bytes::Bytes;
