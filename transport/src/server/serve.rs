@@ -69,7 +69,8 @@ pub enum CallOutcome {
 /// What observers see as the method of a call to a path nobody registered.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
-/// Sees every call a server serves: metrics and logs hook in here.
+/// Sees every call a server serves: metrics and logs hook in here. `elapsed` runs from the Invoke, so it includes
+/// any wait for a call slot, as the peer's latency does.
 pub trait CallObserver: Send + Sync + 'static {
     fn call_finished(&self, method: &str, outcome: CallOutcome, elapsed: Duration);
 }
@@ -208,17 +209,16 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             }
             continue;
         };
-        let waiting_since = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let Some(_permit) = wait_for_call_slot(&calls, &mut io, ack_at).await else {
             // Closing, or the peer reset the stream while its call waited: free the stream now, not once a slot
             // comes, so reset streams do not pile up against `max_streams` behind busy handlers.
             if let Some(observer) = &observer {
-                observer.call_finished(&method, CallOutcome::Cancelled, waiting_since.elapsed());
+                observer.call_finished(&method, CallOutcome::Cancelled, started.elapsed());
             }
             break;
         };
         let span = tracing::debug_span!("rpc", method = %method);
-        let started = std::time::Instant::now();
         let outcome = match handler {
             Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
