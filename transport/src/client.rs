@@ -41,6 +41,8 @@ impl From<DriveError> for CallError {
         match err {
             DriveError::Protocol(err) => CallError::Protocol(err),
             DriveError::Io(err) => CallError::Io(err),
+            // Clients read under no budget; should one ever be set, its end is the transport's.
+            DriveError::Memory(err) => CallError::Io(std::io::Error::other(err)),
         }
     }
 }

@@ -2,9 +2,12 @@
 //! Nothing here decides anything; the server and client loops do.
 
 use std::io;
+use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
+use tokio::time::Instant;
 
+use crate::budget::{Evicted, MemoryCharge, SessionMemory};
 use crate::limits::Limits;
 use crate::stream::{ConnError, Connection, Event, Role};
 
@@ -14,6 +17,52 @@ pub enum DriveError {
     Protocol(#[from] ConnError),
     #[error("transport: {0}")]
     Io(#[from] io::Error),
+    /// The session's memory budget ended it while this stream waited to read.
+    #[error(transparent)]
+    Memory(#[from] Evicted),
+}
+
+/// The memory budget a stream reads under: what it holds undispatched counts against `memory`, and it reads only
+/// while there is room.
+#[derive(Debug, Clone)]
+pub struct StreamMemory {
+    pub memory: SessionMemory,
+    /// How long a read may wait for room before the largest holder is ended
+    /// ([`crate::budget::DEFAULT_MEMORY_WAIT`]).
+    pub patience: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Accounting {
+    budget: Option<StreamMemory>,
+    /// Bytes of this stream counted against the budget: what its connection holds undispatched.
+    counted: usize,
+    waiting_since: Option<Instant>,
+}
+
+impl Accounting {
+    fn recount(&mut self, now: usize) {
+        let Some(budget) = &self.budget else { return };
+        if now > self.counted {
+            budget.memory.add(now - self.counted);
+        } else {
+            budget.memory.release(self.counted - now);
+        }
+        self.counted = now;
+    }
+
+    async fn room(&mut self) -> Result<(), Evicted> {
+        match &self.budget {
+            Some(budget) => budget.memory.room(&mut self.waiting_since, budget.patience).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        self.recount(0);
+    }
 }
 
 pub struct DrpcStream {
@@ -25,11 +74,25 @@ pub struct DrpcStream {
     closed: bool,
     /// Something went out on the stream, so the peer has its ACK (the crate sets it on the first frame we send).
     acked: bool,
+    memory: Accounting,
 }
 
 impl DrpcStream {
     pub fn new(stream: yamux::Stream, role: Role, limits: Limits) -> Self {
-        DrpcStream { stream, conn: Connection::new(role, limits), eof: false, closed: false, acked: false }
+        DrpcStream {
+            stream,
+            conn: Connection::new(role, limits),
+            eof: false,
+            closed: false,
+            acked: false,
+            memory: Accounting::default(),
+        }
+    }
+
+    /// Reads under `budget` from now on.
+    pub fn with_memory(mut self, budget: StreamMemory) -> Self {
+        self.memory.budget = Some(budget);
+        self
     }
 
     pub fn conn(&mut self) -> &mut Connection {
@@ -69,26 +132,67 @@ impl DrpcStream {
         self.next_event().await
     }
 
+    /// Like [`DrpcStream::wait_input`], acknowledging the stream at `ack_at` if it is still waiting then.
+    pub async fn wait_input_acking(&mut self, ack_at: tokio::time::Instant) -> Result<bool, DriveError> {
+        if !self.acked {
+            tokio::select! {
+                biased;
+                input = self.wait_input() => return input,
+                _ = tokio::time::sleep_until(ack_at) => self.acknowledge().await?,
+            }
+        }
+        self.wait_input().await
+    }
+
+    /// Counts `n` bytes against the stream's budget until the guard is dropped: a message handed on, not yet taken.
+    pub fn charge(&self, n: usize) -> Option<MemoryCharge> {
+        self.memory.budget.as_ref().map(|budget| budget.memory.charge(n))
+    }
+
     /// The next event; `Ok(None)` when the peer has closed its side and every buffered packet was delivered.
     /// Cancel-safe: a chunk is handed to the connection in the same poll that receives it.
     pub async fn next_event(&mut self) -> Result<Option<Event>, DriveError> {
         loop {
-            if let Some(event) = self.conn.poll_event()? {
+            let event = self.conn.poll_event();
+            self.memory.recount(self.conn.buffered_input());
+            if let Some(event) = event? {
                 return Ok(Some(event));
             }
             if self.eof {
                 return Ok(None);
             }
-            match self.stream.next().await {
-                Some(Ok(chunk)) => self.conn.handle_input(chunk.as_ref()),
-                Some(Err(err)) if err.kind() == io::ErrorKind::WriteZero => self.eof = true,
-                Some(Err(err)) => {
-                    self.eof = true;
-                    return Err(err.into());
-                }
-                None => self.eof = true,
-            }
+            self.read_chunk().await?;
         }
+    }
+
+    /// Waits until the peer has sent something for the connection (bytes of a call, or the end of the stream)
+    /// without parsing it: `Ok(false)` once the stream has ended with nothing left to deliver. Cancel-safe.
+    pub async fn wait_input(&mut self) -> Result<bool, DriveError> {
+        while !self.conn.has_pending_input() {
+            if self.eof {
+                return Ok(false);
+            }
+            self.read_chunk().await?;
+        }
+        Ok(true)
+    }
+
+    /// Reads one chunk into the connection once the memory budget has room for it. Cancel-safe.
+    async fn read_chunk(&mut self) -> Result<(), DriveError> {
+        self.memory.room().await?;
+        match self.stream.next().await {
+            Some(Ok(chunk)) => {
+                self.conn.handle_input(chunk.as_ref());
+                self.memory.recount(self.conn.buffered_input());
+            }
+            Some(Err(err)) if err.kind() == io::ErrorKind::WriteZero => self.eof = true,
+            Some(Err(err)) => {
+                self.eof = true;
+                return Err(err.into());
+            }
+            None => self.eof = true,
+        }
+        Ok(())
     }
 
     pub fn peer_closed(&self) -> bool {

@@ -6,6 +6,10 @@
 //! directions, slips its own Ping frames in between the crate's frames, and takes the answers out of the inbound
 //! bytes before the crate sees them. Our pings carry the top bit in their opaque value; the crate numbers its own
 //! from 0 upward, so the two never meet. Any peer that follows the spec answers (hashicorp does, the crate does).
+//!
+//! The same place reads pings as hashicorp does: an answer nobody waits for (unsolicited, duplicate, late) is
+//! dropped instead of reaching the crate, which would end the session over it. [`tolerance`] lists every frame
+//! checked against hashicorp, what differs, and what this layer does about it.
 
 use std::future::Future;
 use std::io;
@@ -16,6 +20,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use self::tolerance::{Inbound, PingLedger};
+
+mod tolerance;
 
 /// hashicorp's `KeepAliveInterval`.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -67,13 +75,13 @@ impl FrameCursor {
         self.filled == 0 && self.body_left == 0
     }
 
-    /// Walks `data`, calling `on_header` for each whole header (which decides whether it is kept) and passing
-    /// kept bytes to `out`.
+    /// Walks `data`, calling `on_header` for each whole header (which decides whether it is kept, and may rewrite
+    /// it; not its length) and passing kept bytes to `out`.
     fn walk(
         &mut self,
         mut data: &[u8],
         out: &mut impl FnMut(&[u8]),
-        on_header: &mut impl FnMut(&[u8; HEADER_LEN]) -> bool,
+        on_header: &mut impl FnMut(&mut [u8; HEADER_LEN]) -> bool,
     ) {
         while !data.is_empty() {
             if self.body_left > 0 {
@@ -89,8 +97,8 @@ impl FrameCursor {
             data = &data[n..];
             if self.filled == HEADER_LEN {
                 self.filled = 0;
-                let header = self.header;
-                if on_header(&header) {
+                let mut header = self.header;
+                if on_header(&mut header) {
                     out(&header);
                     if header[1] == TYPE_DATA {
                         self.body_left = u64::from(u32::from_be_bytes([header[8], header[9], header[10], header[11]]));
@@ -129,6 +137,8 @@ pub struct Keepalive<T> {
     write_stall: Option<Pin<Box<Sleep>>>,
     /// Pings answered, for tests and metrics.
     pongs: u64,
+    /// The crate's own ping, so that only its answer reaches it.
+    pings: PingLedger,
     /// The crate sent GoAway with an error code (the peer broke the protocol). hashicorp ends the session there;
     /// the crate would carry on, so once the GoAway is on the wire this layer ends it.
     violated: Option<u32>,
@@ -150,6 +160,7 @@ impl<T> Keepalive<T> {
             timer,
             write_stall: None,
             pongs: 0,
+            pings: PingLedger::default(),
             violated: None,
         }
     }
@@ -262,14 +273,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
         }
         let mut pongs = Vec::new();
         let readable = &mut self.readable;
-        self.inbound.walk(data, &mut |bytes| readable.extend_from_slice(bytes), &mut |header| {
-            let flags = u16::from_be_bytes([header[2], header[3]]);
-            let opaque = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-            let ours = header[1] == TYPE_PING && flags & FLAG_ACK != 0 && opaque & OUR_PING != 0;
-            if ours {
+        let pings = &mut self.pings;
+        self.inbound.walk(data, &mut |bytes| readable.extend_from_slice(bytes), &mut |header| match pings
+            .inbound(header)
+        {
+            Inbound::Pass => true,
+            Inbound::OurPong(opaque) => {
                 pongs.push(opaque);
+                false
             }
-            !ours
+            Inbound::Drop => false,
         });
         for nonce in pongs {
             self.on_pong(nonce);
@@ -324,7 +337,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Keepalive<T> {
         }
         this.writable.extend_from_slice(data);
         let mut violated = None;
+        let pings = &mut this.pings;
         this.outbound.walk(data, &mut |_| {}, &mut |header| {
+            pings.outbound(header);
             let code = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
             if header[1] == TYPE_GO_AWAY && code != 0 {
                 violated = Some(code);
@@ -436,6 +451,27 @@ mod tests {
         let (read, pongs) = reader.await.unwrap();
         assert_eq!(read, data, "the crate sees only the data frame");
         assert_eq!(pongs, 5);
+    }
+
+    #[tokio::test]
+    async fn only_the_first_answer_to_the_crates_ping_reaches_it() {
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let mut ka = Keepalive::new(ours, KeepaliveConfig { interval: None, ..KeepaliveConfig::default() });
+        // The crate pings (id 0); the peer answers, then answers again, then answers a ping nobody sent.
+        ka.write_all(&ping_frame(FLAG_SYN, 0)).await.unwrap();
+        ka.flush().await.unwrap();
+        let mut ping = [0u8; HEADER_LEN];
+        peer.read_exact(&mut ping).await.unwrap();
+        assert_eq!(ping, ping_frame(FLAG_SYN, 0));
+        for answer in [ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 5)] {
+            peer.write_all(&answer).await.unwrap();
+        }
+        let data = header(TYPE_DATA, 0, 1, 0);
+        peer.write_all(&data).await.unwrap();
+        let mut seen = vec![0u8; 2 * HEADER_LEN];
+        ka.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen[..HEADER_LEN], ping_frame(FLAG_ACK, 0));
+        assert_eq!(seen[HEADER_LEN..], data[..]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ pub mod keepalive;
 pub mod ws;
 pub mod yamux;
 
-pub use self::drpc_stream::{DriveError, DrpcStream};
+pub use self::drpc_stream::{DriveError, DrpcStream, StreamMemory};
 pub use self::keepalive::{Keepalive, KeepaliveConfig};
 pub use self::ws::{
     WsByteStream, WsFrame, WsMessage, DEFAULT_MAX_WS_MESSAGE_SIZE, DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT,

@@ -70,6 +70,11 @@ impl<C: Send + 'static> Router<C> {
         self.methods.get(path)
     }
 
+    /// The registered spelling of `path`, if it is registered: a label that outlives the peer's string.
+    pub fn path(&self, path: &str) -> Option<&str> {
+        self.methods.get_key_value(path).map(|(registered, _)| registered.as_str())
+    }
+
     /// Every registered method path, sorted.
     pub fn paths(&self) -> Vec<&str> {
         let mut paths: Vec<&str> = self.methods.keys().map(String::as_str).collect();

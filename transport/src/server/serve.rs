@@ -13,13 +13,17 @@ use tracing::Instrument;
 
 use super::router::{BoxFuture, Method, Router};
 use super::status::Status;
-use super::stream::ServerStream;
-use crate::io::{spawn_session, DriveError, DrpcStream, Mode, SessionConfig};
+use super::stream::{Inbound, ServerStream};
+use crate::budget::{
+    Evicted, SessionMemory, DEFAULT_MEMORY_WAIT, DEFAULT_SESSION_GUARANTEED_MEMORY, DEFAULT_SESSION_MEMORY,
+};
+use crate::io::{spawn_session, DriveError, DrpcStream, Mode, SessionConfig, StreamMemory};
 use crate::limits::Limits;
 use crate::stream::{Event, Role};
 
-/// Calls one session may run at once; a stream past it is ACKed and waits for a slot. Go has no such limit; ours
-/// keeps one agent from occupying every worker.
+/// Calls one session may run at once; a stream past it is ACKed and waits for a slot. A call holds its slot from
+/// its first byte, so a partial Invoke counts as a call. Go has no such limit; ours keeps one agent from occupying
+/// every worker, or holding memory in calls it never finishes.
 pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION: usize = 128;
 
 /// Replies a streaming handler may queue before its `send` waits for the peer to take them.
@@ -40,6 +44,12 @@ pub struct ServerConfig {
     pub stream_send_queue: usize,
     /// See [`DEFAULT_ACK_DELAY`].
     pub ack_delay: Duration,
+    /// Undispatched bytes one session may hold; see [`DEFAULT_SESSION_MEMORY`].
+    pub session_memory: usize,
+    /// See [`DEFAULT_SESSION_GUARANTEED_MEMORY`].
+    pub session_guaranteed_memory: usize,
+    /// See [`DEFAULT_MEMORY_WAIT`].
+    pub memory_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +60,9 @@ impl Default for ServerConfig {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION,
             stream_send_queue: DEFAULT_STREAM_SEND_QUEUE,
             ack_delay: DEFAULT_ACK_DELAY,
+            session_memory: DEFAULT_SESSION_MEMORY,
+            session_guaranteed_memory: DEFAULT_SESSION_GUARANTEED_MEMORY,
+            memory_wait: DEFAULT_MEMORY_WAIT,
         }
     }
 }
@@ -84,6 +97,8 @@ pub enum SessionEnd {
     Shutdown,
     /// The yamux session failed (protocol error from the peer, I/O error).
     Failed(yamux::ConnectionError),
+    /// A memory limit stayed exhausted and this session held the most under it: it was closed with GoAway.
+    OverBudget(Evicted),
 }
 
 pub struct Server<C> {
@@ -116,24 +131,50 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
         &self.config
     }
 
-    /// Serves one yamux session (the server side) until the peer leaves or `shutdown` fires. On shutdown no new
-    /// call starts, calls in flight finish (the caller bounds how long with its own timeout), then the session
-    /// closes with GoAway.
+    /// Serves one yamux session (the server side) until the peer leaves or `shutdown` fires, under a memory budget of
+    /// its own ([`ServerConfig::session_memory`]). On shutdown no new call starts, calls in flight finish (the caller
+    /// bounds how long with its own timeout), then the session closes with GoAway.
     pub async fn serve_session<T>(&self, io: T, ctx: C, shutdown: CancellationToken) -> SessionEnd
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let memory = SessionMemory::standalone(self.config.session_memory);
+        self.serve_session_in(io, ctx, shutdown, memory).await
+    }
+
+    /// [`Server::serve_session`] under `memory`, a session budget taken from shared pools
+    /// ([`crate::budget::MemoryBudget::session`]). While the budget is exhausted, streams the peer opens are reset at
+    /// once; a limit that stays exhausted ends the session with GoAway ([`SessionEnd::OverBudget`]).
+    pub async fn serve_session_in<T>(
+        &self,
+        io: T,
+        ctx: C,
+        shutdown: CancellationToken,
+        memory: SessionMemory,
+    ) -> SessionEnd
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (handle, mut incoming) = spawn_session(io, Mode::Server, &self.config.session);
         let calls = Arc::new(Semaphore::new(self.config.max_concurrent_calls.max(1)));
+        let budget = StreamMemory { memory: memory.clone(), patience: self.config.memory_wait };
         let tracker = tokio_util::task::TaskTracker::new();
+        let mut refused = 0u64;
         let stopped = loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break true,
+                _ = shutdown.cancelled() => break Stop::Shutdown,
+                evicted = memory.evicted() => break Stop::OverBudget(evicted),
                 stream = incoming.next() => match stream {
+                    Some(stream) if memory.is_exhausted() => {
+                        // Dropped un-read: the crate resets it and frees what it buffered for it.
+                        refused += 1;
+                        tracing::debug!(stream = stream.id().val(), refused, "memory budget exhausted; resetting a new stream");
+                    }
                     Some(stream) => {
+                        let io = DrpcStream::new(stream, Role::Server, self.config.limits).with_memory(budget.clone());
                         let task = serve_stream(
-                            stream,
+                            io,
                             self.router.clone(),
                             ctx.clone(),
                             self.config,
@@ -143,28 +184,48 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                         );
                         tracker.spawn(task.in_current_span());
                     }
-                    None => break false,
+                    None => break Stop::PeerLeft,
                 },
             }
         };
-        if stopped {
-            tracker.close();
-            tracker.wait().await;
-            handle.close();
-            let _ = incoming.ended().await;
-            return SessionEnd::Shutdown;
-        }
         tracker.close();
-        match incoming.ended().await {
-            Ok(()) => SessionEnd::PeerClosed,
-            Err(err) => SessionEnd::Failed(err),
+        match stopped {
+            Stop::Shutdown => {
+                tracker.wait().await;
+                handle.close();
+                let _ = incoming.ended().await;
+                SessionEnd::Shutdown
+            }
+            Stop::OverBudget(evicted) => {
+                tracing::warn!(
+                    limit = evicted.limit,
+                    held = memory.used(),
+                    session_limit = memory.limit(),
+                    "memory budget exhausted; closing the session that holds the most"
+                );
+                handle.close();
+                let _ = incoming.ended().await;
+                SessionEnd::OverBudget(evicted)
+            }
+            Stop::PeerLeft => match incoming.ended().await {
+                Ok(()) => SessionEnd::PeerClosed,
+                Err(err) => SessionEnd::Failed(err),
+            },
         }
     }
 }
 
-/// Serves every call a peer makes on one yamux stream, then half-closes it once.
+enum Stop {
+    Shutdown,
+    OverBudget(Evicted),
+    PeerLeft,
+}
+
+/// Serves every call a peer makes on one yamux stream, then half-closes it once. A call takes its slot as soon as its
+/// first bytes arrive, before they are parsed: a partial Invoke counts against `max_concurrent_calls` as a running
+/// call does, and a stream waiting for a slot reads no further.
 async fn serve_stream<C: Clone + Send + Sync + 'static>(
-    stream: yamux::Stream,
+    mut io: DrpcStream,
     router: Arc<Router<C>>,
     ctx: C,
     config: ServerConfig,
@@ -172,15 +233,44 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     observer: Option<Arc<dyn CallObserver>>,
     shutdown: CancellationToken,
 ) {
-    let mut io = DrpcStream::new(stream, Role::Server, config.limits);
     let ack_at = tokio::time::Instant::now() + config.ack_delay;
     let mut next: Option<Event> = None;
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     loop {
         let event = match next.take() {
             Some(event) => event,
             None => {
+                if !io.conn().has_pending_input() {
+                    // Between calls: a stream that has sent nothing of its next call holds no slot.
+                    slot = None;
+                    let input = tokio::select! {
+                        // Between calls at shutdown: nothing is lost by closing now.
+                        _ = shutdown.cancelled() => break,
+                        input = io.wait_input_acking(ack_at) => input,
+                    };
+                    match input {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(err) => {
+                            log_drive_error(&err);
+                            break;
+                        }
+                    }
+                }
+                if slot.is_none() {
+                    let started = std::time::Instant::now();
+                    slot = wait_for_call_slot(&calls, &mut io, ack_at).await;
+                    if slot.is_none() {
+                        // Closing, or the peer reset the stream while its call waited: free the stream now, not once
+                        // a slot comes, so reset streams do not pile up against `max_streams` behind busy handlers.
+                        if let Some(observer) = &observer {
+                            let method = waiting_method(&mut io, &router);
+                            observer.call_finished(method, CallOutcome::Cancelled, started.elapsed());
+                        }
+                        break;
+                    }
+                }
                 let event = tokio::select! {
-                    // Between calls at shutdown: nothing is lost by closing now.
                     _ = shutdown.cancelled() => break,
                     event = io.next_event_acking(ack_at) => event,
                 };
@@ -210,14 +300,6 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             continue;
         };
         let started = std::time::Instant::now();
-        let Some(_permit) = wait_for_call_slot(&calls, &mut io, ack_at).await else {
-            // Closing, or the peer reset the stream while its call waited: free the stream now, not once a slot
-            // comes, so reset streams do not pile up against `max_streams` behind busy handlers.
-            if let Some(observer) = &observer {
-                observer.call_finished(&method, CallOutcome::Cancelled, started.elapsed());
-            }
-            break;
-        };
         let span = tracing::debug_span!("rpc", method = %method);
         let outcome = match handler {
             Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
@@ -240,8 +322,17 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
             }
         }
     }
+    drop(slot);
     if let Err(err) = io.close().await {
         tracing::trace!(error = %err, "closing stream");
+    }
+}
+
+/// The registered method a stream let go before its call started was going to call, for observers.
+fn waiting_method<'r, C: Send + 'static>(io: &mut DrpcStream, router: &'r Router<C>) -> &'r str {
+    match io.conn().poll_event() {
+        Ok(Some(Event::Invoke { method, .. })) => router.path(&method).unwrap_or(UNKNOWN_METHOD),
+        _ => UNKNOWN_METHOD,
     }
 }
 
@@ -277,6 +368,7 @@ fn log_drive_error(err: &DriveError) {
             tracing::info!(error = %err, "dRPC protocol error from peer; closing its stream")
         }
         DriveError::Io(err) => tracing::debug!(error = %err, "stream transport error"),
+        DriveError::Memory(err) => tracing::debug!(error = %err, "stream ended by the memory budget"),
     }
 }
 
@@ -363,13 +455,13 @@ async fn serve_streaming(
 ) -> Result<(Option<Event>, CallOutcome), DriveError> {
     // Streaming calls live long and may stay quiet: acknowledge now rather than arm a timer.
     io.acknowledge().await?;
-    let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(send_queue);
     let call = AssertUnwindSafe(handler(ServerStream { inbound: in_rx, outbound: out_tx, method })).catch_unwind();
     tokio::pin!(call);
     let mut in_tx = Some(in_tx);
     // A message the handler has not taken yet; while it waits we read nothing more (Go's back-pressure).
-    let mut undelivered: Option<Bytes> = None;
+    let mut undelivered: Option<Inbound> = None;
     let result = loop {
         tokio::select! {
             biased;
@@ -392,8 +484,11 @@ async fn serve_streaming(
             },
             event = io.next_event(), if undelivered.is_none() => match event? {
                 Some(Event::Message { stream, data }) if stream == id => {
-                    if let Some(Err(mpsc::error::TrySendError::Full(data))) = in_tx.as_ref().map(|tx| tx.try_send(data)) {
-                        undelivered = Some(data);
+                    let message = Inbound { _charge: io.charge(data.len()), data };
+                    if let Some(Err(mpsc::error::TrySendError::Full(message))) =
+                        in_tx.as_ref().map(|tx| tx.try_send(message))
+                    {
+                        undelivered = Some(message);
                     }
                 }
                 Some(Event::CloseSend { stream }) if stream == id => in_tx = None,
@@ -421,7 +516,7 @@ async fn serve_streaming(
     Ok((None, outcome))
 }
 
-async fn reserve(tx: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
+async fn reserve(tx: Option<mpsc::Sender<Inbound>>) -> Option<mpsc::OwnedPermit<Inbound>> {
     match tx {
         Some(tx) => tx.reserve_owned().await.ok(),
         None => None,

@@ -173,6 +173,12 @@ impl Connection {
         self.inbound.len() + self.assembler.buffered()
     }
 
+    /// Whether anything received waits to be turned into events (or the connection has failed, which
+    /// [`Connection::poll_event`] reports).
+    pub fn has_pending_input(&self) -> bool {
+        !self.events.is_empty() || !self.inbound.is_empty() || self.assembler.buffered() > 0 || self.failed.is_some()
+    }
+
     /// The id of the stream in progress, if it has not finished.
     pub fn active_stream(&self) -> Option<u64> {
         self.stream.as_ref().filter(|s| !s.finished).map(|s| s.id)

@@ -91,8 +91,8 @@ impl Frame {
         let Some(header) = parse_header(buf, max_data_len)? else {
             return Ok(None);
         };
+        // Nothing is reserved for the declared length: a peer that declares 4 MiB and sends 10 bytes costs 10 bytes.
         if buf.len() - header.header_len < header.data_len {
-            buf.reserve(header.header_len + header.data_len - buf.len());
             return Ok(None);
         }
         let _ = buf.split_to(header.header_len);
@@ -187,6 +187,19 @@ mod tests {
         varint::encode(1, &mut buf);
         varint::encode(u64::MAX, &mut buf);
         assert!(matches!(Frame::decode(&mut buf, 4 << 20), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing_before_the_data_arrives() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_u8(0x03);
+        varint::encode(1, &mut buf);
+        varint::encode(1, &mut buf);
+        varint::encode((4 << 20) - 1024, &mut buf);
+        buf.extend_from_slice(b"/coder.agent");
+        let capacity = buf.capacity();
+        assert_eq!(Frame::decode(&mut buf, 4 << 20), Ok(None));
+        assert_eq!(buf.capacity(), capacity, "the buffer grew to the declared length");
     }
 
     #[test]

@@ -1,0 +1,504 @@
+//! Memory budgets for what peers send: bytes read off a session's streams and not yet dispatched to a handler
+//! (partial frames and packets, messages a handler has not taken), bounded per session, per group of sessions (an
+//! agent, say) and for the whole server.
+//!
+//! A budget is soft by one read: a stream may read while its session and every pool above it are under their limits,
+//! and counts what the read brought (at most one yamux window, 256 KiB) afterwards. When a limit is reached the
+//! streams that want to read wait, which stops the yamux window they would grant: that is the back-pressure. A wait
+//! that lasts [`DEFAULT_MEMORY_WAIT`] ends the session that holds the most under the exhausted limit (often the
+//! waiter's own), so a peer that fills its budget with packets it never finishes cannot stall anyone for ever.
+//!
+//! Each session is guaranteed the first [`DEFAULT_SESSION_GUARANTEED_MEMORY`] of its budget: bytes up to it are not
+//! drawn from the pools above, so a full server pool cannot stall the small calls of well-behaved sessions, and their
+//! hot path touches no shared counter. The bound on what peers can make the server hold is therefore
+//! `server limit + sessions × guaranteed`, plus, per session, the yamux windows of its open streams (the protocol
+//! grants each new stream 256 KiB that the peer may send before anyone reads).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::MIB;
+
+/// Undispatched bytes one session may hold. Four of Coder's largest messages (4 MiB) fit, so a large log batch
+/// among ordinary calls never waits; Coder's agent holds a few KiB.
+pub const DEFAULT_SESSION_MEMORY: usize = 16 * MIB;
+
+/// The part of a session's budget that is its own, not drawn from the pools above it. Larger than any ordinary
+/// agent call (stats, metadata, lifecycle); only log batches and manifests of sub-agents go past it.
+pub const DEFAULT_SESSION_GUARANTEED_MEMORY: usize = 256 * 1024;
+
+/// How long a stream may wait for room under an exhausted limit before the largest holder under it is ended.
+pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(5);
+
+/// How a session ran out of memory budget, for logs and metrics: the name of the limit that was exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("memory budget exhausted: {limit}")]
+pub struct Evicted {
+    pub limit: &'static str,
+}
+
+/// The name of the per-session limit, as [`Evicted::limit`] and metrics labels carry it.
+pub const SESSION_LIMIT: &str = "session";
+
+/// Counts what the budgets did, by limit name: shared by every pool and session of one server.
+#[derive(Debug, Default)]
+pub struct BudgetEvents {
+    evictions: Mutex<HashMap<&'static str, u64>>,
+    waits: AtomicU64,
+}
+
+impl BudgetEvents {
+    /// Sessions ended because a limit stayed exhausted, by limit name.
+    pub fn evictions(&self) -> Vec<(&'static str, u64)> {
+        let mut all: Vec<_> =
+            self.evictions.lock().map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+        all.sort();
+        all
+    }
+
+    /// Times a stream had to wait for room before reading.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    fn evicted(&self, limit: &'static str) {
+        if let Ok(mut map) = self.evictions.lock() {
+            *map.entry(limit).or_default() += 1;
+        }
+    }
+}
+
+struct Pool {
+    name: &'static str,
+    limit: usize,
+    used: AtomicUsize,
+    parent: Option<Arc<Pool>>,
+    room: Notify,
+    /// Every session below this pool, so the largest can be found when the pool stays exhausted.
+    sessions: Mutex<HashMap<u64, Weak<Leaf>>>,
+    events: Arc<BudgetEvents>,
+}
+
+impl Pool {
+    fn ancestors(self: &Arc<Self>) -> impl Iterator<Item = &Arc<Pool>> {
+        std::iter::successors(Some(self), |pool| pool.parent.as_ref())
+    }
+
+    fn release(&self, n: usize) {
+        let before = self.used.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.limit && before - n < self.limit {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// A pool of memory shared by sessions (the server's, or one agent's below it). Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryBudget(Arc<Pool>);
+
+impl std::fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBudget").field("name", &self.0.name).field("limit", &self.0.limit).finish()
+    }
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
+
+impl MemoryBudget {
+    /// A top-level pool; `name` names its limit in logs and metrics.
+    pub fn root(name: &'static str, limit: usize) -> MemoryBudget {
+        MemoryBudget::new(name, limit, None, Arc::new(BudgetEvents::default()))
+    }
+
+    /// A pool below this one: what its sessions hold counts against both.
+    pub fn child(&self, name: &'static str, limit: usize) -> MemoryBudget {
+        MemoryBudget::new(name, limit, Some(self.0.clone()), self.0.events.clone())
+    }
+
+    fn new(name: &'static str, limit: usize, parent: Option<Arc<Pool>>, events: Arc<BudgetEvents>) -> MemoryBudget {
+        MemoryBudget(Arc::new(Pool {
+            name,
+            limit,
+            used: AtomicUsize::new(0),
+            parent,
+            room: Notify::new(),
+            sessions: Mutex::new(HashMap::new()),
+            events,
+        }))
+    }
+
+    /// A budget for one session below this pool.
+    pub fn session(&self, limit: usize, guaranteed: usize) -> SessionMemory {
+        let leaf = Arc::new(Leaf {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            limit,
+            guaranteed: guaranteed.min(limit),
+            used: Mutex::new(0),
+            parent: Some(self.0.clone()),
+            room: Notify::new(),
+            evicted: CancellationToken::new(),
+            evicted_by: Mutex::new(None),
+            events: self.0.events.clone(),
+        });
+        for pool in self.0.ancestors() {
+            if let Ok(mut sessions) = pool.sessions.lock() {
+                sessions.insert(leaf.id, Arc::downgrade(&leaf));
+            }
+        }
+        SessionMemory(leaf)
+    }
+
+    /// Bytes held below this pool past their sessions' guaranteed parts.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Sessions currently below this pool.
+    pub fn sessions(&self) -> usize {
+        self.0.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn events(&self) -> &Arc<BudgetEvents> {
+        &self.0.events
+    }
+}
+
+struct Leaf {
+    id: u64,
+    limit: usize,
+    guaranteed: usize,
+    used: Mutex<usize>,
+    parent: Option<Arc<Pool>>,
+    room: Notify,
+    evicted: CancellationToken,
+    evicted_by: Mutex<Option<&'static str>>,
+    events: Arc<BudgetEvents>,
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        if let Some(parent) = &self.parent {
+            for pool in parent.ancestors() {
+                if let Ok(mut sessions) = pool.sessions.lock() {
+                    sessions.remove(&self.id);
+                }
+            }
+        }
+    }
+}
+
+impl Leaf {
+    fn excess(&self, used: usize) -> usize {
+        used.saturating_sub(self.guaranteed)
+    }
+
+    fn used(&self) -> usize {
+        self.used.lock().map(|u| *u).unwrap_or(0)
+    }
+
+    fn evict(&self, limit: &'static str) {
+        if let Ok(mut by) = self.evicted_by.lock() {
+            if by.is_some() {
+                return;
+            }
+            *by = Some(limit);
+        }
+        self.events.evicted(limit);
+        self.evicted.cancel();
+    }
+}
+
+/// Where a read has to wait: the session's own limit, or a pool above it.
+enum Blocked {
+    Session,
+    Pool(Arc<Pool>),
+}
+
+/// One session's budget. Cloned by its streams; every clone counts against the same limits.
+#[derive(Clone)]
+pub struct SessionMemory(Arc<Leaf>);
+
+impl std::fmt::Debug for SessionMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMemory").field("limit", &self.0.limit).field("used", &self.0.used()).finish()
+    }
+}
+
+impl SessionMemory {
+    /// A session under no pool (clients, tests): only its own limit applies.
+    pub fn standalone(limit: usize) -> SessionMemory {
+        SessionMemory(Arc::new(Leaf {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            limit,
+            guaranteed: limit,
+            used: Mutex::new(0),
+            parent: None,
+            room: Notify::new(),
+            evicted: CancellationToken::new(),
+            evicted_by: Mutex::new(None),
+            events: Arc::new(BudgetEvents::default()),
+        }))
+    }
+
+    /// Bytes this session holds.
+    pub fn used(&self) -> usize {
+        self.0.used()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Whether the session may read now, and if not, where it is blocked.
+    fn blocked(&self) -> Option<Blocked> {
+        let used = self.0.used();
+        if used < self.0.guaranteed {
+            return None;
+        }
+        if used >= self.0.limit {
+            return Some(Blocked::Session);
+        }
+        let parent = self.0.parent.as_ref()?;
+        parent.ancestors().find(|pool| pool.used.load(Ordering::Acquire) >= pool.limit).cloned().map(Blocked::Pool)
+    }
+
+    /// Whether any limit above the session's guaranteed part is exhausted: new streams are refused meanwhile.
+    pub fn is_exhausted(&self) -> bool {
+        self.blocked().is_some()
+    }
+
+    /// Counts `n` bytes the session now holds.
+    pub fn add(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let Ok(mut used) = self.0.used.lock() else { return };
+        let extra = self.0.excess(*used + n) - self.0.excess(*used);
+        *used += n;
+        if extra > 0 {
+            if let Some(parent) = &self.0.parent {
+                for pool in parent.ancestors() {
+                    pool.used.fetch_add(extra, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Gives back `n` of the bytes counted with [`SessionMemory::add`].
+    pub fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let Ok(mut used) = self.0.used.lock() else { return };
+        let n = n.min(*used);
+        let before = *used;
+        let freed = self.0.excess(before) - self.0.excess(before - n);
+        *used -= n;
+        drop(used);
+        if before >= self.0.limit && before - n < self.0.limit {
+            self.0.room.notify_waiters();
+        }
+        if freed > 0 {
+            if let Some(parent) = &self.0.parent {
+                for pool in parent.ancestors() {
+                    pool.release(freed);
+                }
+            }
+        }
+    }
+
+    /// Resolves once the session may read, or with the limit that ended it. `waiting_since` is when this stream
+    /// started waiting, kept by the caller so that the wait survives the cancellation of this future (it runs
+    /// inside `select!`s): after `patience` of waiting, the largest session under the exhausted limit is ended.
+    pub async fn room(&self, waiting_since: &mut Option<Instant>, patience: Duration) -> Result<(), Evicted> {
+        loop {
+            if let Some(limit) = self.evicted_by() {
+                return Err(Evicted { limit });
+            }
+            let Some(blocked) = self.blocked() else {
+                *waiting_since = None;
+                return Ok(());
+            };
+            let since = *waiting_since.get_or_insert_with(|| {
+                self.0.events.waits.fetch_add(1, Ordering::Relaxed);
+                Instant::now()
+            });
+            let (notify, name) = match &blocked {
+                Blocked::Session => (&self.0.room, SESSION_LIMIT),
+                Blocked::Pool(pool) => (&pool.room, pool.name),
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so a release between the check and the wait is not missed.
+            if self.blocked().is_none() {
+                continue;
+            }
+            let deadline = since + patience;
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.0.evicted.cancelled() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    match &blocked {
+                        Blocked::Session => self.0.evict(name),
+                        Blocked::Pool(pool) => evict_largest(pool, name),
+                    }
+                    // Give the ended session's bytes a further `patience` to come back before ending another.
+                    *waiting_since = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Counts `n` bytes until the returned guard is dropped: for data handed on but not yet taken.
+    pub fn charge(&self, n: usize) -> MemoryCharge {
+        self.add(n);
+        MemoryCharge { memory: self.clone(), n }
+    }
+
+    /// Resolves when a limit has ended this session.
+    pub async fn evicted(&self) -> Evicted {
+        self.0.evicted.cancelled().await;
+        Evicted { limit: self.evicted_by().unwrap_or(SESSION_LIMIT) }
+    }
+
+    /// The limit that ended this session, if one has.
+    pub fn evicted_by(&self) -> Option<&'static str> {
+        self.0.evicted_by.lock().ok().and_then(|by| *by)
+    }
+}
+
+/// Bytes counted against a session until this is dropped.
+#[derive(Debug)]
+pub struct MemoryCharge {
+    memory: SessionMemory,
+    n: usize,
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.memory.release(self.n);
+    }
+}
+
+fn evict_largest(pool: &Pool, limit: &'static str) {
+    let largest = pool
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|sessions| sessions.values().filter_map(Weak::upgrade).max_by_key(|leaf| leaf.used()));
+    if let Some(leaf) = largest {
+        tracing::warn!(limit, held = leaf.used(), "memory budget exhausted; ending the session that holds the most");
+        leaf.evict(limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_past_the_guaranteed_part_count_against_every_pool_above() {
+        let server = MemoryBudget::root("server", 100);
+        let agent = server.child("agent", 50);
+        let session = agent.session(40, 10);
+        session.add(8);
+        assert_eq!((server.used(), agent.used()), (0, 0), "within the guaranteed part");
+        session.add(12);
+        assert_eq!((server.used(), agent.used(), session.used()), (10, 10, 20));
+        session.release(15);
+        assert_eq!((server.used(), agent.used(), session.used()), (0, 0, 5));
+        session.release(100);
+        assert_eq!(session.used(), 0, "over-release is clamped");
+    }
+
+    #[test]
+    fn each_level_blocks_reads_at_its_limit() {
+        let server = MemoryBudget::root("server", 30);
+        let agent = server.child("agent", 20);
+        let a = agent.session(15, 5);
+        let b = agent.session(30, 5);
+        a.add(15);
+        assert!(matches!(a.blocked(), Some(Blocked::Session)));
+        assert!(b.blocked().is_none(), "b is within its guaranteed part");
+        b.add(10);
+        // a: 10 past guaranteed, b: 5; the agent pool (20) is not yet full.
+        assert!(b.blocked().is_none());
+        b.add(5);
+        match b.blocked() {
+            Some(Blocked::Pool(pool)) => assert_eq!(pool.name, "agent"),
+            _ => panic!("b should be blocked by the agent pool"),
+        }
+        let other = server.session(100, 0);
+        other.add(10);
+        match other.blocked() {
+            Some(Blocked::Pool(pool)) => assert_eq!(pool.name, "server"),
+            _ => panic!("the server pool is full"),
+        }
+        let small = server.session(100, 4);
+        assert!(small.blocked().is_none(), "a session under its guaranteed part always reads");
+    }
+
+    #[test]
+    fn dropped_sessions_leave_their_pools() {
+        let server = MemoryBudget::root("server", 30);
+        let agent = server.child("agent", 20);
+        let a = agent.session(15, 5);
+        assert_eq!((server.sessions(), agent.sessions()), (1, 1));
+        drop(a);
+        assert_eq!((server.sessions(), agent.sessions()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_wakes_a_waiter() {
+        let session = SessionMemory::standalone(10);
+        session.add(10);
+        let waiter = {
+            let session = session.clone();
+            tokio::spawn(async move { session.room(&mut None, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        session.release(1);
+        assert_eq!(waiter.await.ok(), Some(Ok(())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exhausted_pool_ends_its_largest_session_after_the_wait() {
+        let server = MemoryBudget::root("server", 10);
+        let hog = server.session(100, 0);
+        hog.add(10);
+        let victim = server.session(100, 0);
+        let started = Instant::now();
+        let waited = {
+            let victim = victim.clone();
+            tokio::spawn(async move { victim.room(&mut None, Duration::from_secs(5)).await })
+        };
+        hog.evicted().await;
+        assert_eq!(hog.evicted_by(), Some("server"));
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert_eq!(victim.evicted_by(), None);
+        hog.release(10);
+        assert_eq!(waited.await.ok(), Some(Ok(())));
+        assert_eq!(server.events().evictions(), vec![("server", 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_stuck_at_its_own_limit_ends_itself() {
+        let session = SessionMemory::standalone(10);
+        session.add(10);
+        let mut since = None;
+        let result = session.room(&mut since, Duration::from_secs(5)).await;
+        assert_eq!(result, Err(Evicted { limit: SESSION_LIMIT }));
+    }
+}
