@@ -76,6 +76,16 @@ pub fn pong(opaque: u32) -> Vec<u8> {
     encode(0, TYPE_PING, FLAG_ACK, 0, opaque, &[])
 }
 
+/// A ping request, as hashicorp's `Ping` sends it.
+pub fn ping(opaque: u32) -> Vec<u8> {
+    encode(0, TYPE_PING, FLAG_SYN, 0, opaque, &[])
+}
+
+/// A Ping frame with any flags, on any stream id.
+pub fn ping_with(flags: u16, stream: u32, opaque: u32) -> Vec<u8> {
+    encode(0, TYPE_PING, flags, stream, opaque, &[])
+}
+
 /// Takes every whole frame off the front of `buf`. Panics on a version other than 0: the peer under test sent
 /// something no yamux peer may send.
 pub fn parse_frames(buf: &mut Vec<u8>) -> Vec<YamuxFrame> {
