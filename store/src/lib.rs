@@ -95,7 +95,7 @@ pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
 pub use scope::AgentScope;
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
-use backend::{qa, with_pool, Db};
+use backend::{qa, with_pool, Db, Pools};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
 use batch::stats::{StatsFlush, StatsRow};
@@ -301,11 +301,11 @@ impl Store {
     /// Connect, migrate, and start the batchers. Must be called inside a tokio runtime.
     pub async fn open(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
         opts.validate()?;
-        let db = backend::connect(url, &opts).await?;
         let counters = Arc::new(QueryCounters::default());
-        let pubsub: Arc<dyn Pubsub> = match &db {
-            Db::Postgres(pool) => Arc::new(PgPubsub::new(pool.clone(), opts.subscriber_queue, counters.clone())),
-            Db::Sqlite { .. } => Arc::new(InProcessPubsub::new(opts.subscriber_queue, counters.clone())),
+        let db = backend::connect(url, &opts, counters.clone()).await?;
+        let pubsub: Arc<dyn Pubsub> = match &db.pools {
+            Pools::Postgres(pool) => Arc::new(PgPubsub::new(pool.clone(), opts.subscriber_queue, counters.clone())),
+            Pools::Sqlite { .. } => Arc::new(InProcessPubsub::new(opts.subscriber_queue, counters.clone())),
         };
         let core = Arc::new(Core { db, counters, pubsub, opts: opts.clone() });
         let stats_flush_at = (opts.stats_max_rows * opts.stats_force_flush_percent / 100).max(1);

@@ -4,13 +4,13 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::Db;
+use super::Pools;
 use crate::{StoreError, StoreOptions};
 
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connect and migrate.
-pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreError> {
+pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Pools, StoreError> {
     let connect = PgConnectOptions::from_str(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(opts.pg_max_connections)
@@ -18,5 +18,5 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreE
         .connect_with(connect)
         .await?;
     POSTGRES_MIGRATOR.run(&pool).await?;
-    Ok(Db::Postgres(pool))
+    Ok(Pools::Postgres(pool))
 }

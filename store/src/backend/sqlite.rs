@@ -17,13 +17,13 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::ConnectOptions;
 
-use super::Db;
+use super::Pools;
 use crate::{StoreError, StoreOptions};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Open the pools (one writer, WAL readers; or one connection for an in-memory database) and migrate.
-pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreError> {
+pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Pools, StoreError> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let synchronous = if opts.sqlite_synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let base = SqliteConnectOptions::from_str(url)?
@@ -33,7 +33,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreE
 
     if in_memory {
         // One pooled connection: a single writer, as on a file. `sqlite::memory:` names a shared-cache database per
-        // URL parse, so the anchor (see `Db::Sqlite`) reaches the same database; it connects first so the database
+        // URL parse, so the anchor (see `Pools::Sqlite`) reaches the same database; it connects first so the database
         // never goes away between connections.
         let anchor = base.connect().await?;
         let pool = SqlitePoolOptions::new()
@@ -46,7 +46,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreE
             .await?;
         SQLITE_MIGRATOR.run(&pool).await?;
         let memory_anchor = Some(Arc::new(tokio::sync::Mutex::new(anchor)));
-        return Ok(Db::Sqlite { read: pool.clone(), write: pool, _memory_anchor: memory_anchor });
+        return Ok(Pools::Sqlite { read: pool.clone(), write: pool, _memory_anchor: memory_anchor });
     }
 
     let write = SqlitePoolOptions::new()
@@ -60,7 +60,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Db, StoreE
         .acquire_timeout(opts.acquire_timeout)
         .connect_with(base.create_if_missing(false).read_only(true).row_buffer_size(SQLITE_READ_ROW_BUFFER))
         .await?;
-    Ok(Db::Sqlite { read, write, _memory_anchor: None })
+    Ok(Pools::Sqlite { read, write, _memory_anchor: None })
 }
 
 /// Rows a SQLite reader's worker thread may run ahead of the task consuming them. sqlx's default of 50 makes a
@@ -91,7 +91,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_in_memory_database_survives_a_cancelled_query() {
         let db = connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
-        let Db::Sqlite { write, .. } = &db else { unreachable!("a SQLite URL") };
+        let Pools::Sqlite { write, .. } = &db else { unreachable!("a SQLite URL") };
         let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) \
                     SELECT count(*) FROM c";
         for round in 0..2 {

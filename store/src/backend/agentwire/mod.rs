@@ -1,15 +1,26 @@
 //! agentwire's own schema (`migrations/`), served by both engines: the pools of a store, and [`with_pool!`],
 //! which runs one body of Rust and SQL once per engine's native driver.
 
+mod agent;
+mod agent_sql;
+
 use std::sync::Arc;
 
 use sqlx::{PgPool, SqlitePool};
 
 use super::Engine;
+use crate::QueryCounters;
 
-/// The pools behind a store.
+/// The backend serving agentwire's schema: an engine's pools, and the counters every statement bumps.
 #[derive(Debug, Clone)]
-pub(crate) enum Db {
+pub(crate) struct Db {
+    pub pools: Pools,
+    pub counters: Arc<QueryCounters>,
+}
+
+/// The pools of one engine.
+#[derive(Debug, Clone)]
+pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
@@ -23,35 +34,35 @@ pub(crate) enum Db {
 
 impl Db {
     pub fn engine(&self) -> Engine {
-        match self {
-            Db::Sqlite { .. } => Engine::Sqlite,
-            Db::Postgres(_) => Engine::Postgres,
+        match self.pools {
+            Pools::Sqlite { .. } => Engine::Sqlite,
+            Pools::Postgres(_) => Engine::Postgres,
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite { read, write, .. } => {
+        match &self.pools {
+            Pools::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres(p) => p.close().await,
+            Pools::Postgres(p) => p.close().await,
         }
     }
 }
 
-/// Run `$body` once per engine with `$pool` bound to the reading or the writing pool and `$eng`
+/// Run `$body` once per engine of a [`Db`] with `$pool` bound to the reading or the writing pool and `$eng`
 /// to the [`Engine`]. The body is written once and type-checked against each driver, which is
 /// how one set of SQL serves both engines without sqlx's type-erased `Any` driver.
 macro_rules! with_pool {
     ($db:expr, read, |$eng:ident, $pool:ident| $body:expr) => {
-        match $db {
-            $crate::backend::Db::Sqlite { read: $pool, .. } => {
+        match &($db).pools {
+            $crate::backend::Pools::Sqlite { read: $pool, .. } => {
                 #[allow(unused_variables)]
                 let $eng = $crate::backend::Engine::Sqlite;
                 $body
             }
-            $crate::backend::Db::Postgres($pool) => {
+            $crate::backend::Pools::Postgres($pool) => {
                 #[allow(unused_variables)]
                 let $eng = $crate::backend::Engine::Postgres;
                 $body
@@ -59,13 +70,13 @@ macro_rules! with_pool {
         }
     };
     ($db:expr, write, |$eng:ident, $pool:ident| $body:expr) => {
-        match $db {
-            $crate::backend::Db::Sqlite { write: $pool, .. } => {
+        match &($db).pools {
+            $crate::backend::Pools::Sqlite { write: $pool, .. } => {
                 #[allow(unused_variables)]
                 let $eng = $crate::backend::Engine::Sqlite;
                 $body
             }
-            $crate::backend::Db::Postgres($pool) => {
+            $crate::backend::Pools::Postgres($pool) => {
                 #[allow(unused_variables)]
                 let $eng = $crate::backend::Engine::Postgres;
                 $body
