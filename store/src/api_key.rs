@@ -3,9 +3,8 @@
 
 use uuid::Uuid;
 
-use crate::backend::{qa, with_pool};
-use crate::counting::Stmt;
-use crate::model::{id, now_micros, Metadata};
+use crate::backend::LookupSql;
+use crate::model::Metadata;
 use crate::{Store, StoreError};
 
 /// Characters of a key's id and secret (Coder's `cryptorand.String` default: letters and digits).
@@ -14,47 +13,6 @@ const API_KEY_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 pub const API_KEY_ID_LEN: usize = 10;
 /// Length of a key's secret, the part after the `-`.
 pub const API_KEY_SECRET_LEN: usize = 22;
-
-pub(crate) mod api_key_sql {
-    use super::Stmt;
-    pub const INSERT_API_KEY: Stmt = Stmt::new(
-        "InsertAPIKey",
-        "INSERT INTO api_keys (id, hashed_secret, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-    );
-    pub const USER_BY_API_KEY: Stmt = Stmt::new(
-        "GetAPIKeyByID",
-        "SELECT k.user_id, k.hashed_secret FROM api_keys k JOIN users u ON u.id = k.user_id \
-         WHERE k.id = $1 AND k.expires_at > $2 AND u.deleted = FALSE",
-    );
-    // The agent row is the anchor: no agent (or not the user's) gives no row at all, an owned agent
-    // without metadata one row of NULLs.
-    pub const AGENT_METADATA_FOR_USER: Stmt = Stmt::new(
-        "GetWorkspaceAgentMetadataForOwner",
-        "SELECT m.key, m.display_name, m.script, m.value, m.error, m.timeout, m.interval, m.collected_at, \
-           m.display_order \
-         FROM workspace_agents a \
-         JOIN workspace_resources r ON r.id = a.resource_id \
-         JOIN workspace_builds b ON b.job_id = r.job_id \
-         JOIN workspaces w ON w.id = b.workspace_id \
-         LEFT JOIN workspace_agent_metadata m ON m.workspace_agent_id = a.id \
-         WHERE a.id = $1 AND w.owner_id = $2 AND a.deleted = FALSE AND w.deleted = FALSE \
-         ORDER BY m.display_order, m.key",
-    );
-}
-
-/// A row of [`api_key_sql::AGENT_METADATA_FOR_USER`]: all NULL for an owned agent without metadata.
-#[derive(sqlx::FromRow)]
-struct OwnedMetadataRow {
-    key: Option<String>,
-    display_name: Option<String>,
-    script: Option<String>,
-    value: Option<String>,
-    error: Option<String>,
-    timeout: Option<i64>,
-    interval: Option<i64>,
-    collected_at: Option<i64>,
-    display_order: Option<i64>,
-}
 
 /// Lowercase hex SHA-256, as `api_keys.hashed_secret` holds it.
 pub(crate) fn hash_api_key_secret(secret: &str) -> String {
@@ -86,7 +44,7 @@ fn split_api_key(token: &str) -> Option<(&str, &str)> {
     (shaped(key_id, API_KEY_ID_LEN) && shaped(secret, API_KEY_SECRET_LEN)).then_some((key_id, secret))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -98,59 +56,18 @@ impl Store {
         let Some((key_id, secret)) = split_api_key(token) else {
             return Ok(None);
         };
-        let core = self.core();
-        let row = with_pool!(&core.db, read, |eng, pool| {
-            qa!(core.counters, eng, api_key_sql::USER_BY_API_KEY, (String, String))
-                .bind(key_id)
-                .bind(now_micros())
-                .fetch_optional(pool)
-                .await?
-        });
-        let Some((user_id, hashed)) = row else {
-            return Ok(None);
-        };
-        if !constant_time_eq(hashed.as_bytes(), hash_api_key_secret(secret).as_bytes()) {
-            return Ok(None);
-        }
-        Uuid::parse_str(&user_id).map(Some).map_err(|e| StoreError::corrupt("api_keys", e.to_string()))
+        self.core().db.user_by_api_key(key_id, &hash_api_key_secret(secret)).await
     }
 
     /// An agent's metadata for a watcher: **one** query that also checks `user_id` owns the agent's workspace.
     /// `Ok(None)` when the agent is unknown, deleted, or not the user's; otherwise the rows
-    /// [`AgentScope::list_metadata`] returns, in the same order.
+    /// [`AgentScope::list_metadata`](crate::AgentScope::list_metadata) returns, in the same order.
     pub async fn agent_metadata_for_user(
         &self,
         user_id: Uuid,
         agent_id: Uuid,
     ) -> Result<Option<Vec<Metadata>>, StoreError> {
-        let core = self.core();
-        let rows = with_pool!(&core.db, read, |eng, pool| {
-            qa!(core.counters, eng, api_key_sql::AGENT_METADATA_FOR_USER, OwnedMetadataRow)
-                .bind(id(agent_id))
-                .bind(id(user_id))
-                .fetch_all(pool)
-                .await?
-        });
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            rows.into_iter()
-                .filter_map(|r| {
-                    Some(Metadata {
-                        key: r.key?,
-                        display_name: r.display_name.unwrap_or_default(),
-                        script: r.script.unwrap_or_default(),
-                        value: r.value.unwrap_or_default(),
-                        error: r.error.unwrap_or_default(),
-                        timeout: r.timeout.unwrap_or_default(),
-                        interval: r.interval.unwrap_or_default(),
-                        collected_at: r.collected_at.unwrap_or_default(),
-                        display_order: r.display_order.unwrap_or_default(),
-                    })
-                })
-                .collect(),
-        ))
+        self.core().db.agent_metadata_for_user(user_id, agent_id).await
     }
 }
 

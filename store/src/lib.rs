@@ -95,13 +95,11 @@ pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
 pub use scope::AgentScope;
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
-use backend::{qa, with_pool, Db, Pools};
+use backend::{Db, LookupSql, Pools};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
 use batch::stats::{StatsFlush, StatsRow};
 use batch::{BatchCounters, Batcher};
-use counting::Stmt;
-use model::id;
 
 /// Default SQLite read pool size (WAL readers run beside the single writer).
 pub const DEFAULT_SQLITE_READ_CONNECTIONS: u32 = 4;
@@ -261,42 +259,6 @@ pub struct AllBatcherStats {
     pub heartbeats: BatcherStats,
 }
 
-const RESOLVE_AGENT_BY_TOKEN: Stmt = Stmt::new(
-    "GetAuthenticatedWorkspaceAgentAndBuildByAuthToken",
-    // Any live agent's token resolves, with two verdicts for the caller: whether its build is the
-    // workspace's latest, and whether Coder MAIN's shutdown exception holds (a succeeded `start`
-    // build whose successor is a `stop` still pending or running: the agent must be able to report
-    // its shutdown). The endpoint admits either and answers 403 otherwise, so a stale agent learns
-    // why instead of getting the 401 an unknown token gets.
-    "SELECT a.id, a.name, a.resource_id, a.parent_id, a.directory, a.expanded_directory, \
-       a.environment_variables, a.motd_file, a.troubleshooting_url, \
-       a.connection_timeout_seconds, a.architecture, a.operating_system, a.version, \
-       a.api_version, a.lifecycle_state, a.started_at, a.ready_at, a.logs_length, \
-       a.logs_overflowed, a.display_apps, a.subsystems, a.api_key_scope, \
-       a.first_connected_at, a.created_at, a.display_order, \
-       w.id AS workspace_id, w.name AS workspace_name, w.organization_id, \
-       w.autostart_schedule, u.id AS owner_id, u.username AS owner_username, \
-       t.id AS template_id, t.name AS template_name, \
-       b.id AS build_id, b.build_number, b.transition AS build_transition, \
-       b.template_version_id, (b.build_number = lb.build_number) AS is_latest_build, \
-       (b.transition = 'start' AND bj.completed_at IS NOT NULL AND bj.canceled_at IS NULL \
-         AND COALESCE(bj.error, '') = '' \
-         AND lb.build_number = b.build_number + 1 AND lb.transition = 'stop' \
-         AND lj.completed_at IS NULL AND lj.canceled_at IS NULL \
-         AND COALESCE(lj.error, '') = '') AS in_shutdown_case \
-     FROM workspace_agents a \
-     JOIN workspace_resources r ON r.id = a.resource_id \
-     JOIN workspace_builds b ON b.job_id = r.job_id \
-     JOIN provisioner_jobs bj ON bj.id = b.job_id \
-     JOIN workspaces w ON w.id = b.workspace_id \
-     JOIN users u ON u.id = w.owner_id \
-     JOIN templates t ON t.id = w.template_id \
-     JOIN workspace_builds lb ON lb.workspace_id = w.id AND lb.build_number = \
-       (SELECT MAX(x.build_number) FROM workspace_builds x WHERE x.workspace_id = w.id) \
-     JOIN provisioner_jobs lj ON lj.id = lb.job_id \
-     WHERE a.auth_token = $1 AND a.deleted = FALSE AND w.deleted = FALSE",
-);
-
 impl Store {
     /// Connect, migrate, and start the batchers. Must be called inside a tokio runtime.
     pub async fn open(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
@@ -400,11 +362,7 @@ impl Store {
         let Ok(token) = Uuid::parse_str(token) else {
             return Ok(None);
         };
-        let core = self.core();
-        let row = with_pool!(&core.db, read, |eng, pool| {
-            qa!(core.counters, eng, RESOLVE_AGENT_BY_TOKEN, ResolvedAgent).bind(id(token)).fetch_optional(pool).await?
-        });
-        Ok(row)
+        self.core().db.resolve_agent_by_token(token).await
     }
 
     /// The only door to per-agent rows.

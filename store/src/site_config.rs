@@ -1,8 +1,7 @@
 //! Deployment-wide settings kept in `site_configs` (DERP map, banners): their keys and the store's reads.
 //! The operator writes them through [`crate::Admin`].
 
-use crate::admin::admin_sql;
-use crate::backend::{qs, with_pool};
+use crate::backend::LookupSql;
 use crate::{Store, StoreError};
 
 /// `site_configs` key of the announcement banners (JSON array of `{enabled, message,
@@ -16,11 +15,7 @@ pub const SITE_CONFIG_DERP_MAP: &str = "derp_map";
 impl Store {
     /// Read a `site_configs` value (banners, DERP map): deployment-wide, not per agent.
     pub async fn site_config(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let core = self.core();
-        let v = with_pool!(&core.db, read, |eng, pool| {
-            qs!(core.counters, eng, admin_sql::GET_SITE_CONFIG, String).bind(key).fetch_optional(pool).await?
-        });
-        Ok(v)
+        self.core().db.site_config(key).await
     }
 
     /// The DERP map JSON, if configured.

@@ -5,17 +5,19 @@ mod agentwire;
 mod postgres;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Database, Pool, Transaction};
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
+use crate::{
+    AgentScope, BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, QueryCounters, StoreError,
+    StoreOptions, TemplateIds,
+};
 
 pub(crate) use agentwire::{with_pool, Db, Pools};
 pub use sqlite::SQLITE_READ_ROW_BUFFER;
@@ -263,4 +265,82 @@ pub(crate) struct LogBatch<'a> {
     pub bytes: i64,
     /// The agent's log byte limit.
     pub limit: i64,
+}
+
+/// The operator's writes behind [`crate::Admin`]: fixtures, site configuration, API keys. Ids of new rows are
+/// made by the implementation unless passed in.
+pub(crate) trait AdminSql {
+    /// Create (or find) an organization by name.
+    async fn ensure_organization(&self, name: &str) -> Result<Uuid, StoreError>;
+    /// Create a user.
+    async fn create_user(&self, username: &str, email: &str) -> Result<Uuid, StoreError>;
+    /// The id of a user that is not deleted, by username: lets operator commands reuse an owner.
+    async fn user_id(&self, username: &str) -> Result<Option<Uuid>, StoreError>;
+    /// A template with one (active) version and its import job, in the given organization, in one transaction.
+    async fn create_template(&self, organization_id: Uuid, name: &str) -> Result<TemplateIds, StoreError>;
+    /// A workspace of `template_id` owned by `owner_id`, without builds; its id.
+    async fn create_workspace(&self, owner_id: Uuid, template_id: Uuid, name: &str) -> Result<Uuid, StoreError>;
+    /// Add a build (`start`, `stop` or `delete`) to a workspace, with its job in `state` and
+    /// one resource.
+    async fn create_build(&self, workspace_id: Uuid, transition: &str, state: JobState)
+        -> Result<BuildIds, StoreError>;
+    /// Move a provisioner job to `state`.
+    async fn set_job_state(&self, job_id: Uuid, state: JobState) -> Result<(), StoreError>;
+    /// Set a build's autostop deadline and its hard cap (unix µs; 0 = none), as the provisioner would.
+    async fn set_build_deadline(&self, build_id: Uuid, deadline: i64, max_deadline: i64) -> Result<(), StoreError>;
+    /// A build's deadline and the workspace's `last_used_at` (unix µs), for operators and tests.
+    async fn build_activity(&self, build_id: Uuid) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Soft-delete a workspace.
+    async fn delete_workspace(&self, workspace_id: Uuid) -> Result<(), StoreError>;
+    /// Create an agent on a resource with a fresh token.
+    async fn create_agent(&self, resource_id: Uuid, agent: &NewAgent) -> Result<CreatedAgent, StoreError>;
+    /// Add an app to an agent.
+    async fn add_app(&self, agent_id: Uuid, app: &NewApp) -> Result<Uuid, StoreError>;
+    /// Add a script (and its log source) to an agent.
+    async fn add_script(&self, agent_id: Uuid, s: &NewScript) -> Result<Uuid, StoreError>;
+    /// Add a metadata description (the row the agent's updates then change).
+    async fn add_metadata_description(&self, agent_id: Uuid, m: &NewMetadata) -> Result<(), StoreError>;
+    /// Add a devcontainer to an agent.
+    async fn add_devcontainer(
+        &self,
+        agent_id: Uuid,
+        name: &str,
+        workspace_folder: &str,
+        config_path: &str,
+    ) -> Result<Uuid, StoreError>;
+    /// Add a memory monitor (threshold in percent).
+    async fn add_memory_monitor(&self, agent_id: Uuid, enabled: bool, threshold: i64) -> Result<(), StoreError>;
+    /// Add a volume monitor (threshold in percent).
+    async fn add_volume_monitor(
+        &self,
+        agent_id: Uuid,
+        path: &str,
+        enabled: bool,
+        threshold: i64,
+    ) -> Result<(), StoreError>;
+    /// Set a `site_configs` value (JSON text).
+    async fn set_site_config(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Store an API key of `user_id` (its id and the secret's hash) valid for `lifetime` from now.
+    async fn insert_api_key(
+        &self,
+        key_id: &str,
+        hashed_secret: &str,
+        user_id: Uuid,
+        lifetime: Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// The store-wide reads: the token lookup, `site_configs`, user API keys and a watcher's metadata read.
+pub(crate) trait LookupSql {
+    /// The live agent holding this token, with its workspace, owner, template and build verdicts.
+    async fn resolve_agent_by_token(&self, token: Uuid) -> Result<Option<ResolvedAgent>, StoreError>;
+    /// A `site_configs` value.
+    async fn site_config(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// The user of the unexpired key `key_id` (of a user not deleted) when its stored hash equals
+    /// `hashed_secret`, compared in constant time.
+    async fn user_by_api_key(&self, key_id: &str, hashed_secret: &str) -> Result<Option<Uuid>, StoreError>;
+    /// An agent's metadata rows when `user_id` owns its workspace; `None` when the agent is unknown, deleted, or
+    /// not the user's.
+    async fn agent_metadata_for_user(&self, user_id: Uuid, agent_id: Uuid)
+        -> Result<Option<Vec<Metadata>>, StoreError>;
 }

@@ -1,8 +1,11 @@
 //! agentwire's own schema (`migrations/`), served by both engines: the pools of a store, and [`with_pool!`],
 //! which runs one body of Rust and SQL once per engine's native driver.
 
+mod admin;
+mod admin_sql;
 mod agent;
 mod agent_sql;
+mod lookup;
 
 use std::sync::Arc;
 
