@@ -15,11 +15,35 @@
 //! * [`Store::admin`] is the operator surface (fixtures, `agent create`, `serve --demo`,
 //!   site configuration); handlers have no reason to call it.
 //!
+//! # Rooms
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `lib.rs` | this map: [`Store`], [`StoreOptions`], the re-exports |
+//! | `scope.rs` | [`AgentScope`]: validation of what an agent sends, then the per-agent contract |
+//! | `admin.rs` | [`Admin`]: the operator's writes and their new-row structs |
+//! | `api_key.rs`, `site_config.rs` | user API keys (shape, hash, lookup); `site_configs` keys and reads |
+//! | `backend/` | the contract below, the engines (`sqlite.rs`, `postgres.rs`), and `agentwire/`, the backend of agentwire's own schema with its SQL |
+//! | [`batch`], [`aggregates`], [`pubsub`], `counting.rs` | write batchers, metrics-cache reads, notifications, statement counters |
+//!
+//! # The backend contract
+//!
+//! Everything the handlers and the operator ask of a database goes through three traits in
+//! `backend/mod.rs`: `AgentSql` (one agent's rows, always bound to the scope's agent id),
+//! `AdminSql` (the operator's writes) and `LookupSql` (the token lookup, `site_configs`, API keys).
+//! A backend implements them with domain values in and out; validation stays in the rooms above, so a
+//! backend only chooses SQL and representation. Each statement it runs goes through a named `Stmt`
+//! (Coder's query name) and bumps [`QueryCounters`]; transactions are counted by the `begin`/`commit`
+//! helpers. Today one backend implements the contract, agentwire's own schema
+//! (`backend/agentwire/`); a backend on Coder's schema is a new module implementing the same traits,
+//! and `Core::db` becomes an enum over the two with the dispatch in one place. The batchers and the
+//! aggregates still run their statements through `with_pool!` directly and are the next to move.
+//!
 //! # Sharing code between the engines
 //!
-//! One [`Store`] type over an internal `enum Db { Sqlite { read, write }, Postgres(pool) }`.
+//! agentwire's schema is served by SQLite and PostgreSQL from one set of code.
 //! Each statement is written once (`$1` placeholders work on both engines) as a named
-//! `Stmt` constant; a macro expands the calling code once per engine, so the same Rust and
+//! `Stmt` constant; a macro (`with_pool!`) expands the calling code once per engine, so the same Rust and
 //! the same SQL are type-checked against both native drivers. Why not sqlx's `Any` driver: it
 //! erases types to a handful of scalars, cannot hand out the `PgPool` that `PgListener` needs,
 //! and cannot express SQLite's separate single-writer pool. Why not generics over

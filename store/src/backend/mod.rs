@@ -1,5 +1,9 @@
-//! Where the store meets a database: the engines (SQLite, PostgreSQL) and how a URL picks one, the counted
-//! query and transaction helpers every statement goes through, and the backend serving agentwire's schema.
+//! Where the store meets a database: the contract a backend implements (`AgentSql`, `AdminSql`,
+//! `LookupSql`), the engines and how a URL picks one, and the counted query and transaction helpers.
+//!
+//! The traits are the whole of what the rooms above ask of a database: domain values in, rows out, every
+//! statement counted under its name. `agentwire/` implements them for agentwire's own schema on both engines;
+//! a backend on another schema (Coder's) implements them in a module of its own.
 
 mod agentwire;
 mod postgres;
