@@ -244,6 +244,22 @@ struct ServeArgs {
     /// Largest dRPC message accepted, in bytes.
     #[arg(long, env = "AGENTWIRE_MAX_MESSAGE_SIZE", default_value_t = agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE)]
     max_message_size: usize,
+    /// Bytes one session may hold read but not yet handed to a handler; past it its reads wait.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSION_MEMORY", default_value_t = agentwire_transport::budget::DEFAULT_SESSION_MEMORY)]
+    max_session_memory: usize,
+    /// The part of each session's memory that is its own, not drawn from the agent and server limits.
+    #[arg(long, env = "AGENTWIRE_SESSION_GUARANTEED_MEMORY",
+          default_value_t = agentwire_transport::budget::DEFAULT_SESSION_GUARANTEED_MEMORY)]
+    session_guaranteed_memory: usize,
+    /// Bytes all of one agent's sessions may hold past their guaranteed parts.
+    #[arg(long, env = "AGENTWIRE_MAX_AGENT_MEMORY", default_value_t = server::DEFAULT_AGENT_MEMORY)]
+    max_agent_memory: usize,
+    /// Bytes every session together may hold past their guaranteed parts.
+    #[arg(long, env = "AGENTWIRE_MAX_SERVER_MEMORY", default_value_t = server::DEFAULT_SERVER_MEMORY)]
+    max_server_memory: usize,
+    /// Seconds a read may wait under an exhausted memory limit before the session holding the most under it ends.
+    #[arg(long, env = "AGENTWIRE_MEMORY_WAIT", default_value_t = agentwire_transport::budget::DEFAULT_MEMORY_WAIT.as_secs())]
+    memory_wait: u64,
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "AGENTWIRE_MAX_WS_MESSAGE_SIZE", default_value_t = agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE)]
     max_ws_message_size: usize,
@@ -474,6 +490,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         replica_id: args.replica_id.unwrap_or_else(Uuid::new_v4),
         max_sessions: args.max_sessions,
         max_sessions_per_agent: args.max_sessions_per_agent,
+        agent_memory: args.max_agent_memory,
+        server_memory: args.max_server_memory,
         max_ws_message_size: args.max_ws_message_size,
         heartbeat_interval: secs(args.heartbeat_interval),
         ws_ping_interval: (args.ws_ping_interval > 0).then(|| secs(args.ws_ping_interval)),
@@ -496,6 +514,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rpc.session.max_streams = args.max_streams_per_session;
     config.rpc.max_concurrent_calls = args.max_concurrent_calls;
     config.rpc.limits.max_packet_size = args.max_message_size;
+    config.rpc.session_memory = args.max_session_memory;
+    config.rpc.session_guaranteed_memory = args.session_guaranteed_memory;
+    config.rpc.memory_wait = secs(args.memory_wait.max(1));
     config.rpc.session.keepalive = KeepaliveConfig {
         interval: (args.keepalive_interval > 0).then(|| secs(args.keepalive_interval)),
         timeout: secs(args.keepalive_timeout),

@@ -68,6 +68,8 @@ pub struct Metrics {
     metrics_cache: std::sync::OnceLock<std::sync::Arc<crate::metrics_cache::MetricsCache>>,
     /// Tailnet counters (telemetry events, coordinator), kept by the tailnet service.
     pub tailnet: std::sync::Arc<crate::tailnet::TailnetStats>,
+    /// The server's memory pool, whose use and evictions are rendered too (set once by the server).
+    memory: std::sync::OnceLock<agentwire_transport::budget::MemoryBudget>,
 }
 
 impl Metrics {
@@ -78,6 +80,11 @@ impl Metrics {
     /// Renders `cache`'s refresh series with the others (the first call wins).
     pub fn attach_metrics_cache(&self, cache: std::sync::Arc<crate::metrics_cache::MetricsCache>) {
         let _ = self.metrics_cache.set(cache);
+    }
+
+    /// Renders the memory pool's use and what its limits did (the first call wins).
+    pub fn attach_memory_budget(&self, memory: agentwire_transport::budget::MemoryBudget) {
+        let _ = self.memory.set(memory);
     }
 
     pub fn session_started(&self) {
@@ -167,11 +174,41 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE agentwire_db_transactions_total counter");
         let _ = writeln!(out, "agentwire_db_transactions_total {}", queries.commits);
         render_batchers(&mut out, &store.batcher_stats());
+        if let Some(memory) = self.memory.get() {
+            render_memory(&mut out, memory);
+        }
         self.tailnet.render(&mut out);
         if let Some(cache) = self.metrics_cache.get() {
             cache.render_prometheus(&mut out);
         }
         out
+    }
+}
+
+/// The memory budgets: what sessions hold past their guaranteed parts, reads that waited for room, and sessions ended
+/// because a limit stayed exhausted, by limit (`session`, `agent`, `server`).
+fn render_memory(out: &mut String, memory: &agentwire_transport::budget::MemoryBudget) {
+    let _ = writeln!(
+        out,
+        "# HELP agentwire_memory_budget_used_bytes Undispatched bytes sessions hold past their guaranteed parts."
+    );
+    let _ = writeln!(out, "# TYPE agentwire_memory_budget_used_bytes gauge");
+    let _ = writeln!(out, "agentwire_memory_budget_used_bytes {}", memory.used());
+    let _ = writeln!(out, "# HELP agentwire_memory_budget_limit_bytes The server's memory limit.");
+    let _ = writeln!(out, "# TYPE agentwire_memory_budget_limit_bytes gauge");
+    let _ = writeln!(out, "agentwire_memory_budget_limit_bytes {}", memory.limit());
+    let events = memory.events();
+    let _ =
+        writeln!(out, "# HELP agentwire_memory_budget_waits_total Reads that waited for room under a memory limit.");
+    let _ = writeln!(out, "# TYPE agentwire_memory_budget_waits_total counter");
+    let _ = writeln!(out, "agentwire_memory_budget_waits_total {}", events.waits());
+    let _ = writeln!(
+        out,
+        "# HELP agentwire_memory_budget_evictions_total Sessions ended because a memory limit stayed exhausted."
+    );
+    let _ = writeln!(out, "# TYPE agentwire_memory_budget_evictions_total counter");
+    for (limit, n) in events.evictions() {
+        let _ = writeln!(out, "agentwire_memory_budget_evictions_total{{limit=\"{limit}\"}} {n}");
     }
 }
 

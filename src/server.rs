@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentwire_store::{ResolvedAgent, Store};
+use agentwire_transport::budget::MemoryBudget;
+use agentwire_transport::limits::MIB;
 use agentwire_transport::server::{Router, Server, ServerConfig, SessionEnd};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -25,6 +27,16 @@ use crate::tailnet::{Tailnet, TailnetConfig};
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// Sessions one agent may hold at once. A reconnecting agent briefly has two; more is a bug or an abuser.
 pub const DEFAULT_MAX_SESSIONS_PER_AGENT: usize = 4;
+/// Undispatched bytes all of one agent's sessions may hold past their guaranteed parts
+/// ([`agentwire_transport::budget::DEFAULT_SESSION_GUARANTEED_MEMORY`]): two sessions' worth, for the moment a
+/// reconnecting agent has two.
+pub const DEFAULT_AGENT_MEMORY: usize = 2 * agentwire_transport::budget::DEFAULT_SESSION_MEMORY;
+/// Undispatched bytes every session together may hold past their guaranteed parts: what 32 agents at their limit
+/// hold. Peers can make the server hold at most this plus each session's guaranteed part and yamux windows.
+pub const DEFAULT_SERVER_MEMORY: usize = 1024 * MIB;
+/// The names of the shared memory limits, as logs and `agentwire_memory_budget_evictions_total` carry them.
+pub const AGENT_MEMORY_LIMIT: &str = "agent";
+pub const SERVER_MEMORY_LIMIT: &str = "server";
 /// How often a session refreshes `last_connected_at` (through the heartbeat batcher); coderd's
 /// `AgentConnectionUpdateFrequency`. Other replicas call an agent disconnected after 30 s without a refresh.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
@@ -50,6 +62,10 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// See [`DEFAULT_MAX_SESSIONS_PER_AGENT`].
     pub max_sessions_per_agent: usize,
+    /// See [`DEFAULT_AGENT_MEMORY`]; each session's own limit is `rpc.session_memory`.
+    pub agent_memory: usize,
+    /// See [`DEFAULT_SERVER_MEMORY`].
+    pub server_memory: usize,
     /// See [`agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE`].
     pub max_ws_message_size: usize,
     /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
@@ -84,6 +100,8 @@ impl Default for ServeConfig {
             replica_id: Uuid::new_v4(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_agent: DEFAULT_MAX_SESSIONS_PER_AGENT,
+            agent_memory: DEFAULT_AGENT_MEMORY,
+            server_memory: DEFAULT_SERVER_MEMORY,
             max_ws_message_size: agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             ws_ping_interval: Some(agentwire_transport::io::DEFAULT_WS_PING_INTERVAL),
@@ -109,7 +127,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
-    per_agent: Mutex<HashMap<Uuid, usize>>,
+    per_agent: Mutex<HashMap<Uuid, AgentSessions>>,
+    /// Undispatched bytes of every session, agents' and clients'.
+    memory: MemoryBudget,
     metrics_cache: Arc<MetricsCache>,
     tailnet: Arc<Tailnet>,
 }
@@ -117,18 +137,25 @@ struct Inner {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// One agent's sessions: how many, and the memory pool they share.
+struct AgentSessions {
+    count: usize,
+    memory: MemoryBudget,
+}
+
 /// A place among the sessions; given back on drop.
 pub struct SessionPermit {
     state: AppState,
     agent_id: Uuid,
+    memory: MemoryBudget,
 }
 
 impl Drop for SessionPermit {
     fn drop(&mut self) {
         if let Ok(mut per_agent) = self.state.0.per_agent.lock() {
-            if let Some(n) = per_agent.get_mut(&self.agent_id) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(sessions) = per_agent.get_mut(&self.agent_id) {
+                sessions.count -= 1;
+                if sessions.count == 0 {
                     per_agent.remove(&self.agent_id);
                 }
             }
@@ -138,13 +165,22 @@ impl Drop for SessionPermit {
 
 impl AppState {
     pub fn new(store: Store, config: ServeConfig) -> AppState {
+        let memory = MemoryBudget::root(SERVER_MEMORY_LIMIT, config.server_memory);
         let metrics = Arc::new(Metrics::new());
+        metrics.attach_memory_budget(memory.clone());
         let mut router = Router::new();
         agent_pb::register_agent(&mut router, Arc::new(AgentApi::new(store.clone(), config.agent_api.clone())));
         let observer: Arc<dyn agentwire_transport::server::CallObserver> = metrics.clone();
         let (replica, tailnet_config) = (config.replica_id, config.tailnet.clone());
-        let tailnet =
-            Tailnet::new(store.clone(), replica, tailnet_config, config.rpc, metrics.tailnet.clone(), Some(observer));
+        let tailnet = Tailnet::new(
+            store.clone(),
+            replica,
+            tailnet_config,
+            config.rpc,
+            memory.clone(),
+            metrics.tailnet.clone(),
+            Some(observer),
+        );
         tailnet_pb::register_tailnet(&mut router, tailnet.agent_api());
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
         let metrics_cache = MetricsCache::start(store.clone(), config.metrics_cache.clone());
@@ -157,6 +193,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             per_agent: Mutex::new(HashMap::new()),
+            memory,
             metrics_cache,
             tailnet,
         }))
@@ -168,6 +205,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The memory pool every session reads under (agents' below their agent's pool).
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.0.memory
     }
 
     /// The deployment aggregates' snapshots.
@@ -194,16 +236,19 @@ impl AppState {
             return Err("the server is shutting down".into());
         }
         let mut per_agent = self.0.per_agent.lock().map_err(|_| "session table poisoned".to_string())?;
-        let total: usize = per_agent.values().sum();
+        let total: usize = per_agent.values().map(|sessions| sessions.count).sum();
         if total >= self.0.config.max_sessions {
             return Err(format!("this server holds its maximum of {} sessions", self.0.config.max_sessions));
         }
-        let mine = per_agent.entry(agent_id).or_default();
-        if *mine >= self.0.config.max_sessions_per_agent {
+        let mine = per_agent.entry(agent_id).or_insert_with(|| AgentSessions {
+            count: 0,
+            memory: self.0.memory.child(AGENT_MEMORY_LIMIT, self.0.config.agent_memory),
+        });
+        if mine.count >= self.0.config.max_sessions_per_agent {
             return Err(format!("this agent already holds {} sessions", self.0.config.max_sessions_per_agent));
         }
-        *mine += 1;
-        Ok(SessionPermit { state: self.clone(), agent_id })
+        mine.count += 1;
+        Ok(SessionPermit { state: self.clone(), agent_id, memory: mine.memory.clone() })
     }
 
     /// Serves one agent over `io` until it leaves or the server shuts down. Connection bookkeeping as coderd does
@@ -218,6 +263,8 @@ impl AppState {
         let replica = self.0.config.replica_id;
         let session = Arc::new(Session { agent, scope, api_version: version, replica_id: replica });
         let state = self.clone();
+        let rpc = &self.0.config.rpc;
+        let memory = permit.memory.session(rpc.session_memory, rpc.session_guaranteed_memory);
         let run = async move {
             let _permit = permit;
             state.0.metrics.session_started();
@@ -240,7 +287,7 @@ impl AppState {
                     }
                 })
             };
-            let end = state.0.rpc.serve_session(io, session.clone(), state.0.shutdown.child_token()).await;
+            let end = state.0.rpc.serve_session_in(io, session.clone(), state.0.shutdown.child_token(), memory).await;
             heartbeat.abort();
             if let Err(err) = Box::pin(session.scope.mark_disconnected(replica)).await {
                 tracing::warn!(error = %err, "recording the disconnection");
@@ -248,6 +295,9 @@ impl AppState {
             state.0.metrics.session_ended();
             match end {
                 SessionEnd::Failed(err) => tracing::info!(error = %err, "agent session failed"),
+                SessionEnd::OverBudget(evicted) => {
+                    tracing::warn!(limit = evicted.limit, "agent session ended: memory budget exhausted")
+                }
                 end => tracing::info!(?end, "agent disconnected"),
             }
         };

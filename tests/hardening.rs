@@ -24,6 +24,7 @@ use std::time::Duration;
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{CreatedAgent, Store, StoreOptions};
+use agentwire_transport::budget::DEFAULT_SESSION_GUARANTEED_MEMORY;
 use agentwire_transport::testing::drpc_packets::{drpc_frame, packet, unary_on};
 use agentwire_transport::testing::yamux_frames::*;
 use agentwire_transport::wire::{encode_metadata, Frame, Kind, Metadata, Packet, PacketAssembler};
@@ -228,8 +229,14 @@ struct Ended {
     close: Option<u16>,
 }
 
+/// How a raw agent reaches the server: the agent endpoint's WebSocket, or the plain-TCP yamux listener.
+enum RawConn {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Tcp(TcpStream),
+}
+
 struct RawAgent {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    conn: RawConn,
     inbox: Vec<u8>,
     streams: HashMap<u32, StreamView>,
     go_aways: Vec<u32>,
@@ -244,8 +251,22 @@ impl RawAgent {
         let mut request = env.server.rpc_url("2.10").into_client_request().unwrap();
         request.headers_mut().insert("Coder-Session-Token", env.token().parse().unwrap());
         let (ws, _) = within("the upgrade", tokio_tungstenite::connect_async(request)).await.expect("upgrade");
+        RawAgent::over(RawConn::Ws(Box::new(ws)))
+    }
+
+    /// The abuser's agent over `serve_tcp`: yamux straight on a TCP socket, no WebSocket.
+    async fn connect_tcp(env: &Env) -> RawAgent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(agentwire::server::serve_tcp(env.server.state.clone(), listener, env.token()));
+        let tcp = within("the TCP connection", TcpStream::connect(addr)).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        RawAgent::over(RawConn::Tcp(tcp))
+    }
+
+    fn over(conn: RawConn) -> RawAgent {
         RawAgent {
-            ws,
+            conn,
             inbox: Vec::new(),
             streams: HashMap::new(),
             go_aways: Vec::new(),
@@ -256,11 +277,18 @@ impl RawAgent {
         }
     }
 
-    /// One binary WebSocket message.
+    /// One binary WebSocket message (or one write on TCP).
     async fn send(&mut self, bytes: &[u8]) {
-        within("sending a message", self.ws.send(Message::Binary(bytes.to_vec().into())))
-            .await
-            .expect("the server closed the WebSocket");
+        assert!(self.try_send(bytes.to_vec()).await, "the server closed the connection");
+    }
+
+    /// Like [`RawAgent::send`]; `false` when the server has closed the connection.
+    async fn try_send(&mut self, bytes: Vec<u8>) -> bool {
+        let sent = match &mut self.conn {
+            RawConn::Ws(ws) => within("sending a message", ws.send(Message::Binary(bytes.into()))).await.is_ok(),
+            RawConn::Tcp(tcp) => within("writing to the server", tcp.write_all(&bytes)).await.is_ok(),
+        };
+        sent
     }
 
     fn opened(&mut self, stream: u32) {
@@ -285,7 +313,17 @@ impl RawAgent {
 
     /// Reads one WebSocket message and applies it. `false` once the connection is over.
     async fn read_more(&mut self) -> bool {
-        match self.ws.next().await {
+        let message = match &mut self.conn {
+            RawConn::Ws(ws) => ws.next().await,
+            RawConn::Tcp(tcp) => {
+                let mut chunk = vec![0u8; 16 * KIB];
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(Ok(Message::Binary(chunk[..n].to_vec().into()))),
+                }
+            }
+        };
+        match message {
             Some(Ok(Message::Binary(data))) => {
                 self.inbox.extend_from_slice(&data);
                 for frame in parse_frames(&mut self.inbox) {
@@ -1030,7 +1068,7 @@ async fn yamux_ten_thousand_streams_are_refused_past_the_cap() {
     }
     env.assert_bystander_works().await;
     // The server may end the session before it has read the whole burst.
-    let _ = agent.ws.send(Message::Binary(bytes.into())).await;
+    let _ = agent.try_send(bytes).await;
     let ended = agent.ended().await;
     assert_eq!(ended.go_aways, [1]);
     let acked = agent.streams.values().filter(|v| v.ack).count();
@@ -1059,7 +1097,7 @@ async fn yamux_rapid_open_reset_flood_gets_go_away() {
             bytes.extend(rst(id));
             id += 2;
         }
-        if agent.ws.send(Message::Binary(bytes.into())).await.is_err() {
+        if !agent.try_send(bytes).await {
             break;
         }
     }
@@ -1087,7 +1125,7 @@ async fn yamux_ping_flood_without_reading_is_bounded_and_cut_off_at_the_write_de
     let watch = PeakWatch::start();
     let mut flooded = 0;
     within("the flood to be cut off", async {
-        while flooded < 1_000_000 && agent.ws.send(Message::Binary(message.clone().into())).await.is_ok() {
+        while flooded < 1_000_000 && agent.try_send(message.clone()).await {
             flooded += 80_000;
             if env.server.state.metrics().sessions_active() < 2 {
                 break;
@@ -1125,9 +1163,7 @@ async fn a_peer_that_stops_reading_replies_is_cut_off_after_the_write_deadline()
     let pings: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 80_000).collect();
     within("the reader-less session to be cut off", async {
         for _ in 0..20 {
-            if env.server.state.metrics().sessions_active() < 2
-                || agent.ws.send(Message::Binary(pings.clone().into())).await.is_err()
-            {
+            if env.server.state.metrics().sessions_active() < 2 || !agent.try_send(pings.clone()).await {
                 return;
             }
         }
@@ -1417,5 +1453,292 @@ async fn idle_sessions_hold_bounded_memory() {
     drop(idle);
     drop(first);
     env.until_sessions(1, "the idle sessions are released").await;
+    env.finish().await;
+}
+
+// ===============================================================================================================
+// Memory budgets (issue 15)
+
+/// A dRPC Invoke frame that declares just under 4 MiB (the attack of issue 15 declared 4,193,280 bytes).
+const DECLARED_INVOKE: usize = 4_193_280;
+
+/// The frame the flood sends the start of; made before an allocation watch starts.
+fn declared_invoke() -> Vec<u8> {
+    drpc_frame(1, 1, Kind::Invoke, false, true, &vec![b'/'; DECLARED_INVOKE])
+}
+
+/// What a session's flood of unfinished Invokes achieved.
+struct Flood {
+    /// Bytes the server's windows let through, over every stream.
+    sent: usize,
+    /// Streams that got their SYN out before the server ended the session.
+    opened: usize,
+}
+
+/// Opens `streams` streams and on each sends the start of an Invoke frame declaring [`DECLARED_INVOKE`] bytes, then
+/// as much of its body as the server's windows allow, never finishing any: the memory attack of issue 15. Returns
+/// once the server has ended the session, or `per_stream` is sent everywhere, or, given `stalled`, once every
+/// stream has been out of credit that long (the server has stopped granting window).
+async fn flood_unfinished_invokes(
+    agent: &mut RawAgent,
+    frame: &[u8],
+    streams: u32,
+    per_stream: usize,
+    stalled: Option<Duration>,
+) -> Flood {
+    let per_stream = per_stream.min(frame.len() - 1);
+    let ids: Vec<u32> = (0..streams).map(|i| 2 * i + 1).collect();
+    let mut sent: HashMap<u32, usize> = HashMap::new();
+    for &id in &ids {
+        agent.opened(id);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    'flood: loop {
+        let mut progressed = false;
+        for &id in &ids {
+            let view = agent.view(id);
+            let done = sent.get(&id).copied().unwrap_or(0);
+            if view.rst || view.fin || done >= per_stream {
+                continue;
+            }
+            let credit = view.credit.saturating_sub(done as u64) as usize;
+            let take = credit.min(64 * KIB).min(per_stream - done);
+            if take == 0 {
+                continue;
+            }
+            let chunk = &frame[done..done + take];
+            let bytes = if done == 0 { syn_data(id, chunk) } else { data(id, chunk) };
+            if !agent.try_send(bytes).await {
+                break 'flood;
+            }
+            *sent.entry(id).or_default() += take;
+            progressed = true;
+        }
+        if agent.eof || sent.values().all(|&n| n >= per_stream) && sent.len() == ids.len() {
+            break;
+        }
+        if !progressed {
+            // Every stream is out of credit: wait for window updates, or for the server to end the session.
+            let wait_until = match stalled {
+                Some(stalled) => deadline.min(tokio::time::Instant::now() + stalled),
+                None => deadline,
+            };
+            match tokio::time::timeout_at(wait_until, agent.read_more()).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) if stalled.is_some() && tokio::time::Instant::now() < deadline => break,
+                Err(_) => panic!("the server neither granted window nor ended the session within {WAIT:?}"),
+            }
+        }
+    }
+    Flood { sent: sent.values().sum(), opened: sent.len() }
+}
+
+fn evictions(env: &Env) -> Vec<(&'static str, u64)> {
+    env.server.state.memory().events().evictions()
+}
+
+/// What a flood of `streams` streams can make the server take beyond the limit that stops it: per stream, the chunk a
+/// read brought past the limit and the 256 KiB window the protocol lets the peer send before anyone reads again.
+fn windows(streams: usize) -> usize {
+    2 * streams * 256 * KIB
+}
+
+/// The bound a session's flood stays within: its budget, one packet of overdraft, and the streams' windows.
+fn session_bound(config: &ServeConfig, streams: usize) -> usize {
+    config.rpc.session_memory + config.rpc.limits.max_packet_size + windows(streams)
+}
+
+/// Issue 15's attack, on both transports: one session opens streams and sends each the start of an Invoke declaring
+/// ~4 MiB, never finishing any. The streams' reads stop at the session's budget (16 MiB), so the server grants no
+/// more window; after the memory wait the session is ended with GoAway and the `session` limit is counted. The
+/// bystander (another agent) is served while the abuser is stalled; the allocation peak stays within the budget, one
+/// packet of overdraft and the streams' windows (before the budgets, 500 such streams grew RSS by 1.9 GiB).
+async fn unfinished_invokes_stop_at_the_session_budget(tcp: bool) {
+    const STREAMS: u32 = 64;
+    let mut config = ServeConfig::default();
+    config.rpc.memory_wait = Duration::from_secs(2);
+    assert_eq!(config.rpc.session_memory, 16 * MIB);
+    let env = Env::with(config.clone()).await;
+    let mut agent = if tcp { RawAgent::connect_tcp(&env).await } else { RawAgent::connect(&env).await };
+    agent.assert_call_works(1001).await;
+    let frame = declared_invoke();
+    let watch = PeakWatch::start();
+    let flood = flood_unfinished_invokes(&mut agent, &frame, STREAMS, DECLARED_INVOKE, None).await;
+    let bound = session_bound(&config, STREAMS as usize);
+    assert!(flood.sent <= bound, "the server took {} bytes of unfinished Invokes, over {bound}", flood.sent);
+    assert!(flood.sent >= config.rpc.session_memory, "the flood stopped at {} bytes, before the budget", flood.sent);
+    assert_eq!(flood.opened, STREAMS as usize);
+    let ended = agent.ended().await;
+    assert_eq!(ended.go_aways, [0], "the abuser's session ends with GoAway");
+    assert_eq!(evictions(&env), [("session", 1)]);
+    assert!(env.server.state.memory().events().waits() > 0, "the reads waited for room before the end");
+    // Allocations of both ends: within the bound plus a few MiB of slack.
+    println!("unfinished Invokes: {} bytes taken, allocation peak +{} bytes", flood.sent, watch.growth());
+    watch.assert_under(bound + 8 * MIB, "unfinished Invokes");
+    env.until_sessions(1, "the abuser's session to end").await;
+    within("the abuser's bytes to be given back", async {
+        while env.server.state.memory().used() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_invokes_stop_at_the_session_budget_over_websocket() {
+    unfinished_invokes_stop_at_the_session_budget(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_invokes_stop_at_the_session_budget_over_tcp() {
+    unfinished_invokes_stop_at_the_session_budget(true).await;
+}
+
+/// While an abuser sits at its budget, stalled and not yet ended, another agent's session and a new session are
+/// served, and the abuser's own small calls are refused (new streams are reset while its budget is exhausted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_agents_are_served_while_an_abuser_holds_its_budget() {
+    let mut config = ServeConfig::default();
+    config.rpc.memory_wait = Duration::from_secs(60);
+    let env = Env::with(config).await;
+    let mut agent = RawAgent::connect(&env).await;
+    // 8 streams × 3 MiB: 24 MiB would be read without a budget; the session stops at 16 MiB plus the overdraft.
+    let frame = declared_invoke();
+    let flood = flood_unfinished_invokes(&mut agent, &frame, 8, 3 * MIB, Some(Duration::from_millis(500))).await;
+    assert!(flood.sent < 8 * 3 * MIB, "every byte was taken: {}", flood.sent);
+    assert!(!agent.eof, "the abuser was ended before the memory wait");
+    env.assert_survived().await;
+    agent.opened(9001);
+    agent.send(&syn_data(9001, &manifest_call())).await;
+    agent.until("the reset of a stream opened over budget", |a| a.view(9001).rst).await;
+    assert!(agent.packets(9001).is_empty());
+    assert_eq!(evictions(&env), [], "nobody was ended before the memory wait");
+    env.assert_survived().await;
+    drop(agent);
+    env.until_sessions(1, "the abuser's session to end").await;
+    env.finish().await;
+}
+
+/// A log batch of about `bytes`, in 1 KiB lines.
+fn log_batch(bytes: usize) -> pb::BatchCreateLogsRequest {
+    let line = "l".repeat(KIB);
+    pb::BatchCreateLogsRequest {
+        log_source_id: uuid::Uuid::new_v4().as_bytes().to_vec().into(),
+        logs: (0..bytes / (KIB + 8))
+            .map(|_| pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 })
+            .collect(),
+    }
+}
+
+/// Legitimate large messages pass however small the session's budget: three ~3.9 MiB log batches at once and 64
+/// GetManifest calls beside them, in a session whose budget (2 MiB) is under one batch. One stream at a time takes
+/// the overdraft and finishes its packet, the others wait for it, nobody is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_and_concurrent_calls_pass_under_a_small_budget() {
+    let mut config = ServeConfig::default();
+    config.rpc.session_memory = 2 * MIB;
+    config.rpc.memory_wait = Duration::from_secs(60);
+    let env = Env::with(config).await;
+    let client = pb::AgentClient::new(within("a session", connect(&env.server, env.abuser.auth_token)).await);
+    let batch = log_batch(4 * MIB - 64 * KIB);
+    assert!(batch.encoded_len() > 3 * MIB + 512 * KIB && batch.encoded_len() < 4 * MIB);
+    let large = (0..3).map(|_| client.batch_create_logs(&batch));
+    let small = (0..64).map(|_| client.get_manifest(&pb::GetManifestRequest {}));
+    let (large, small) =
+        within("the calls", futures::future::join(futures::future::join_all(large), futures::future::join_all(small)))
+            .await;
+    for reply in large {
+        // Over the 1 MiB log budget: the whole batch was read and judged by the handler.
+        assert!(reply.expect("a large log batch").log_limit_exceeded);
+    }
+    for manifest in small {
+        assert_eq!(manifest.expect("a GetManifest beside the batches").workspace_name, "abuser-ws");
+    }
+    assert_eq!(evictions(&env), []);
+    assert!(env.server.state.memory().events().waits() > 0, "the small budget never made a read wait");
+    env.finish().await;
+}
+
+/// The server's pool: an abuser fills it (past its own guaranteed part), then another agent sends a 1.5 MiB log
+/// batch, which needs the pool. Its read waits; after the memory wait the session holding the most under the server
+/// limit (the abuser's) is ended, and the victim's batch goes through. Small calls never wait meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_server_pool_ends_its_largest_holder_and_serves_the_waiting_call() {
+    // The abuser's own limits are far above the server's, so the server pool is what stops it.
+    let mut config = ServeConfig { server_memory: 8 * MIB, agent_memory: 64 * MIB, ..ServeConfig::default() };
+    config.rpc.session_memory = 64 * MIB;
+    config.rpc.memory_wait = Duration::from_secs(2);
+    let env = Env::with(config).await;
+    let mut agent = RawAgent::connect(&env).await;
+    let frame = declared_invoke();
+    let flood = flood_unfinished_invokes(&mut agent, &frame, 32, 3 * MIB, Some(Duration::from_millis(300))).await;
+    let bound = 8 * MIB + DEFAULT_SESSION_GUARANTEED_MEMORY + windows(32);
+    assert!(flood.sent <= bound, "the server pool did not stop the flood: {} bytes, over {bound}", flood.sent);
+    env.assert_bystander_works().await;
+    let victim = pb::AgentClient::new(within("a session", connect(&env.server, env.fresh.auth_token)).await);
+    let reply = within("the victim's batch", victim.batch_create_logs(&log_batch(3 * MIB / 2))).await;
+    assert!(reply.expect("the victim's batch").log_limit_exceeded);
+    assert_eq!(agent.ended().await.go_aways, [0]);
+    assert_eq!(evictions(&env), [("server", 1)]);
+    env.finish().await;
+}
+
+/// An agent's pool across its sessions: two sessions of one agent flood together past the agent's limit (4 MiB
+/// beyond their guaranteed parts) while each is far under its own. The one holding the most is ended under the
+/// `agent` limit; the other agents are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_sessions_share_its_pool() {
+    let mut config = ServeConfig { agent_memory: 4 * MIB, ..ServeConfig::default() };
+    config.rpc.memory_wait = Duration::from_secs(2);
+    let env = Env::with(config).await;
+    let frame = declared_invoke();
+    let mut first = RawAgent::connect(&env).await;
+    let mut second = RawAgent::connect(&env).await;
+    let stall = Some(Duration::from_millis(300));
+    let one = flood_unfinished_invokes(&mut first, &frame, 16, 2 * MIB, stall).await;
+    let two = flood_unfinished_invokes(&mut second, &frame, 16, 2 * MIB, stall).await;
+    let bound = 4 * MIB + 2 * DEFAULT_SESSION_GUARANTEED_MEMORY + windows(32);
+    assert!(one.sent + two.sent <= bound, "the agent pool did not stop the flood: {}", one.sent + two.sent);
+    env.assert_bystander_works().await;
+    let ended = within("an eviction", async {
+        loop {
+            if !evictions(&env).is_empty() {
+                return evictions(&env);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(ended, [("agent", 1)]);
+    env.assert_survived().await;
+    drop((first, second));
+    env.until_sessions(1, "the abuser's sessions to end").await;
+    env.finish().await;
+}
+
+/// A partial Invoke counts as a call: with two call slots, two streams that sent only the start of an Invoke hold
+/// both, and a third stream's whole GetManifest waits (acknowledged, unanswered) until one of them is reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_invokes_hold_call_slots() {
+    let mut config = ServeConfig::default();
+    config.rpc.max_concurrent_calls = 2;
+    config.rpc.ack_delay = Duration::from_millis(100);
+    let env = Env::with(config).await;
+    let mut agent = RawAgent::connect(&env).await;
+    let frame = declared_invoke();
+    for stream in [1, 3] {
+        agent.opened(stream);
+        agent.send(&syn_data(stream, &frame[..100])).await;
+    }
+    agent.until("the partial Invokes' ACKs", |a| a.view(1).ack && a.view(3).ack).await;
+    agent.opened(5);
+    agent.send(&syn_data(5, &manifest_call())).await;
+    agent.until("the waiting call's ACK", |a| a.view(5).ack).await;
+    assert!(agent.view(5).data.is_empty(), "a call was served past two slots held by partial Invokes");
+    agent.send(&rst(1)).await;
+    agent.until_answered(5).await;
+    agent.assert_manifest_on(5);
     env.finish().await;
 }

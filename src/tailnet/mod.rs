@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_store::Store;
+use agentwire_transport::budget::MemoryBudget;
 use agentwire_transport::server::{RequestStream, ResponseSink, Router, Server, ServerConfig, SessionEnd, Status};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -193,6 +194,8 @@ pub struct Tailnet {
     derp_maps: Arc<DerpMaps>,
     stats: Arc<TailnetStats>,
     clients: Server<Arc<ClientPeer>>,
+    /// The server's pool, under which every client session reads.
+    memory: MemoryBudget,
     stop: CancellationToken,
 }
 
@@ -203,6 +206,7 @@ impl Tailnet {
         replica: Uuid,
         config: TailnetConfig,
         rpc: ServerConfig,
+        memory: MemoryBudget,
         stats: Arc<TailnetStats>,
         observer: Option<Arc<dyn agentwire_transport::server::CallObserver>>,
     ) -> Arc<Self> {
@@ -218,7 +222,7 @@ impl Tailnet {
         if let Some(observer) = observer {
             clients = clients.with_observer(observer);
         }
-        Arc::new(Tailnet { coordinator, derp_maps, stats, clients, stop })
+        Arc::new(Tailnet { coordinator, derp_maps, stats, clients, memory, stop })
     }
 
     /// The service as registered on the agent connection.
@@ -235,7 +239,9 @@ impl Tailnet {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.clients.serve_session(io, peer, shutdown).await
+        let rpc = self.clients.config();
+        let memory = self.memory.session(rpc.session_memory, rpc.session_guaranteed_memory);
+        self.clients.serve_session_in(io, peer, shutdown, memory).await
     }
 
     /// Ends every coordinate stream (their peers are published as lost to the other replicas).

@@ -8,6 +8,10 @@
 //! that lasts [`DEFAULT_MEMORY_WAIT`] ends the session that holds the most under the exhausted limit (often the
 //! waiter's own), so a peer that fills its budget with packets it never finishes cannot stall anyone for ever.
 //!
+//! One stream per session may read past the session's own limit, until its packet is whole: otherwise streams that
+//! each hold part of a large message could wait on one another for ever. A packet is capped
+//! ([`crate::limits::DEFAULT_MAX_PACKET_SIZE`]), so this overdraft is too.
+//!
 //! Each session is guaranteed the first [`DEFAULT_SESSION_GUARANTEED_MEMORY`] of its budget: bytes up to it are not
 //! drawn from the pools above, so a full server pool cannot stall the small calls of well-behaved sessions, and their
 //! hot path touches no shared counter. The bound on what peers can make the server hold is therefore
@@ -109,6 +113,7 @@ impl std::fmt::Debug for MemoryBudget {
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(0);
 
 impl MemoryBudget {
     /// A top-level pool; `name` names its limit in logs and metrics.
@@ -145,6 +150,7 @@ impl MemoryBudget {
             evicted: CancellationToken::new(),
             evicted_by: Mutex::new(None),
             events: self.0.events.clone(),
+            overdraft: Mutex::new(None),
         });
         for pool in self.0.ancestors() {
             if let Ok(mut sessions) = pool.sessions.lock() {
@@ -183,6 +189,8 @@ struct Leaf {
     evicted: CancellationToken,
     evicted_by: Mutex<Option<&'static str>>,
     events: Arc<BudgetEvents>,
+    /// The stream that may read past the session's limit to finish its packet.
+    overdraft: Mutex<Option<u64>>,
 }
 
 impl Drop for Leaf {
@@ -247,6 +255,7 @@ impl SessionMemory {
             evicted: CancellationToken::new(),
             evicted_by: Mutex::new(None),
             events: Arc::new(BudgetEvents::default()),
+            overdraft: Mutex::new(None),
         }))
     }
 
@@ -270,6 +279,40 @@ impl SessionMemory {
         }
         let parent = self.0.parent.as_ref()?;
         parent.ancestors().find(|pool| pool.used.load(Ordering::Acquire) >= pool.limit).cloned().map(Blocked::Pool)
+    }
+
+    /// An id for a stream of this session, for the overdraft.
+    pub fn stream_id() -> u64 {
+        NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets `stream` read past the session's limit when no other stream does; true if it may.
+    fn claim_overdraft(&self, stream: u64, holding: bool) -> bool {
+        let Ok(mut overdraft) = self.0.overdraft.lock() else { return false };
+        match *overdraft {
+            Some(holder) => holder == stream,
+            // Only a stream holding part of a packet needs to finish it.
+            None if holding => {
+                *overdraft = Some(stream);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives the overdraft back once `stream` holds nothing undispatched.
+    pub fn end_overdraft(&self, stream: u64) {
+        let released = match self.0.overdraft.lock() {
+            Ok(mut overdraft) if *overdraft == Some(stream) => {
+                *overdraft = None;
+                true
+            }
+            _ => false,
+        };
+        if released {
+            // Another stream may now take it.
+            self.0.room.notify_waiters();
+        }
     }
 
     /// Whether any limit above the session's guaranteed part is exhausted: new streams are refused meanwhile.
@@ -317,15 +360,26 @@ impl SessionMemory {
         }
     }
 
-    /// Resolves once the session may read, or with the limit that ended it. `waiting_since` is when this stream
-    /// started waiting, kept by the caller so that the wait survives the cancellation of this future (it runs
-    /// inside `select!`s): after `patience` of waiting, the largest session under the exhausted limit is ended.
-    pub async fn room(&self, waiting_since: &mut Option<Instant>, patience: Duration) -> Result<(), Evicted> {
+    /// Resolves once `stream` may read, or with the limit that ended the session. `holding` says whether the stream
+    /// holds part of a packet (it may then take the session's overdraft). `waiting_since` is when the stream started
+    /// waiting, kept by the caller so that the wait survives the cancellation of this future (it runs inside
+    /// `select!`s): after `patience` of waiting, the largest session under the exhausted limit is ended.
+    pub async fn room(
+        &self,
+        stream: u64,
+        holding: bool,
+        waiting_since: &mut Option<Instant>,
+        patience: Duration,
+    ) -> Result<(), Evicted> {
         loop {
             if let Some(limit) = self.evicted_by() {
                 return Err(Evicted { limit });
             }
-            let Some(blocked) = self.blocked() else {
+            let blocked = match self.blocked() {
+                Some(Blocked::Session) if self.claim_overdraft(stream, holding) => None,
+                blocked => blocked,
+            };
+            let Some(blocked) = blocked else {
                 *waiting_since = None;
                 return Ok(());
             };
@@ -341,7 +395,10 @@ impl SessionMemory {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // Re-check after registering, so a release between the check and the wait is not missed.
-            if self.blocked().is_none() {
+            if !matches!(
+                (self.blocked(), &blocked),
+                (Some(Blocked::Session), Blocked::Session) | (Some(Blocked::Pool(_)), Blocked::Pool(_))
+            ) {
                 continue;
             }
             let deadline = since + patience;
@@ -465,7 +522,7 @@ mod tests {
         session.add(10);
         let waiter = {
             let session = session.clone();
-            tokio::spawn(async move { session.room(&mut None, Duration::from_secs(60)).await })
+            tokio::spawn(async move { session.room(1, false, &mut None, Duration::from_secs(60)).await })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
@@ -482,7 +539,7 @@ mod tests {
         let started = Instant::now();
         let waited = {
             let victim = victim.clone();
-            tokio::spawn(async move { victim.room(&mut None, Duration::from_secs(5)).await })
+            tokio::spawn(async move { victim.room(1, false, &mut None, Duration::from_secs(5)).await })
         };
         hog.evicted().await;
         assert_eq!(hog.evicted_by(), Some("server"));
@@ -498,7 +555,26 @@ mod tests {
         let session = SessionMemory::standalone(10);
         session.add(10);
         let mut since = None;
-        let result = session.room(&mut since, Duration::from_secs(5)).await;
+        let result = session.room(1, false, &mut since, Duration::from_secs(5)).await;
         assert_eq!(result, Err(Evicted { limit: SESSION_LIMIT }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_stream_holding_part_of_a_packet_may_read_past_the_session_limit() {
+        let session = SessionMemory::standalone(10);
+        session.add(10);
+        let mut since = None;
+        let patience = Duration::from_secs(5);
+        assert_eq!(session.room(1, true, &mut since, patience).await, Ok(()), "the first holder takes the overdraft");
+        assert_eq!(session.room(1, true, &mut since, patience).await, Ok(()), "and keeps it");
+        let other = {
+            let session = session.clone();
+            tokio::spawn(async move { session.room(2, true, &mut None, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!other.is_finished(), "a second stream shares the overdraft");
+        session.end_overdraft(1);
+        assert_eq!(other.await.ok(), Some(Ok(())), "the overdraft passes on when its holder is done");
+        assert_eq!(session.evicted_by(), None);
     }
 }

@@ -35,13 +35,22 @@ pub struct StreamMemory {
 #[derive(Debug, Default)]
 struct Accounting {
     budget: Option<StreamMemory>,
-    /// Bytes of this stream counted against the budget: what its connection holds undispatched.
+    /// This stream among its session's, for the session's overdraft.
+    stream: u64,
+    /// Bytes of this stream counted against the budget: the capacity of its connection's input buffers.
     counted: usize,
+    /// Whether the connection holds part of a packet (it may then take the session's overdraft to finish it).
+    holding: bool,
     waiting_since: Option<Instant>,
 }
 
 impl Accounting {
-    fn recount(&mut self, now: usize) {
+    fn recount(&mut self, conn: &Connection) {
+        self.set(conn.buffered_capacity(), conn.buffered_input() > 0);
+    }
+
+    fn set(&mut self, now: usize, holding: bool) {
+        self.holding = holding;
         let Some(budget) = &self.budget else { return };
         if now > self.counted {
             budget.memory.add(now - self.counted);
@@ -49,11 +58,16 @@ impl Accounting {
             budget.memory.release(self.counted - now);
         }
         self.counted = now;
+        if !holding {
+            budget.memory.end_overdraft(self.stream);
+        }
     }
 
     async fn room(&mut self) -> Result<(), Evicted> {
         match &self.budget {
-            Some(budget) => budget.memory.room(&mut self.waiting_since, budget.patience).await,
+            Some(budget) => {
+                budget.memory.room(self.stream, self.holding, &mut self.waiting_since, budget.patience).await
+            }
             None => Ok(()),
         }
     }
@@ -61,7 +75,7 @@ impl Accounting {
 
 impl Drop for Accounting {
     fn drop(&mut self) {
-        self.recount(0);
+        self.set(0, false);
     }
 }
 
@@ -92,6 +106,7 @@ impl DrpcStream {
     /// Reads under `budget` from now on.
     pub fn with_memory(mut self, budget: StreamMemory) -> Self {
         self.memory.budget = Some(budget);
+        self.memory.stream = SessionMemory::stream_id();
         self
     }
 
@@ -154,7 +169,7 @@ impl DrpcStream {
     pub async fn next_event(&mut self) -> Result<Option<Event>, DriveError> {
         loop {
             let event = self.conn.poll_event();
-            self.memory.recount(self.conn.buffered_input());
+            self.memory.recount(&self.conn);
             if let Some(event) = event? {
                 return Ok(Some(event));
             }
@@ -183,7 +198,7 @@ impl DrpcStream {
         match self.stream.next().await {
             Some(Ok(chunk)) => {
                 self.conn.handle_input(chunk.as_ref());
-                self.memory.recount(self.conn.buffered_input());
+                self.memory.recount(&self.conn);
             }
             Some(Err(err)) if err.kind() == io::ErrorKind::WriteZero => self.eof = true,
             Some(Err(err)) => {

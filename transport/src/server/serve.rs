@@ -159,6 +159,9 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
         let calls = Arc::new(Semaphore::new(self.config.max_concurrent_calls.max(1)));
         let budget = StreamMemory { memory: memory.clone(), patience: self.config.memory_wait };
         let tracker = tokio_util::task::TaskTracker::new();
+        // Ends every stream task at once when a budget ends the session: the crate's close wakes no stream reader
+        // (it drops its streams' states without closing them), so a task parked on a read would never see the end.
+        let streams_ended = CancellationToken::new();
         let mut refused = 0u64;
         let stopped = loop {
             tokio::select! {
@@ -182,6 +185,14 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                             self.observer.clone(),
                             shutdown.clone(),
                         );
+                        let ended = streams_ended.clone();
+                        let task = async move {
+                            tokio::select! {
+                                biased;
+                                _ = ended.cancelled() => {}
+                                _ = task => {}
+                            }
+                        };
                         tracker.spawn(task.in_current_span());
                     }
                     None => break Stop::PeerLeft,
@@ -203,6 +214,8 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                     session_limit = memory.limit(),
                     "memory budget exhausted; closing the session that holds the most"
                 );
+                streams_ended.cancel();
+                tracker.wait().await;
                 handle.close();
                 let _ = incoming.ended().await;
                 SessionEnd::OverBudget(evicted)

@@ -31,6 +31,9 @@ use crate::wire::{
     Packet, PacketAssembler, PacketError,
 };
 
+/// The most an empty input buffer keeps of the capacity it grew to.
+const RETAINED_INPUT_CAPACITY: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Starts calls (Coder's agent side).
@@ -173,6 +176,12 @@ impl Connection {
         self.inbound.len() + self.assembler.buffered()
     }
 
+    /// Memory the connection holds for input not yet turned into events: its buffers' capacities, which is what a
+    /// memory budget has to count (growth can take a buffer's capacity up to twice what arrived).
+    pub fn buffered_capacity(&self) -> usize {
+        self.inbound.capacity() + self.assembler.buffered_capacity()
+    }
+
     /// Whether anything received waits to be turned into events (or the connection has failed, which
     /// [`Connection::poll_event`] reports).
     pub fn has_pending_input(&self) -> bool {
@@ -223,6 +232,10 @@ impl Connection {
         // cap and a next frame just under the cap would both be held until that frame completes.
         if let Some((id, data_len)) = peek_header(&self.inbound, max)? {
             self.assembler.admit(id, data_len)?;
+        }
+        // A buffer a large message grew is not kept for the small ones that follow.
+        if self.inbound.is_empty() && self.inbound.capacity() > RETAINED_INPUT_CAPACITY {
+            self.inbound = BytesMut::new();
         }
         Ok(None)
     }

@@ -62,6 +62,11 @@ impl PacketAssembler {
         self.partial.as_ref().map_or(0, |p| p.data.len())
     }
 
+    /// Memory held for a packet not yet complete: its buffer's capacity, which growth may take past what arrived.
+    pub fn buffered_capacity(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+
     pub fn push(&mut self, frame: Frame) -> Result<Option<Packet>, PacketError> {
         // "id monotonicity violation": ids only go up, per direction.
         if frame.id < self.next {
