@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 15's memory attack against a release server, with server RSS from /proc: one session over plain TCP opens
 # STREAMS streams and sends each the start of a dRPC Invoke declaring ~4 MiB, never finishing it
-# (examples/memory_attack.rs). Per row: VmRSS before, VmHWM (the peak) during, VmRSS 3 s after the session ended,
+# (examples/memory_attack.rs), then holds the session until the server ends it (at most 30 s). Per row: VmRSS
+# before, VmHWM (the peak) during, VmRSS 3 s after the session ended,
 # the bytes the server took, and how the session ended. Rows: the default limits; the same with glibc told to serve
 # large buffers from mmap (MALLOC_MMAP_THRESHOLD_), to see what the allocator keeps after the attack.
 #
@@ -36,7 +37,7 @@ row() { # row LABEL [env assignments...]: one fresh server, one attack
     sleep 1
     local before peak after result
     before="$(kib "$AW_PID" VmRSS)"
-    result="$("$ATTACK" --addr "127.0.0.1:$tcp_port" --streams "$STREAMS" --seconds 60)"
+    result="$("$ATTACK" --addr "127.0.0.1:$tcp_port" --streams "$STREAMS" --seconds 30)"
     sleep 3
     peak="$(kib "$AW_PID" VmHWM)"
     after="$(kib "$AW_PID" VmRSS)"
