@@ -297,9 +297,7 @@ pub(crate) struct ActivityKey {
 
 /// Folds connected stats rows (`(template, user, created_at)`) into rollup rows, unique per key: one upsert must
 /// not touch a row twice (PostgreSQL refuses that).
-pub(crate) fn fold_activity(
-    rows: impl IntoIterator<Item = (Uuid, Uuid, UnixMicros)>,
-) -> Vec<(ActivityKey, UnixMicros, UnixMicros)> {
+pub(crate) fn fold_activity(rows: impl IntoIterator<Item = (Uuid, Uuid, UnixMicros)>) -> Vec<ActivitySpan> {
     let mut days: std::collections::BTreeMap<ActivityKey, (UnixMicros, UnixMicros)> = Default::default();
     for (template_id, user_id, at) in rows {
         let key = ActivityKey { template_id, user_id, day: at.div_euclid(MICROS_PER_DAY) };
@@ -310,14 +308,15 @@ pub(crate) fn fold_activity(
     days.into_iter().map(|(k, (first, last))| (k, first, last)).collect()
 }
 
+/// One rollup row from [`fold_activity`]: its key, first and last instant.
+pub(crate) type ActivitySpan = (ActivityKey, UnixMicros, UnixMicros);
+
 /// Rollup columns per row, for chunking under the bind limit.
 pub(crate) const ACTIVITY_DAY_COLS: usize = 5;
 
 /// The upsert of one chunk of [`fold_activity`]'s rows: a day already present widens to the earlier first and the
 /// later last instant (CASE rather than min()/LEAST(): the engines spell those differently).
-pub(crate) fn activity_days_upsert<DB: sqlx::Database>(
-    chunk: &[(ActivityKey, UnixMicros, UnixMicros)],
-) -> sqlx::QueryBuilder<DB>
+pub(crate) fn activity_days_upsert<DB: sqlx::Database>(chunk: &[ActivitySpan]) -> sqlx::QueryBuilder<DB>
 where
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,

@@ -10,21 +10,11 @@
 
 use uuid::Uuid;
 
-use crate::backend::{begin, commit, q, with_pool};
+use crate::backend::BatchSql;
 use crate::batch::stats::{StatsFlush, StatsRow};
 use crate::batch::Flush;
-use crate::counting::Stmt;
-use crate::model::{id, now_micros, StatsReport};
+use crate::model::{now_micros, StatsReport};
 use crate::{ResolvedAgent, Store, StoreError};
-
-/// The per-row metadata write: Coder's single-key `UpdateWorkspaceAgentMetadata` shape, one
-/// `(agent, key)` per statement. Counted under its own name so it never mixes with the batched
-/// statement in the counters.
-const UPDATE_METADATA_ROW: Stmt = Stmt::new(
-    "BenchUpdateWorkspaceAgentMetadataRow",
-    "UPDATE workspace_agent_metadata SET value = $3, error = $4, collected_at = $5 \
-     WHERE workspace_agent_id = $1 AND key = $2",
-);
 
 /// Insert one `workspace_agent_stats` row for `agent` in its own transaction.
 ///
@@ -61,20 +51,5 @@ pub async fn update_metadata_row_per_tx(
     value: &str,
     error: &str,
 ) -> Result<u64, StoreError> {
-    let core = store.core();
-    let now = now_micros();
-    let changed = with_pool!(&core.db, write, |eng, pool| {
-        let mut tx = begin(&core.counters, eng, pool).await?;
-        let done = q!(core.counters, eng, UPDATE_METADATA_ROW)
-            .bind(id(agent_id))
-            .bind(key)
-            .bind(value)
-            .bind(error)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        commit(&core.counters, tx).await?;
-        done.rows_affected()
-    });
-    Ok(changed)
+    store.core().db.update_metadata_row_per_tx(agent_id, key, value, error, now_micros()).await
 }

@@ -1,5 +1,6 @@
 //! Where the store meets a database: the contract a backend implements (`AgentSql`, `AdminSql`,
-//! `LookupSql`), the engines and how a URL picks one, and the counted query and transaction helpers.
+//! `LookupSql`, `BatchSql`, `AggregateSql`), the engines and how a URL picks one, and the counted query and
+//! transaction helpers.
 //!
 //! The traits are the whole of what the rooms above ask of a database: domain values in, rows out, every
 //! statement counted under its name. `agentwire/` implements them for agentwire's own schema on both engines;
@@ -17,6 +18,10 @@ use sqlx::{Database, Pool, Transaction};
 
 use uuid::Uuid;
 
+use crate::aggregates::ActivitySpan;
+use crate::batch::heartbeat::HeartbeatEntry;
+use crate::batch::metadata::MetaEntry;
+use crate::batch::stats::StatsRow;
 use crate::model::*;
 use crate::{
     AgentScope, BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, QueryCounters, StoreError,
@@ -347,4 +352,35 @@ pub(crate) trait LookupSql {
     /// not the user's.
     async fn agent_metadata_for_user(&self, user_id: Uuid, agent_id: Uuid)
         -> Result<Option<Vec<Metadata>>, StoreError>;
+}
+
+/// The batchers' writes: each flush is one transaction, every statement in it counted under its name. A flush's
+/// notifications (`(channel, payload)`) may be sent inside that transaction, delivered at commit and costing no
+/// transaction of their own; a backend that does so answers `true`, otherwise the batcher publishes them after.
+pub(crate) trait BatchSql {
+    /// Insert stats `rows` (ids already stored are skipped, so a flush retried after a commit whose answer was
+    /// lost succeeds), widen the activity rollup by `days`, and for the `active` workspaces set `last_used_at` and
+    /// bump the deadline of their latest build (Coder's `ActivityBumpWorkspace`).
+    async fn flush_stats(
+        &self,
+        rows: &[StatsRow],
+        days: &[ActivitySpan],
+        active: &[Uuid],
+        notices: &[(&str, &str)],
+    ) -> Result<bool, StoreError>;
+    /// Set the value, error and collection time of these `(agent, key)` metadata rows; keys that were not
+    /// described at build time are left alone.
+    async fn flush_metadata(&self, entries: &[MetaEntry], notices: &[(&str, &str)]) -> Result<bool, StoreError>;
+    /// Refresh agents' `last_connected_at` and replica, never moving the timestamp backwards.
+    async fn flush_heartbeats(&self, entries: &[HeartbeatEntry]) -> Result<(), StoreError>;
+    /// Benchmark only: one metadata key in a transaction of its own, the per-row shape the batcher replaces,
+    /// counted under a name of its own. The rows changed.
+    async fn update_metadata_row_per_tx(
+        &self,
+        agent_id: Uuid,
+        key: &str,
+        value: &str,
+        error: &str,
+        collected_at: UnixMicros,
+    ) -> Result<u64, StoreError>;
 }

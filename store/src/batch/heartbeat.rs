@@ -9,13 +9,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Flush, Pushed};
-use crate::backend::{begin, commit, rows_per_statement, with_pool};
-use crate::model::{id, UnixMicros};
+use crate::backend::BatchSql;
+use crate::model::UnixMicros;
 use crate::{Core, StoreError};
-
-/// Statement name under which each batched heartbeat UPDATE is counted.
-pub const BATCH_UPDATE_HEARTBEATS: &str = "BatchUpdateWorkspaceAgentHeartbeats";
-const COLS: usize = 3;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Heartbeat {
@@ -25,6 +21,9 @@ pub(crate) struct Heartbeat {
 }
 
 type Acc = HashMap<Uuid, (UnixMicros, Uuid)>;
+
+/// One agent of a flush and its latest `(at, replica)`.
+pub(crate) type HeartbeatEntry = (Uuid, (UnixMicros, Uuid));
 
 pub(crate) struct HeartbeatFlush {
     pub core: Arc<Core>,
@@ -57,35 +56,11 @@ impl Flush for HeartbeatFlush {
         // Kept for the next tick on failure: during a database outage the next heartbeat cannot land either, and
         // without these the agents would look disconnected to other replicas until their next refresh after it.
         // Bounded: one entry per agent, newer ones merging into it.
-        let entries: Vec<_> = acc.drain().collect();
-        if let Err(e) = write(&self.core, &entries).await {
+        let entries: Vec<HeartbeatEntry> = acc.drain().collect();
+        if let Err(e) = self.core.db.flush_heartbeats(&entries).await {
             acc.extend(entries);
             return Err(e);
         }
         Ok(entries.len())
     }
-}
-
-async fn write(core: &Core, entries: &[(Uuid, (UnixMicros, Uuid))]) -> Result<(), StoreError> {
-    with_pool!(&core.db, write, |eng, pool| {
-        let mut tx = begin(&core.counters, eng, pool).await?;
-        for chunk in entries.chunks(rows_per_statement(COLS)) {
-            core.counters.hit(BATCH_UPDATE_HEARTBEATS);
-            let mut qb = sqlx::QueryBuilder::new(
-                "UPDATE workspace_agents SET last_connected_at = v.column2, \
-                 last_connected_replica_id = v.column3, updated_at = v.column2 FROM (",
-            );
-            qb.push_values(chunk, |mut b, (agent, (at, replica))| {
-                b.push_bind(id(*agent)).push_bind(*at).push_bind(id(*replica));
-            });
-            // Never move the timestamp backwards (a late flush after a newer direct write).
-            qb.push(
-                ") AS v WHERE workspace_agents.id = v.column1 AND \
-                 (workspace_agents.last_connected_at IS NULL OR \
-                 workspace_agents.last_connected_at < v.column2)",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        commit(&core.counters, tx).await
-    })
 }

@@ -8,16 +8,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Flush, Pushed};
-use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
-use crate::counting::Stmt;
-use crate::model::{id, UnixMicros};
+use super::{publish_unsent, Flush, Pushed};
+use crate::backend::BatchSql;
+use crate::model::UnixMicros;
 use crate::pubsub::{metadata_batch_payloads, METADATA_BATCH_CHANNEL};
 use crate::{Core, StoreError};
-
-/// Statement name under which each batched metadata UPDATE is counted.
-pub const BATCH_UPDATE_METADATA: &str = "BatchUpdateWorkspaceAgentMetadata";
-const COLS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub(crate) struct MetaItem {
@@ -29,6 +24,9 @@ pub(crate) struct MetaItem {
 }
 
 type Acc = HashMap<(Uuid, String), (String, String, UnixMicros)>;
+
+/// One `(agent, key)` of a flush and its latest `(value, error, collected_at)`.
+pub(crate) type MetaEntry = ((Uuid, String), (String, String, UnixMicros));
 
 pub(crate) struct MetadataFlush {
     pub core: Arc<Core>,
@@ -64,64 +62,13 @@ impl Flush for MetadataFlush {
     async fn flush(&self, acc: &mut Acc) -> Result<usize, StoreError> {
         // Coder drops a failed batch instead of retrying; the agent reports again shortly. The batcher counts what
         // is dropped.
-        let entries: Vec<_> = acc.drain().collect();
+        let entries: Vec<MetaEntry> = acc.drain().collect();
         let agents: Vec<Uuid> = entries.iter().map(|((a, _), _)| *a).collect::<BTreeSet<_>>().into_iter().collect();
         let payloads = metadata_batch_payloads(&agents, self.notify_max_ids);
-        let notified_in_tx = write(&self.core, &entries, &payloads).await?;
-        if !notified_in_tx {
-            for payload in &payloads {
-                if let Err(e) = self.core.pubsub.publish(METADATA_BATCH_CHANNEL, payload).await {
-                    // The rows are written; watchers will catch up on the next change.
-                    tracing::warn!(error = %e, "publish workspace agent metadata batch");
-                }
-            }
-        }
+        let notices: Vec<(&str, &str)> = payloads.iter().map(|p| (METADATA_BATCH_CHANNEL, p.as_str())).collect();
+        let sent = self.core.db.flush_metadata(&entries, &notices).await?;
+        // The rows are written; if a message is lost, watchers catch up on the next change.
+        publish_unsent(&self.core, sent, &notices, "workspace agent metadata batch").await;
         Ok(entries.len())
     }
-}
-
-type Entry = ((Uuid, String), (String, String, UnixMicros));
-
-/// PostgreSQL's NOTIFY inside the flush transaction: delivered at commit, with the rows, and costing no
-/// transaction of its own (sent after the commit, each chunk would be one more write transaction).
-const NOTIFY_IN_FLUSH: Stmt = Stmt::new("pg_notify", "SELECT pg_notify($1, $2)");
-
-/// Writes one flush in one transaction. On PostgreSQL the notifications go in the same transaction and this
-/// returns true; elsewhere the caller publishes them after the commit.
-async fn write(core: &Core, entries: &[Entry], notifications: &[String]) -> Result<bool, StoreError> {
-    with_pool!(&core.db, write, |eng, pool| {
-        let mut tx = begin(&core.counters, eng, pool).await?;
-        for chunk in entries.chunks(rows_per_statement(COLS)) {
-            core.counters.hit(BATCH_UPDATE_METADATA);
-            // Only keys created at build time change (UPDATE … FROM), as in Coder.
-            let mut qb = sqlx::QueryBuilder::new(
-                "UPDATE workspace_agent_metadata AS m SET value = v.column3, error = v.column4, \
-                 collected_at = v.column5 FROM (",
-            );
-            qb.push_values(chunk, |mut b, ((agent, key), (value, error, at))| {
-                b.push_bind(id(*agent))
-                    .push_bind(key.as_str())
-                    .push_bind(value.as_str())
-                    .push_bind(error.as_str())
-                    .push_bind(*at);
-            });
-            qb.push(") AS v WHERE m.workspace_agent_id = v.column1 AND m.key = v.column2");
-            qb.build().execute(&mut *tx).await?;
-        }
-        let in_tx = eng == Engine::Postgres;
-        if in_tx {
-            for payload in notifications {
-                q!(core.counters, eng, NOTIFY_IN_FLUSH)
-                    .bind(METADATA_BATCH_CHANNEL)
-                    .bind(payload)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        commit(&core.counters, tx).await?;
-        if in_tx {
-            core.counters.notified(notifications.len() as u64);
-        }
-        Ok(in_tx)
-    })
 }

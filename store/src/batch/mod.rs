@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::StoreError;
+use crate::{Core, StoreError};
 
 /// Sizes and timings of one batcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,19 @@ pub(crate) trait Flush: Send + Sync + 'static {
     /// Write `acc` in one transaction. On success `acc` must be left empty; on failure the
     /// implementation leaves in `acc` what it wants retried (what it removes counts as dropped).
     fn flush(&self, acc: &mut Self::Acc) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+/// Publishes a flush's notifications (`(channel, payload)`) unless its backend `sent` them inside the flush
+/// transaction. The rows are written by then, so a failed publish is logged, not returned.
+pub(crate) async fn publish_unsent(core: &Core, sent: bool, notices: &[(&str, &str)], what: &str) {
+    if sent {
+        return;
+    }
+    for (channel, payload) in notices {
+        if let Err(e) = core.pubsub.publish(channel, payload).await {
+            tracing::warn!(error = %e, "publish {what}");
+        }
+    }
 }
 
 /// Counters of one batcher.

@@ -11,20 +11,12 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Flush, Pushed};
-use crate::aggregates::{activity_days_upsert, fold_activity, ACTIVITY_DAY_COLS, UPSERT_ACTIVITY_DAYS};
-use crate::backend::{begin, commit, q, rows_per_statement, with_pool, Engine};
-use crate::counting::Stmt;
-use crate::model::{id, StatsReport, UnixMicros};
+use super::{publish_unsent, Flush, Pushed};
+use crate::aggregates::fold_activity;
+use crate::backend::BatchSql;
+use crate::model::{StatsReport, UnixMicros};
 use crate::pubsub::{workspace_event_payload, workspace_owner_channel, STATS_UPDATE_KIND};
 use crate::{Core, StoreError};
-
-/// Statement name under which each multi-row stats INSERT is counted.
-pub const INSERT_STATS: &str = "InsertWorkspaceAgentStats";
-/// Statement names of the per-flush activity writes.
-pub const ACTIVITY_BUMP: &str = "ActivityBumpWorkspace";
-pub const UPDATE_LAST_USED: &str = "BatchUpdateWorkspaceLastUsedAt";
-const COLS: usize = 18;
 
 #[derive(Debug, Clone)]
 pub(crate) struct StatsRow {
@@ -66,105 +58,18 @@ impl Flush for StatsFlush {
             .iter()
             .map(|(owner, ws)| (workspace_owner_channel(*owner), workspace_event_payload(STATS_UPDATE_KIND, *ws, None)))
             .collect();
-        let notified_in_tx = write(&self.core, acc, &active, &events).await?;
-        if !notified_in_tx {
-            for (channel, payload) in &events {
-                if let Err(e) = self.core.pubsub.publish(channel, payload).await {
-                    // The rows are written; watchers see the next update.
-                    tracing::warn!(error = %e, "publish workspace stats update");
-                }
-            }
-        }
+        let notices: Vec<(&str, &str)> = events.iter().map(|(c, p)| (c.as_str(), p.as_str())).collect();
+        let days = fold_activity(
+            acc.iter().filter(|r| r.report.connection_count > 0).map(|r| (r.template_id, r.user_id, r.created_at)),
+        );
+        let workspaces: Vec<Uuid> = active.iter().map(|(_, ws)| *ws).collect();
+        let sent = self.core.db.flush_stats(acc, &days, &workspaces, &notices).await?;
+        // The rows are written; if a message is lost, watchers see the next update.
+        publish_unsent(&self.core, sent, &notices, "workspace stats update").await;
         let n = acc.len();
         acc.clear();
         Ok(n)
     }
-}
-
-/// PostgreSQL's NOTIFY inside the flush transaction: delivered at commit, costing no transaction of its own.
-const NOTIFY_IN_FLUSH: Stmt = Stmt::new("pg_notify", "SELECT pg_notify($1, $2)");
-
-/// Writes one flush in one transaction: the rows, then for `active` workspaces the activity writes and, on
-/// PostgreSQL, the `events` (returns true then; elsewhere the caller publishes them after the commit).
-async fn write(
-    core: &Core,
-    rows: &[StatsRow],
-    active: &[(Uuid, Uuid)],
-    events: &[(String, String)],
-) -> Result<bool, StoreError> {
-    with_pool!(&core.db, write, |eng, pool| {
-        let mut tx = begin(&core.counters, eng, pool).await?;
-        for chunk in rows.chunks(rows_per_statement(COLS)) {
-            core.counters.hit(INSERT_STATS);
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO workspace_agent_stats (id, created_at, agent_id, workspace_id, \
-                 template_id, user_id, connections_by_proto, connection_count, rx_packets, \
-                 rx_bytes, tx_packets, tx_bytes, connection_median_latency_ms, \
-                 session_count_vscode, session_count_jetbrains, session_count_reconnecting_pty, \
-                 session_count_ssh, usage) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                let s = &r.report;
-                let by_proto =
-                    if s.connections_by_proto.is_empty() { "{}".to_owned() } else { s.connections_by_proto.clone() };
-                b.push_bind(id(r.id))
-                    .push_bind(r.created_at)
-                    .push_bind(id(r.agent_id))
-                    .push_bind(id(r.workspace_id))
-                    .push_bind(id(r.template_id))
-                    .push_bind(id(r.user_id))
-                    .push_bind(by_proto)
-                    .push_bind(s.connection_count)
-                    .push_bind(s.rx_packets)
-                    .push_bind(s.rx_bytes)
-                    .push_bind(s.tx_packets)
-                    .push_bind(s.tx_bytes)
-                    .push_bind(s.connection_median_latency_ms)
-                    .push_bind(s.session_count_vscode)
-                    .push_bind(s.session_count_jetbrains)
-                    .push_bind(s.session_count_reconnecting_pty)
-                    .push_bind(s.session_count_ssh)
-                    .push_bind(s.usage);
-            });
-            // A flush whose commit reached the database but whose answer did not (the connection died at COMMIT)
-            // is retried with the same ids: skipping them keeps the retry from failing on the primary key forever.
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
-        }
-        let days = fold_activity(
-            rows.iter().filter(|r| r.report.connection_count > 0).map(|r| (r.template_id, r.user_id, r.created_at)),
-        );
-        for chunk in days.chunks(rows_per_statement(ACTIVITY_DAY_COLS)) {
-            core.counters.hit(UPSERT_ACTIVITY_DAYS);
-            activity_days_upsert(chunk).build().execute(&mut *tx).await?;
-        }
-        let workspaces: Vec<Uuid> = active.iter().map(|(_, ws)| *ws).collect();
-        if !workspaces.is_empty() {
-            let now = crate::model::now_micros();
-            core.counters.hit(UPDATE_LAST_USED);
-            let mut qb = sqlx::QueryBuilder::new("UPDATE workspaces SET last_used_at = ");
-            qb.push_bind(now).push(" WHERE last_used_at < ").push_bind(now).push(" AND id IN (");
-            let mut ids = qb.separated(", ");
-            for w in &workspaces {
-                ids.push_bind(id(*w));
-            }
-            qb.push(")");
-            qb.build().execute(&mut *tx).await?;
-            core.counters.hit(ACTIVITY_BUMP);
-            bump_deadlines(now, &workspaces).build().execute(&mut *tx).await?;
-        }
-        let in_tx = eng == Engine::Postgres;
-        if in_tx {
-            for (channel, payload) in events {
-                q!(core.counters, eng, NOTIFY_IN_FLUSH).bind(channel).bind(payload).execute(&mut *tx).await?;
-            }
-        }
-        commit(&core.counters, tx).await?;
-        if in_tx {
-            core.counters.notified(events.len() as u64);
-        }
-        Ok(in_tx)
-    })
 }
 
 /// (owner, workspace) of the workspaces with a live connection in this flush: the reports that count as activity.
@@ -175,43 +80,6 @@ fn active_workspaces(rows: &[StatsRow]) -> Vec<(Uuid, Uuid)> {
         .map(|r| (r.user_id, r.workspace_id))
         .collect();
     set.into_iter().collect()
-}
-
-/// Coder's `ActivityBumpWorkspace` for a set of workspaces, on their latest builds: push the deadline to at least
-/// `now + templates.activity_bump` (capped at `max_deadline` when set), only for a completed `start` build that has a
-/// deadline, and only once 5 % of the interval has passed. Coder lengthens the interval when the bump would cross the
-/// next autostart; a workspace with an autostart schedule gets the plain interval here.
-fn bump_deadlines<DB: sqlx::Database>(now: UnixMicros, workspaces: &[Uuid]) -> sqlx::QueryBuilder<DB>
-where
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-{
-    let mut qb = sqlx::QueryBuilder::new("UPDATE workspace_builds SET updated_at = ");
-    qb.push_bind(now);
-    // CASE rather than GREATEST/LEAST or max()/min(): the two engines spell those differently.
-    qb.push(", deadline = CASE WHEN max_deadline <> 0 AND (CASE WHEN deadline > ");
-    qb.push_bind(now).push(" + v.bump THEN deadline ELSE ").push_bind(now);
-    qb.push(" + v.bump END) > max_deadline THEN max_deadline ELSE (CASE WHEN deadline > ");
-    qb.push_bind(now).push(" + v.bump THEN deadline ELSE ").push_bind(now);
-    qb.push(
-        " + v.bump END) END \
-         FROM (SELECT b.id AS build_id, t.activity_bump / 1000 AS bump \
-               FROM workspace_builds b \
-               JOIN provisioner_jobs j ON j.id = b.job_id \
-               JOIN workspaces w ON w.id = b.workspace_id \
-               JOIN templates t ON t.id = w.template_id \
-               WHERE b.build_number = (SELECT MAX(x.build_number) FROM workspace_builds x \
-                                       WHERE x.workspace_id = b.workspace_id) \
-                 AND j.completed_at IS NOT NULL AND t.activity_bump >= 1000 \
-                 AND b.transition = 'start' AND b.deadline <> 0 AND b.workspace_id IN (",
-    );
-    let mut ids = qb.separated(", ");
-    for w in workspaces {
-        ids.push_bind(id(*w));
-    }
-    qb.push(")) AS v WHERE workspace_builds.id = v.build_id AND workspace_builds.deadline - v.bump * 95 / 100 < ");
-    qb.push_bind(now);
-    qb
 }
 
 #[cfg(test)]
@@ -240,7 +108,7 @@ mod tests {
         let mut again = rows;
         again.push(row(3));
         assert_eq!(flush.flush(&mut again).await.unwrap(), 4);
-        let stored: i64 = with_pool!(&store.core().db, read, |eng, pool| {
+        let stored: i64 = crate::backend::with_pool!(&store.core().db, read, |eng, pool| {
             sqlx::query_scalar("SELECT COUNT(*) FROM workspace_agent_stats").fetch_one(pool).await.unwrap()
         });
         assert_eq!(stored, 4);

@@ -5,6 +5,7 @@ mod admin;
 mod admin_sql;
 mod agent;
 mod agent_sql;
+mod batch;
 mod lookup;
 
 use std::sync::Arc;
