@@ -9,7 +9,9 @@ pub mod http;
 pub mod loadgen;
 pub mod metrics;
 pub mod metrics_cache;
-pub mod proto;
 pub mod server;
 pub mod session;
 pub mod tailnet;
+
+/// The generated messages and dRPC services (`agentwire-proto`), under the path the server's modules and tests use.
+pub use agentwire_proto as proto;

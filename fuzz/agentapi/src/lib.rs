@@ -35,8 +35,8 @@ use std::sync::{Arc, OnceLock};
 use agentwire::agentapi::error::RpcError;
 use agentwire::agentapi::fuzzing::{dispatch, Dispatched, Rpc};
 use agentwire::agentapi::{AgentApi, AgentApiConfig};
-use agentwire::proto::agent::v2 as pb;
 use agentwire::session::{ApiVersion, Session};
+use agentwire_proto::agent::v2 as pb;
 use agentwire_store::{
     AgentScope, NewAgent, NewApp, NewMetadata, NewScript, NewSubAgent, Store, StoreOptions, DEFAULT_MAX_LOGS_LENGTH,
 };

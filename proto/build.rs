@@ -1,13 +1,14 @@
-//! Compiles `proto/*.proto` with protox (no system protoc) into prost types plus generated dRPC service code.
+//! Compiles `agent.proto` and `tailnet.proto` with protox (no system protoc) into prost types plus the dRPC
+//! service traits, routers and typed clients of `agentwire_transport::codegen`.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/agent.proto", "proto/tailnet.proto"];
+    let protos = ["agent.proto", "tailnet.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(protos, ["proto"])?;
+    let descriptors = protox::compile(protos, ["."])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     prost_build::Config::new()
         .out_dir(&out)
