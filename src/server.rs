@@ -169,7 +169,6 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         metrics.attach_memory_budget(memory.clone());
         let mut router = Router::new();
-        agent_pb::register_agent(&mut router, Arc::new(AgentApi::new(store.clone(), config.agent_api.clone())));
         let observer: Arc<dyn agentwire_transport::server::CallObserver> = metrics.clone();
         let (replica, tailnet_config) = (config.replica_id, config.tailnet.clone());
         let tailnet = Tailnet::new(
@@ -181,6 +180,8 @@ impl AppState {
             metrics.tailnet.clone(),
             Some(observer),
         );
+        let agent_api = AgentApi::new(store.clone(), config.agent_api.clone()).with_derp_maps(tailnet.derp_maps());
+        agent_pb::register_agent(&mut router, Arc::new(agent_api));
         tailnet_pb::register_tailnet(&mut router, tailnet.agent_api());
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
         let metrics_cache = MetricsCache::start(store.clone(), config.metrics_cache.clone());

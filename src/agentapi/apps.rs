@@ -3,7 +3,6 @@
 //! Both write rows of this agent's apps only: the scope's statements carry the agent id, so an id or slug of
 //! another agent's app matches nothing and is reported as unknown.
 
-use agentwire_store::pubsub::{workspace_event_payload, workspace_owner_channel};
 use agentwire_store::App;
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ const APP_HEALTH_KIND: &str = "app_health";
 const APP_STATUS_KIND: &str = "agt_app_status_update";
 
 pub(super) async fn batch_update_app_healths(
-    api: &AgentApi,
+    _api: &AgentApi,
     session: &Session,
     request: pb::BatchUpdateAppHealthRequest,
 ) -> Result<pb::BatchUpdateAppHealthResponse, RpcError> {
@@ -40,7 +39,7 @@ pub(super) async fn batch_update_app_healths(
             .map_err(RpcError::store("update workspace app health"))?;
         if outcome.unknown.is_empty() && outcome.no_healthcheck.is_empty() {
             if !outcome.changed.is_empty() {
-                publish(api, session, APP_HEALTH_KIND).await?;
+                publish(session, APP_HEALTH_KIND).await?;
             }
             return Ok(pb::BatchUpdateAppHealthResponse {});
         }
@@ -116,7 +115,7 @@ fn go_quote(bytes: &[u8]) -> String {
 }
 
 pub(super) async fn update_app_status(
-    api: &AgentApi,
+    _api: &AgentApi,
     session: &Session,
     request: pb::UpdateAppStatusRequest,
 ) -> Result<pb::UpdateAppStatusResponse, RpcError> {
@@ -142,17 +141,12 @@ pub(super) async fn update_app_status(
     if outcome.is_none() {
         return Err(RpcError::invalid("Failed to get workspace app."));
     }
-    publish(api, session, APP_STATUS_KIND).await?;
+    publish(session, APP_STATUS_KIND).await?;
     Ok(pb::UpdateAppStatusResponse {})
 }
 
-async fn publish(api: &AgentApi, session: &Session, kind: &str) -> Result<(), RpcError> {
-    let payload = workspace_event_payload(kind, session.agent.workspace_id, Some(session.agent_id()));
-    api.store
-        .pubsub()
-        .publish(&workspace_owner_channel(session.agent.owner_id), &payload)
-        .await
-        .map_err(RpcError::store("publish workspace update"))
+async fn publish(session: &Session, kind: &str) -> Result<(), RpcError> {
+    session.scope.publish_workspace_event(kind).await.map_err(RpcError::store("publish workspace update"))
 }
 
 /// Coder's `UISanitize`, for text shown in the dashboard: drops HTML tags and ANSI escape sequences, turns every
@@ -208,6 +202,7 @@ fn ui_sanitize(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use agentwire_store::pubsub::workspace_owner_channel;
     use agentwire_store::NewApp;
 
     use super::super::test_support::{another_agent, fixture, Fixture};

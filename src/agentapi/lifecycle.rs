@@ -4,7 +4,6 @@
 //! the row first: the lifecycle timestamp rules (`started_at`, `ready_at`) are applied inside the single UPDATE, and
 //! startup needs nothing but the agent id the session already holds.
 
-use agentwire_store::pubsub::{workspace_event_payload, workspace_owner_channel};
 use agentwire_store::UnixMicros;
 use prost_types::Timestamp;
 
@@ -20,7 +19,7 @@ const LIFECYCLE_UPDATE_KIND: &str = "agt_lifecycle_update";
 const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 
 pub(super) async fn update_lifecycle(
-    api: &AgentApi,
+    _api: &AgentApi,
     session: &Session,
     request: pb::UpdateLifecycleRequest,
 ) -> Result<pb::Lifecycle, RpcError> {
@@ -42,11 +41,10 @@ pub(super) async fn update_lifecycle(
         .update_lifecycle(state, changed_at)
         .await
         .map_err(RpcError::store("update workspace agent lifecycle state"))?;
-    let payload = workspace_event_payload(LIFECYCLE_UPDATE_KIND, session.agent.workspace_id, Some(session.agent_id()));
     // Coder returns a publish failure as the call's error (the write itself has been committed).
-    api.store
-        .pubsub()
-        .publish(&workspace_owner_channel(session.agent.owner_id), &payload)
+    session
+        .scope
+        .publish_workspace_event(LIFECYCLE_UPDATE_KIND)
         .await
         .map_err(RpcError::store("publish workspace update"))?;
     Ok(lifecycle)
@@ -176,6 +174,8 @@ fn identifiers_ok(s: &str, no_leading_zeros: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use agentwire_store::pubsub::workspace_owner_channel;
+
     use super::super::test_support::fixture;
     use super::*;
 

@@ -13,9 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use agentwire_store::pubsub::{
-    agent_logs_channel, agent_logs_payload, workspace_event_payload, workspace_owner_channel,
-};
+use agentwire_store::pubsub::{agent_logs_channel, agent_logs_payload};
 use agentwire_store::{InsertLogsOutcome, LogLine};
 use uuid::Uuid;
 
@@ -84,14 +82,14 @@ pub(super) async fn batch_create_logs(
                 tracing::warn!(%agent_id, error = %err, "publish workspace agent logs update");
             }
             if first_logs {
-                publish_workspace_event(api, session, EVENT_FIRST_LOGS).await?;
+                publish_workspace_event(session, EVENT_FIRST_LOGS).await?;
             }
             Ok(pb::BatchCreateLogsResponse::default())
         }
         InsertLogsOutcome::LimitExceeded { newly } => {
             api.log_overflow.insert(agent_id);
             if newly {
-                publish_workspace_event(api, session, EVENT_LOGS_OVERFLOW).await?;
+                publish_workspace_event(session, EVENT_LOGS_OVERFLOW).await?;
             }
             // Not an error since Coder #12078: the agent stops sending and says so in its own log.
             Ok(pb::BatchCreateLogsResponse { log_limit_exceeded: true })
@@ -113,18 +111,13 @@ fn level_name(level: i32) -> &'static str {
 }
 
 /// Coder returns a failure to publish these events to the agent (`publish workspace update: …`).
-async fn publish_workspace_event(api: &AgentApi, session: &Session, kind: &str) -> Result<(), RpcError> {
-    let payload = workspace_event_payload(kind, session.agent.workspace_id, Some(session.agent_id()));
-    api.store
-        .pubsub()
-        .publish(&workspace_owner_channel(session.agent.owner_id), &payload)
-        .await
-        .map_err(RpcError::store("publish workspace update"))
+async fn publish_workspace_event(session: &Session, kind: &str) -> Result<(), RpcError> {
+    session.scope.publish_workspace_event(kind).await.map_err(RpcError::store("publish workspace update"))
 }
 
 #[cfg(test)]
 mod tests {
-    use agentwire_store::pubsub::Subscription;
+    use agentwire_store::pubsub::{workspace_owner_channel, Subscription};
     use agentwire_store::DEFAULT_MAX_LOGS_LENGTH;
 
     use super::super::test_support::{another_agent, fixture, Fixture};

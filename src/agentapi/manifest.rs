@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 
 use agentwire_store::{App, Devcontainer, Metadata, Script};
-use serde::Deserialize;
 
 use super::{pb, AgentApi, AgentApiConfig, RpcError};
-use crate::proto::tailnet::v2 as tailnet;
 use crate::session::Session;
+use crate::tailnet::derp_json::{empty_derp_map, parse_derp_map};
 
 use pb::workspace_app::{Health, SharingLevel};
 
@@ -22,12 +21,20 @@ pub(super) async fn get_manifest(
     _request: pb::GetManifestRequest,
 ) -> Result<pb::Manifest, RpcError> {
     let scope = &session.scope;
-    let (apps, scripts, metadata, devcontainers, derp_map) = tokio::try_join!(
+    let watched = api.derp_map.as_ref().and_then(|map| map.borrow().clone());
+    let stored_derp_map = async {
+        match watched {
+            Some(_) => Ok(None),
+            // Before the poller's first read (or without one): the store, as coderd reads it.
+            None => api.store.derp_map().await,
+        }
+    };
+    let (apps, scripts, metadata, devcontainers, stored_derp_map) = tokio::try_join!(
         scope.list_apps(),
         scope.list_scripts(),
         scope.list_metadata(),
         scope.list_devcontainers(),
-        api.store.derp_map(),
+        stored_derp_map,
     )
     .map_err(RpcError::store("fetching workspace agent data"))?;
 
@@ -49,11 +56,11 @@ pub(super) async fn get_manifest(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let derp_map = match derp_map {
-        Some(json) => derp_map_from_json(&json).map_err(|e| RpcError::invalid(format!("decode DERP map: {e}")))?,
-        // No DERP map configured: send an empty one rather than none, as agents expect the field. Such agents can only
-        // connect directly; the operator sets the map with the site configuration.
-        None => empty_derp_map(),
+    let derp_map = match (watched, stored_derp_map) {
+        (Some(map), _) => (*map).clone(),
+        (None, Some(json)) => parse_derp_map(&json).map_err(|e| RpcError::invalid(format!("decode DERP map: {e}")))?,
+        // No DERP map configured: send an empty one rather than none, as agents expect the field.
+        (None, None) => empty_derp_map(),
     };
 
     Ok(pb::Manifest {
@@ -216,117 +223,6 @@ fn devcontainer_to_proto(d: &Devcontainer) -> pb::WorkspaceAgentDevcontainer {
         name: d.name.clone(),
         subagent_id: d.subagent_id.map(uuid_bytes),
     }
-}
-
-fn empty_derp_map() -> tailnet::DerpMap {
-    tailnet::DerpMap { home_params: Some(tailnet::derp_map::HomeParams::default()), regions: HashMap::new() }
-}
-
-/// Coder's DERP map JSON (tailscale's `tailcfg.DERPMap` with Coder's additions, `EmbeddedRelay` and `ForceHTTP`)
-/// as the tailnet proto, the way Coder's `DERPMapToProto` converts it (home params always present).
-pub(crate) fn derp_map_from_json(json: &str) -> Result<tailnet::DerpMap, serde_json::Error> {
-    let map: DerpMapJson = serde_json::from_str(json)?;
-    let regions = map
-        .regions
-        .into_iter()
-        .flatten()
-        .filter_map(|(id, region)| Some((id, region?)))
-        .map(|(id, r)| {
-            let nodes = r
-                .nodes
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|n| tailnet::derp_map::region::Node {
-                    name: n.name,
-                    region_id: n.region_id,
-                    host_name: n.host_name,
-                    cert_name: n.cert_name,
-                    ipv4: n.ipv4,
-                    ipv6: n.ipv6,
-                    stun_port: n.stun_port,
-                    stun_only: n.stun_only,
-                    derp_port: n.derp_port,
-                    insecure_for_tests: n.insecure_for_tests,
-                    force_http: n.force_http,
-                    stun_test_ip: n.stun_test_ip,
-                    can_port_80: n.can_port_80,
-                })
-                .collect();
-            let region = tailnet::derp_map::Region {
-                region_id: r.region_id,
-                embedded_relay: r.embedded_relay,
-                region_code: r.region_code,
-                region_name: r.region_name,
-                avoid: r.avoid,
-                nodes,
-            };
-            (id, region)
-        })
-        .collect();
-    let region_score = map.home_params.and_then(|h| h.region_score).unwrap_or_default();
-    Ok(tailnet::DerpMap { home_params: Some(tailnet::derp_map::HomeParams { region_score }), regions })
-}
-
-// Go's encoding/json field names (tailcfg has explicit tags only for a few); every field may be missing.
-#[derive(Deserialize)]
-struct DerpMapJson {
-    #[serde(rename = "HomeParams", default)]
-    home_params: Option<HomeParamsJson>,
-    #[serde(rename = "Regions", default)]
-    regions: Option<HashMap<i64, Option<RegionJson>>>,
-}
-
-#[derive(Deserialize)]
-struct HomeParamsJson {
-    #[serde(rename = "RegionScore", default)]
-    region_score: Option<HashMap<i64, f64>>,
-}
-
-#[derive(Deserialize)]
-struct RegionJson {
-    #[serde(rename = "RegionID", default)]
-    region_id: i64,
-    #[serde(rename = "EmbeddedRelay", default)]
-    embedded_relay: bool,
-    #[serde(rename = "RegionCode", default)]
-    region_code: String,
-    #[serde(rename = "RegionName", default)]
-    region_name: String,
-    #[serde(rename = "Avoid", default)]
-    avoid: bool,
-    #[serde(rename = "Nodes", default)]
-    nodes: Option<Vec<Option<NodeJson>>>,
-}
-
-#[derive(Deserialize)]
-struct NodeJson {
-    #[serde(rename = "Name", default)]
-    name: String,
-    #[serde(rename = "RegionID", default)]
-    region_id: i64,
-    #[serde(rename = "HostName", default)]
-    host_name: String,
-    #[serde(rename = "CertName", default)]
-    cert_name: String,
-    #[serde(rename = "IPv4", default)]
-    ipv4: String,
-    #[serde(rename = "IPv6", default)]
-    ipv6: String,
-    #[serde(rename = "STUNPort", default)]
-    stun_port: i32,
-    #[serde(rename = "STUNOnly", default)]
-    stun_only: bool,
-    #[serde(rename = "DERPPort", default)]
-    derp_port: i32,
-    #[serde(rename = "InsecureForTests", default)]
-    insecure_for_tests: bool,
-    #[serde(rename = "ForceHTTP", default)]
-    force_http: bool,
-    #[serde(rename = "STUNTestIP", default)]
-    stun_test_ip: String,
-    #[serde(rename = "CanPort80", default)]
-    can_port_80: bool,
 }
 
 #[cfg(test)]
@@ -531,6 +427,26 @@ mod tests {
         assert_eq!(m.directory, "/home/coder");
     }
 
+    /// With the tailnet's poller attached, the manifest's DERP map is the watched one: after the poller's first read,
+    /// a GetManifest reads the agent's four lists and nothing of the site configuration.
+    #[tokio::test]
+    async fn the_watched_derp_map_is_served_without_a_query() {
+        let f = fixture().await;
+        f.store.admin().set_derp_map(DERP_JSON).await.expect("derp");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let maps =
+            crate::tailnet::derp_map::DerpMaps::new(f.store.clone(), std::time::Duration::from_secs(60), stop.clone());
+        let api = AgentApi::new(f.store.clone(), AgentApiConfig::default()).with_derp_maps(&maps);
+        let mut watched = maps.subscribe();
+        watched.wait_for(Option::is_some).await.expect("the poller's first read");
+        let before = f.store.queries().snapshot();
+        let m = get_manifest(&api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
+        let after = f.store.queries().snapshot();
+        assert_eq!(after.since(&before).total(), 4, "the manifest read more than the agent's four lists");
+        assert_eq!(m.derp_map.expect("derp map").regions[&999].region_code, "coder");
+        stop.cancel();
+    }
+
     #[test]
     fn unknown_enums_and_bad_json_are_errors() {
         let app = App {
@@ -556,8 +472,8 @@ mod tests {
         let names = Names { agent: "a", workspace: "w", owner: "o" };
         let err = app_to_proto(&app, &names, &AgentApiConfig::default()).expect_err("sharing level");
         assert_eq!(err, r#"unknown app sharing level: "everyone""#);
-        assert!(derp_map_from_json("{").is_err());
-        assert_eq!(derp_map_from_json(r#"{"Regions":{"1":null}}"#).expect("null region").regions.len(), 0);
+        assert!(parse_derp_map("{").is_err());
+        assert_eq!(parse_derp_map(r#"{"Regions":{"1":null}}"#).expect("null region").regions.len(), 0);
         assert_eq!(scheme_and_port("http://[::1]:3000/x"), ("http", Some("3000")));
         assert_eq!(scheme_and_port("https://coder.example.com"), ("https", None));
     }

@@ -15,7 +15,6 @@ pub mod fuzzing;
 mod lifecycle;
 mod logs;
 mod manifest;
-pub(crate) use self::manifest::derp_map_from_json;
 mod metadata;
 mod resources;
 mod scripts;
@@ -94,11 +93,20 @@ pub struct AgentApi {
     pub config: AgentApiConfig,
     /// Agents known to be over their log budget, so BatchCreateLogs answers them without a query.
     log_overflow: logs::OverflowedAgents,
+    /// The DERP map as the tailnet's poller last read it; without it, GetManifest reads the store.
+    derp_map: Option<tokio::sync::watch::Receiver<crate::tailnet::derp_map::Current>>,
 }
 
 impl AgentApi {
     pub fn new(store: Store, config: AgentApiConfig) -> Self {
-        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default() }
+        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default(), derp_map: None }
+    }
+
+    /// Serves the manifest's DERP map from `maps`, the poller StreamDERPMaps watches, instead of reading it per call.
+    /// Keeps the poller running for as long as this service lives.
+    pub fn with_derp_maps(mut self, maps: &Arc<crate::tailnet::derp_map::DerpMaps>) -> Self {
+        self.derp_map = Some(maps.subscribe());
+        self
     }
 }
 

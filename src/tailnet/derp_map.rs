@@ -9,10 +9,11 @@ use agentwire_store::Store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agentapi::derp_map_from_json;
+pub use super::derp_json::{empty_derp_map, parse_derp_map};
 use crate::proto::tailnet::v2 as pb;
 
-type Current = Option<Arc<pb::DerpMap>>;
+/// The map as last read: `None` until the first read succeeded.
+pub type Current = Option<Arc<pb::DerpMap>>;
 
 pub struct DerpMaps {
     store: Store,
@@ -21,11 +22,6 @@ pub struct DerpMaps {
     /// Whether the poller runs; checked and set under this lock together with the subscriber count.
     running: Mutex<bool>,
     stop: CancellationToken,
-}
-
-/// An empty map, as the manifest sends when none is configured: agents expect the field.
-pub fn empty_derp_map() -> pb::DerpMap {
-    pb::DerpMap { home_params: Some(pb::derp_map::HomeParams::default()), regions: Default::default() }
 }
 
 impl DerpMaps {
@@ -51,7 +47,7 @@ impl DerpMaps {
                 Ok(json) => {
                     let json = json.unwrap_or_default();
                     if last.as_deref() != Some(json.as_str()) || self.tx.borrow().is_none() {
-                        let map = if json.is_empty() { Ok(empty_derp_map()) } else { derp_map_from_json(&json) };
+                        let map = if json.is_empty() { Ok(empty_derp_map()) } else { parse_derp_map(&json) };
                         match map {
                             Ok(map) => {
                                 self.tx.send_replace(Some(Arc::new(map)));
@@ -81,10 +77,4 @@ impl DerpMaps {
             *running = false;
         }
     }
-}
-
-/// Coder's DERP map JSON (`tailcfg.DERPMap` with Coder's additions) as the tailnet proto; what `agentwire derp
-/// set` checks a file with before storing it.
-pub fn parse_derp_map(json: &str) -> Result<pb::DerpMap, serde_json::Error> {
-    derp_map_from_json(json)
 }

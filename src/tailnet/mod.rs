@@ -11,6 +11,7 @@
 //! [`ClientPeer`], a fresh peer id per connection, tunnels only to the agent in the URL).
 
 pub mod coordinator;
+pub mod derp_json;
 pub mod derp_map;
 pub mod remote;
 
@@ -228,6 +229,11 @@ impl Tailnet {
     /// The service as registered on the agent connection.
     pub fn agent_api(&self) -> Arc<TailnetApi<Arc<Session>>> {
         Arc::new(TailnetApi::with(&self.coordinator, &self.derp_maps, &self.stats))
+    }
+
+    /// The DERP map poller that StreamDERPMaps and the manifest watch.
+    pub fn derp_maps(&self) -> &Arc<DerpMaps> {
+        &self.derp_maps
     }
 
     pub fn coordinator(&self) -> &Coordinator {

@@ -104,6 +104,14 @@ impl AgentScope {
         self.owner_id
     }
 
+    /// Tells the workspace's watchers that this agent changed: Coder's `WorkspaceEvent` of `kind`
+    /// (`agt_lifecycle_update`, `agt_app_health_update`, …) on the owner's `workspace_owner:<owner>` channel, which
+    /// coderd's workspace watchers and the dashboard listen on.
+    pub async fn publish_workspace_event(&self, kind: &str) -> Result<(), StoreError> {
+        let payload = crate::pubsub::workspace_event_payload(kind, self.workspace_id, Some(self.agent_id));
+        self.store.pubsub().publish(&crate::pubsub::workspace_owner_channel(self.owner_id), &payload).await
+    }
+
     fn db(&self) -> &Db {
         &self.store.core().db
     }
