@@ -1,7 +1,8 @@
 //! Bad input at the yamux and dRPC layers, anchors.md §4.4 items 6–26, against our real `Server::serve_session`.
 //!
-//! Each test plays the client of one session by hand over a `tokio::io::duplex`: it writes raw yamux frames
-//! (12-byte big-endian headers) and raw dRPC frames, and reads back what the server sends. A second, well-behaved
+//! Each test plays the client of one session by hand over a `tokio::io::duplex` with the test kit's raw peer
+//! (`testing::raw_peer`): it writes raw yamux frames (12-byte big-endian headers) and raw dRPC frames, and reads
+//! back what the server sends. A second, well-behaved
 //! session served by the same `Server` runs alongside and must keep working after the abuse. A panic hook counts
 //! panics on the test's thread (every task of a `current_thread` runtime runs there), so a panic inside a server
 //! task fails the test even though tokio swallows it.
@@ -10,8 +11,6 @@
 //! test asserts what the crate does and a comment says what hashicorp would do.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -20,27 +19,22 @@ use agentwire_transport::client::Client;
 use agentwire_transport::io::{spawn_session, Mode, SessionConfig};
 use agentwire_transport::server::{CallObserver, CallOutcome, Router, Server, ServerConfig, SessionEnd};
 use agentwire_transport::testing::drpc_packets::{drpc_frame, invoke, packet, unary_on};
+use agentwire_transport::testing::raw_peer::RawPeer;
+use agentwire_transport::testing::wait::within;
 use agentwire_transport::testing::yamux_frames::*;
 use agentwire_transport::testing::{path, register_interop};
-use agentwire_transport::wire::{encode_metadata, Frame, Kind, Metadata, Packet, PacketAssembler};
+use agentwire_transport::wire::{encode_metadata, Kind, Metadata, Packet};
 use agentwire_transport::Limits;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Every wait on the peer side ends here at the latest: a hang fails the test instead of blocking it.
-const WAIT: Duration = Duration::from_secs(10);
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 /// hashicorp's and the crate's initial stream window.
 const WINDOW: usize = 256 * KIB;
 const MAX_PACKET: usize = 4 * MIB;
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // dRPC bytes
@@ -56,11 +50,6 @@ fn echo(body: &[u8]) -> Vec<u8> {
 /// `(dRPC stream, message id, kind)` of each packet, for compact assertions.
 fn shape(packets: &[Packet]) -> Vec<(u64, u64, Kind)> {
     packets.iter().map(|p| (p.id.stream, p.id.message, p.kind)).collect()
-}
-
-/// Whether the server finished its answer on dRPC stream `stream`: a CloseSend or an Error.
-fn answered(packets: &[Packet], stream: u64) -> bool {
-    packets.iter().any(|p| p.id.stream == stream && matches!(p.kind, Kind::CloseSend | Kind::Error))
 }
 
 fn error_of(packet: &Packet) -> (u64, String) {
@@ -89,185 +78,23 @@ fn count_panics() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The hand-written peer
+// The hand-written peer: the kit's raw peer, plus what this suite asserts of a session
 
-/// What the server sent on one yamux stream, and our send window on it.
-#[derive(Debug, Default, Clone)]
-struct StreamView {
-    /// Data bodies, concatenated: the server's dRPC bytes.
-    data: Vec<u8>,
-    ack: bool,
-    fin: bool,
-    rst: bool,
-    /// Bytes we may still send (our window starts at 256 KiB when we open the stream).
-    credit: u64,
-    /// Bytes received and not yet given back with a WindowUpdate.
-    ungranted: usize,
+/// The interop service's checks on the abused session.
+trait Abused {
+    async fn assert_call_works(&mut self, stream: u32);
+    async fn assert_go_away_then_closed(&mut self, code: u32);
 }
 
-static NO_STREAM: StreamView =
-    StreamView { data: Vec::new(), ack: false, fin: false, rst: false, credit: 0, ungranted: 0 };
-
-struct Peer {
-    io: DuplexStream,
-    inbox: Vec<u8>,
-    eof: bool,
-    streams: HashMap<u32, StreamView>,
-    go_aways: Vec<u32>,
-    /// Bytes written to the server, all frames included.
-    sent: usize,
-}
-
-impl Peer {
-    fn new(io: DuplexStream) -> Self {
-        Peer { io, inbox: Vec::new(), eof: false, streams: HashMap::new(), go_aways: Vec::new(), sent: 0 }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        within("writing to the server", self.io.write_all(bytes)).await.expect("the server closed the transport");
-        self.sent += bytes.len();
-    }
-
-    /// Marks a stream we open, for window accounting.
-    fn opened(&mut self, stream: u32) {
-        self.streams.entry(stream).or_default().credit = WINDOW as u64;
-    }
-
-    fn view(&self, stream: u32) -> &StreamView {
-        self.streams.get(&stream).unwrap_or(&NO_STREAM)
-    }
-
-    /// The dRPC packets the server sent on a yamux stream, checked against drpcwire's rules.
-    fn packets(&self, stream: u32) -> Vec<Packet> {
-        let mut buf = BytesMut::from(&self.view(stream).data[..]);
-        let mut assembler = PacketAssembler::new(usize::MAX >> 1);
-        let mut packets = Vec::new();
-        while let Some(frame) = Frame::decode(&mut buf, usize::MAX >> 1).expect("the server sent a bad dRPC frame") {
-            if let Some(packet) = assembler.push(frame).expect("the server broke dRPC packet rules") {
-                packets.push(packet);
-            }
-        }
-        packets
-    }
-
-    fn apply(&mut self, frame: YamuxFrame) {
-        match frame.kind {
-            TYPE_GO_AWAY => self.go_aways.push(frame.length),
-            // The crate pings at once to measure the round trip; leaving it unanswered costs nothing.
-            TYPE_PING => {}
-            TYPE_DATA | TYPE_WINDOW_UPDATE => {
-                let view = self.streams.entry(frame.stream).or_default();
-                view.ack |= frame.has(FLAG_ACK);
-                view.fin |= frame.has(FLAG_FIN);
-                view.rst |= frame.has(FLAG_RST);
-                if frame.kind == TYPE_DATA {
-                    view.ungranted += frame.body.len();
-                    view.data.extend_from_slice(&frame.body);
-                } else {
-                    view.credit += u64::from(frame.length);
-                }
-            }
-            other => panic!("the server sent yamux frame type {other}"),
-        }
-    }
-
-    /// Reads once, applies the frames, and gives window back for what was read. `false` at end of stream.
-    async fn read_more(&mut self) -> bool {
-        let mut chunk = vec![0u8; 64 * KIB];
-        let n = self.io.read(&mut chunk).await.expect("reading from the server");
-        if n == 0 {
-            self.eof = true;
-            return false;
-        }
-        self.inbox.extend_from_slice(&chunk[..n]);
-        for frame in parse_frames(&mut self.inbox) {
-            self.apply(frame);
-        }
-        let grants: Vec<(u32, usize)> = self
-            .streams
-            .iter_mut()
-            .filter(|(_, v)| v.ungranted >= WINDOW / 2 && !v.fin && !v.rst)
-            .map(|(id, v)| (*id, std::mem::take(&mut v.ungranted)))
-            .collect();
-        for (stream, delta) in grants {
-            // The stream may be gone by now; a failed grant changes nothing.
-            let _ = self.io.write_all(&window_update(0, stream, delta as u32)).await;
-        }
-        true
-    }
-
-    /// Reads until `done` holds; panics if the server closes the transport first or `WAIT` passes.
-    async fn until(&mut self, what: &str, done: impl Fn(&Peer) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !done(self) {
-            assert!(!self.eof, "the server closed the transport before {what}");
-            tokio::time::timeout_at(deadline, self.read_more())
-                .await
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"));
-        }
-    }
-
-    /// Reads whatever comes within `quiet`; returns early at end of stream.
-    async fn settle(&mut self, quiet: Duration) {
-        let deadline = Instant::now() + quiet;
-        while !self.eof {
-            if tokio::time::timeout_at(deadline, self.read_more()).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Reads until the server closes the transport.
-    async fn until_eof(&mut self, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.eof {
-            tokio::time::timeout_at(deadline, self.read_more())
-                .await
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"));
-        }
-    }
-
-    async fn until_go_away(&mut self) -> u32 {
-        self.until("a GoAway", |p| !p.go_aways.is_empty()).await;
-        self.go_aways[0]
-    }
-
-    async fn until_fin(&mut self, stream: u32) {
-        self.until(&format!("the server's FIN on stream {stream}"), |p| p.view(stream).fin).await;
-    }
-
-    async fn until_answered(&mut self, stream: u32, drpc_stream: u64) {
-        let what = format!("the answer on yamux stream {stream}, dRPC stream {drpc_stream}");
-        self.until(&what, |p| answered(&p.packets(stream), drpc_stream)).await;
-    }
-
-    /// A well-behaved unary call on a new yamux stream: SYN with Invoke, Message and CloseSend in one frame, the
-    /// answer, then our FIN and the server's.
-    async fn call(&mut self, stream: u32, method: &str, body: &[u8]) -> Vec<Packet> {
-        self.opened(stream);
-        self.send(&syn_data(stream, &unary(method, body))).await;
-        self.until_answered(stream, 1).await;
-        self.send(&fin(stream)).await;
-        self.until_fin(stream).await;
-        self.packets(stream)
-    }
-
+impl Abused for RawPeer {
     /// A normal call on a new stream of this (abused) session gets its echo: the session survived.
     async fn assert_call_works(&mut self, stream: u32) {
         let body = format!("on stream {stream}");
-        let packets = self.call(stream, &path("Unary"), body.as_bytes()).await;
+        let packets = self.call(stream, &unary(&path("Unary"), body.as_bytes())).await;
         assert_eq!(shape(&packets), [(1, 1, Kind::Message), (1, 2, Kind::CloseSend)], "on stream {stream}");
         assert_eq!(packets[0].data, echo(body.as_bytes()));
         assert!(!self.view(stream).rst, "stream {stream} was reset");
         assert!(self.view(stream).ack, "stream {stream} was never acknowledged");
-    }
-
-    /// The server ended the stream the way Go's drpc ends a connection after a protocol error: no dRPC packet
-    /// (no Error packet either), a FIN and no RST.
-    async fn assert_stream_dropped_without_reply(&mut self, stream: u32) {
-        self.until_fin(stream).await;
-        assert_eq!(shape(&self.packets(stream)), [], "the server answered on stream {stream}");
-        assert!(!self.view(stream).rst, "stream {stream} was reset, not closed");
     }
 
     /// rust-yamux 0.14 answers a protocol violation with GoAway and then carries on: its `Action::Terminate` only
@@ -285,7 +112,7 @@ impl Peer {
 // Fixture: the abused session and a well-behaved one, served by the same Server
 
 struct Fixture {
-    peer: Peer,
+    peer: RawPeer,
     served: JoinHandle<SessionEnd>,
     good: Client,
     good_served: JoinHandle<SessionEnd>,
@@ -320,7 +147,7 @@ impl Fixture {
         let good_served =
             tokio::spawn(async move { server.serve_session(good_server_io, (), CancellationToken::new()).await });
         let (session, _incoming) = spawn_session(good_io, Mode::Client, &SessionConfig::default());
-        Fixture { peer: Peer::new(peer_io), served, good: Client::new(session, Limits::default()), good_served }
+        Fixture { peer: RawPeer::over(peer_io), served, good: Client::new(session, Limits::default()), good_served }
     }
 
     /// The other session, served by the same `Server` all along, still answers a normal call.
@@ -408,12 +235,8 @@ impl Gauge {
     }
 
     /// Reads from the server until `live()` is `target`.
-    async fn until_live(&self, peer: &mut Peer, target: usize) {
-        let started = Instant::now();
-        while self.live() != target {
-            assert!(started.elapsed() < WAIT, "{} handlers running, waited for {target}", self.live());
-            peer.settle(Duration::from_millis(10)).await;
-        }
+    async fn until_live(&self, peer: &mut RawPeer, target: usize) {
+        peer.settle_until(&format!("{target} handlers running"), || self.live() == target).await;
     }
 }
 
@@ -508,7 +331,7 @@ async fn syn_with_a_body_of_exactly_the_initial_window_is_served() {
     assert_eq!(call.len(), WINDOW);
     f.peer.opened(3);
     f.peer.send(&syn_data(3, &call)).await;
-    f.peer.until_answered(3, 1).await;
+    f.peer.until_answered_on(3, 1).await;
     let packets = f.peer.packets(3);
     assert_eq!(shape(&packets), [(1, 1, Kind::Message), (1, 2, Kind::CloseSend)]);
     assert_eq!(packets[0].data, echo(&body));
@@ -628,7 +451,7 @@ async fn check_max_streams(max_streams: usize) {
         burst.extend(syn_data(id, &unary(&path("Unary"), b"open")));
     }
     f.peer.send(&burst).await;
-    f.peer.until("every stream answered", |p| open.iter().all(|&id| answered(&p.packets(id), 1))).await;
+    f.peer.until("every stream answered", |p| open.iter().all(|&id| p.answered_on(id, 1))).await;
     let extra = 2 * max_streams as u32 + 1;
     f.peer.send(&syn_data(extra, &unary(&path("Unary"), b"one too many"))).await;
     // The crate refuses the session rather than the stream (hashicorp would RST just that stream); a Go peer
@@ -736,20 +559,14 @@ async fn a_call_waiting_for_a_slot_is_acknowledged_and_a_reset_one_is_let_go() {
     reset.extend(rst(5));
     f.peer.send(&reset).await;
     let cancelled_count = || cancelled.0.load(Ordering::SeqCst);
-    let started = Instant::now();
-    while cancelled_count() == 0 {
-        assert!(started.elapsed() < WAIT, "the reset call was never let go while stream 1 held the slot");
-        f.peer.settle(Duration::from_millis(10)).await;
-    }
+    f.peer.settle_until("the reset call to be let go while stream 1 holds the slot", || cancelled_count() > 0).await;
     assert_eq!(gauge.live(), 1);
     assert!(!f.peer.view(5).ack, "the reset stream was acknowledged");
 
     // Stream 1's call ends (cancelled), and the waiting one takes its slot.
     f.peer.send(&rst(1)).await;
-    while cancelled_count() < 2 || gauge.live() != 1 {
-        assert!(started.elapsed() < WAIT, "{} cancelled, {} running", cancelled_count(), gauge.live());
-        f.peer.settle(Duration::from_millis(10)).await;
-    }
+    let what = "stream 1's call cancelled and the waiting one running";
+    f.peer.settle_until(what, || cancelled_count() >= 2 && gauge.live() == 1).await;
     assert_eq!(gauge.peak.load(Ordering::SeqCst), 1, "running handlers past max_concurrent_calls");
     assert_eq!(cancelled_count(), 2, "stream 1's call and the reset one");
     f.assert_other_session_works().await;
@@ -760,10 +577,10 @@ async fn a_call_waiting_for_a_slot_is_acknowledged_and_a_reset_one_is_let_go() {
 /// nowhere. (hashicorp would only refuse new streams and let the call finish.)
 #[tokio::test]
 async fn go_away_from_the_client_ends_the_session() {
-    let mut f = Fixture::new();
+    let (mut f, gauge) = Gauge::fixture(ServerConfig::default());
     f.peer.opened(1);
-    f.peer.send(&syn_data(1, &unary(&path("Slow"), b"5000"))).await;
-    f.peer.settle(Duration::from_millis(100)).await;
+    f.peer.send(&syn_data(1, &unary(HOLD, b""))).await;
+    gauge.until_live(&mut f.peer, 1).await;
     let sent_at = Instant::now();
     f.peer.send(&go_away(0)).await;
     let end = f.session_end().await;
@@ -771,8 +588,8 @@ async fn go_away_from_the_client_ends_the_session() {
     assert!(sent_at.elapsed() < Duration::from_secs(2), "the session waited for the call");
     f.peer.until_eof("the server to close the transport").await;
     assert_eq!(shape(&f.peer.packets(1)), []);
-    let refused = f.peer.io.write_all(&syn_data(3, &unary(&path("Unary"), b"after"))).await;
-    assert!(refused.is_err(), "a SYN after GoAway was accepted by the transport");
+    let accepted = f.peer.try_send(syn_data(3, &unary(&path("Unary"), b"after"))).await;
+    assert!(!accepted, "a SYN after GoAway was accepted by the transport");
     f.assert_other_session_works().await;
 }
 
@@ -812,8 +629,6 @@ async fn client_fin_right_after_close_send_cancels_a_running_call() {
     f.peer.assert_stream_dropped_without_reply(1).await;
     assert_eq!(gauge.peak.load(Ordering::SeqCst), 1, "the handler never started");
     assert_eq!(gauge.live(), 0, "the handler outlived the FIN");
-    f.peer.settle(Duration::from_millis(100)).await;
-    assert_eq!(shape(&f.peer.packets(1)), [], "a reply came after all");
 
     f.peer.opened(3);
     let mut bytes = syn_data(3, &unary(&path("Unary"), b"quick"));
@@ -822,6 +637,8 @@ async fn client_fin_right_after_close_send_cancels_a_running_call() {
     f.peer.until_fin(3).await;
     assert_eq!(shape(&f.peer.packets(3)), [(1, 1, Kind::Message), (1, 2, Kind::CloseSend)]);
     f.peer.assert_call_works(5).await;
+    // Two streams served since: the dropped handler left no reply behind.
+    assert_eq!(shape(&f.peer.packets(1)), [], "a reply came after all");
     f.assert_other_session_works().await;
 }
 
@@ -895,29 +712,9 @@ async fn truncated_frame_at_eof_ends_the_call_without_a_reply() {
 #[tokio::test]
 async fn packet_past_four_mib_across_frames_is_a_data_overflow() {
     let mut f = Fixture::new();
-    f.peer.opened(1);
-    let mut stream_bytes = invoke(1, 1, &path("Unary"));
     let frame = drpc_frame(1, 2, Kind::Message, false, false, &[b'z'; 64 * KIB]);
     let frames = MAX_PACKET / (64 * KIB) + 16;
-    for _ in 0..frames {
-        stream_bytes.extend_from_slice(&frame);
-    }
-    let mut offset = 0;
-    let mut first = true;
-    while offset < stream_bytes.len() && !f.peer.view(1).fin {
-        let credit = f.peer.view(1).credit as usize;
-        if credit == 0 {
-            f.peer.until("window or the end of the stream", |p| p.view(1).credit > 0 || p.view(1).fin).await;
-            continue;
-        }
-        let take = credit.min(16 * KIB).min(stream_bytes.len() - offset);
-        let chunk = &stream_bytes[offset..offset + take];
-        let bytes = if first { syn_data(1, chunk) } else { data(1, chunk) };
-        first = false;
-        f.peer.send(&bytes).await;
-        f.peer.streams.get_mut(&1).unwrap().credit -= take as u64;
-        offset += take;
-    }
+    let offset = f.peer.send_windowed(1, &invoke(1, 1, &path("Unary")), &frame, frames).await;
     f.peer.assert_stream_dropped_without_reply(1).await;
     // Everything up to the cap was taken without complaint; the stream closed within one frame and one window
     // of it.
@@ -992,7 +789,7 @@ async fn unknown_kind_with_control_is_ignored_and_the_call_succeeds() {
     bytes.extend(packet(1, 6, Kind::CloseSend, b""));
     f.peer.opened(1);
     f.peer.send(&syn_data(1, &bytes)).await;
-    f.peer.until_answered(1, 1).await;
+    f.peer.until_answered_on(1, 1).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(1, 1, Kind::Message), (1, 2, Kind::CloseSend)]);
     assert_eq!(packets[0].data, echo(b"controlled"));
@@ -1039,14 +836,14 @@ async fn unknown_rpc_is_answered_and_the_stream_serves_the_next_invoke() {
     let nope = "/agentwire.interop.v1.Interop/Nope";
     f.peer.opened(1);
     f.peer.send(&syn_data(1, &unary(nope, b"?"))).await;
-    f.peer.until_answered(1, 1).await;
+    f.peer.until_answered_on(1, 1).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(1, 1, Kind::Error)]);
     assert_eq!(error_of(&packets[0]), (0, format!(r#"protocol error: unknown rpc: "{nope}""#)));
     assert!(!f.peer.view(1).fin, "the stream must stay open for the next Invoke");
 
     f.peer.send(&data(1, &unary_on(2, &path("Unary"), b"second"))).await;
-    f.peer.until_answered(1, 2).await;
+    f.peer.until_answered_on(1, 2).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(1, 1, Kind::Error), (2, 1, Kind::Message), (2, 2, Kind::CloseSend)]);
     assert_eq!(packets[1].data, echo(b"second"));
@@ -1064,7 +861,7 @@ async fn invoke_and_close_send_without_a_message_is_eof() {
     bytes.extend(packet(1, 2, Kind::CloseSend, b""));
     f.peer.opened(1);
     f.peer.send(&syn_data(1, &bytes)).await;
-    f.peer.until_answered(1, 1).await;
+    f.peer.until_answered_on(1, 1).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(1, 1, Kind::Error)]);
     assert_eq!(error_of(&packets[0]), (0, "EOF".to_owned()));
@@ -1086,14 +883,16 @@ async fn cancel_mid_call_drops_the_handler_and_keeps_the_stream() {
     gauge.until_live(&mut f.peer, 1).await;
     f.peer.send(&data(1, &drpc_frame(1, 4, Kind::Cancel, true, true, b""))).await;
     gauge.until_live(&mut f.peer, 0).await;
-    f.peer.settle(Duration::from_millis(50)).await;
     assert_eq!(shape(&f.peer.packets(1)), [], "the cancelled call was answered");
     assert!(!f.peer.view(1).fin, "soft cancel keeps the transport open");
 
+    // The next Invoke's answer on the same stream shows what came before it: no answer to the cancelled call, and
+    // no FIN (a FINed stream could not carry the answer).
     f.peer.send(&data(1, &unary_on(2, &path("Unary"), b"next"))).await;
-    f.peer.until_answered(1, 2).await;
+    f.peer.until_answered_on(1, 2).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(2, 1, Kind::Message), (2, 2, Kind::CloseSend)]);
+    assert!(!f.peer.view(1).fin, "soft cancel keeps the transport open");
     assert_eq!(packets[0].data, echo(b"next"));
     f.peer.send(&fin(1)).await;
     f.peer.until_fin(1).await;
@@ -1118,7 +917,7 @@ async fn short_error_packet_from_the_client_ends_the_call() {
         gauge.until_live(&mut f.peer, 0).await;
     }
     f.peer.send(&data(1, &unary_on(3, &path("Unary"), b"third"))).await;
-    f.peer.until_answered(1, 3).await;
+    f.peer.until_answered_on(1, 3).await;
     let packets = f.peer.packets(1);
     assert_eq!(shape(&packets), [(3, 1, Kind::Message), (3, 2, Kind::CloseSend)]);
     assert_eq!(packets[0].data, echo(b"third"));
@@ -1153,7 +952,7 @@ async fn oversized_invoke_metadata_closes_the_stream() {
         f.peer.opened(id);
         f.peer.send(&syn_data(id, &bytes)).await;
         if accepted {
-            f.peer.until_answered(id, 1).await;
+            f.peer.until_answered_on(id, 1).await;
             assert_eq!(f.peer.packets(id)[0].data, echo(b"md"));
             f.peer.send(&fin(id)).await;
             f.peer.until_fin(id).await;

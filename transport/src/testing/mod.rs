@@ -1,7 +1,10 @@
 //! Test support shared by this crate's tests, the server's tests and the Go interop suite: the raw-bytes
-//! `agentwire.interop.v1.Interop` service, whose behaviour the Go driver under `tests/go` implements too.
+//! `agentwire.interop.v1.Interop` service, whose behaviour the Go driver under `tests/go` implements too; frames and
+//! packets by hand; a scripted raw yamux peer that plays them; and bounded waits.
 
 pub mod drpc_packets;
+pub mod raw_peer;
+pub mod wait;
 pub mod yamux_frames;
 
 use bytes::Bytes;

@@ -1,0 +1,41 @@
+//! Bounded waits for tests: each ends at [`WAIT`] at the latest and then fails, saying what it waited for. A hang
+//! guard only: no assertion should depend on how long the wait took.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Every wait ends here at the latest: a hang fails the test instead of blocking it.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// How often [`eventually`] and [`holds_for`] look at their condition.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// `future`'s output; panics naming `what` if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
+}
+
+/// Returns once `done` holds, looking every [`POLL`]; panics naming `what` if it does not within [`WAIT`].
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Checks every [`POLL`] for `period` that `holds` still holds; panics naming `what` the first time it does not.
+/// For a test whose subject is time passing (a session that must outlive several timeouts), not for waiting until
+/// something has probably happened.
+pub async fn holds_for(what: &str, period: Duration, mut holds: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        assert!(holds(), "{what} stopped holding after {:?}", start.elapsed());
+        if start.elapsed() >= period {
+            return;
+        }
+        tokio::time::sleep(POLL.min(period)).await;
+    }
+}
