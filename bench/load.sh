@@ -10,7 +10,7 @@ export SKIP_BUILD=1 BENCH_OUT="$OUT"
 
 {
     echo "Measured $(date -u +%Y-%m-%d) on the working tree at commit $(git rev-parse --short HEAD) with \`bench/load.sh\` (the loadgen:"
-    echo "\`agentwire loadgen\`, \`src/loadgen/\`), release build, $(nproc) cores shared by the server and the loadgen;"
+    echo "\`agentwire loadgen\`, \`loadgen/\`), release build, $(nproc) cores shared by the server and the loadgen;"
     echo "the Go reference is \`interop reference\` (\`tests/go\`: Coder's drpc, yamux and WebSocket libraries, no"
     echo "database). JSON reports and SVG plots of every run are written to \`target/bench-load/\`."
 } >"$OUT/environment.md"

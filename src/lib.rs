@@ -6,9 +6,9 @@
 
 pub mod agentapi;
 pub mod http;
-pub mod loadgen;
 pub mod metrics;
 pub mod metrics_cache;
+pub mod provision;
 pub mod server;
 pub mod session;
 pub mod tailnet;

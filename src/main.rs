@@ -45,7 +45,24 @@ enum Command {
     },
     /// Simulated agents against an agent endpoint: realistic, saturating, fixed-rate or idle load, with a JSON
     /// report and an SVG plot.
-    Loadgen(Box<agentwire::loadgen::LoadgenArgs>),
+    Loadgen(Box<LoadgenCommand>),
+}
+
+/// The load generator's flags, and the agents it may create in the server's database first.
+#[derive(Args)]
+struct LoadgenCommand {
+    #[command(flatten)]
+    run: agentwire_loadgen::LoadgenArgs,
+    /// Create --agents agents in this database (the server's --db) and use their tokens.
+    #[arg(long, env = "AGENTWIRE_LOADGEN_DB", conflicts_with_all = ["tokens_file", "any_token"])]
+    db: Option<String>,
+    /// With --db: write the created tokens here, one per line, for a later --tokens-file.
+    #[arg(long, env = "AGENTWIRE_LOADGEN_WRITE_TOKENS", requires = "db")]
+    write_tokens: Option<std::path::PathBuf>,
+    /// With --db: metadata keys per created agent (interval 1–10 s, drawn per key).
+    #[arg(long, env = "AGENTWIRE_LOADGEN_METADATA_KEYS",
+          default_value_t = agentwire::provision::DEFAULT_LOAD_METADATA_KEYS)]
+    metadata_keys: usize,
 }
 
 #[derive(Subcommand)]
@@ -375,9 +392,27 @@ fn main() -> anyhow::Result<()> {
             Command::User { command: UserCommand::Token(args) } => user_token(args).await,
             Command::DemoData(args) => demo_data(args).await,
             Command::Derp { command: DerpCommand::Set(args) } => derp_set(args).await,
-            Command::Loadgen(args) => agentwire::loadgen::main(*args).await.map(drop).map_err(Into::into),
+            Command::Loadgen(args) => loadgen(*args).await,
         }
     })
+}
+
+/// With `--db`, creates the run's agents in the server's database (WebSocket runs) and hands their tokens in.
+async fn loadgen(cmd: LoadgenCommand) -> anyhow::Result<()> {
+    let mut config = cmd.run.config().await?;
+    if let (Some(db), agentwire_loadgen::Target::Ws { .. }) = (&cmd.db, &config.target) {
+        let store = open_store(db, StoreOptions::default()).await?;
+        let created = agentwire::provision::create_load_agents(&store, config.agents, cmd.metadata_keys).await;
+        store.close().await;
+        let tokens = created.context("creating agents")?;
+        if let Some(path) = &cmd.write_tokens {
+            let lines: String = tokens.iter().map(|token| format!("{token}\n")).collect();
+            std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+        }
+        config.tokens = agentwire_loadgen::TokenSource::List(tokens);
+    }
+    agentwire_loadgen::main(&cmd.run, config).await?;
+    Ok(())
 }
 
 async fn open_store(db: &str, options: StoreOptions) -> anyhow::Result<Store> {

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use agentwire::loadgen::{self, LoadgenConfig, Mode, Report, RpcName, Target, TokenSource};
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::{AppState, ServeConfig};
+use agentwire_loadgen::{self as loadgen, LoadgenConfig, Mode, Report, RpcName, Target, TokenSource};
 use agentwire_store::{Store, StoreOptions};
 use common::server::{memory_store, start, TestServer};
 
@@ -16,7 +16,7 @@ fn ws_target(server: &TestServer) -> Target {
 }
 
 async fn agents(store: &Store, n: usize) -> Vec<String> {
-    loadgen::tokens::create_in(store, n, 2).await.unwrap()
+    agentwire::provision::create_load_agents(store, n, 2).await.unwrap()
 }
 
 /// Waits (bounded) until `f` holds; the server counts a call just after its reply leaves.

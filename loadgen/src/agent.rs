@@ -1,109 +1,13 @@
 //! One simulated agent: connect (on its slot of the ramp), run the scenario on the session, and when the session
 //! drops reconnect with Coder's backoff until the run ends. Session events feed the reconnect-storm figure.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentwire_transport::io::SessionConfig;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-
-use super::config::LoadgenConfig;
-use super::connect::{dial, ConnectError};
-use super::recorder::Recorder;
-use super::scenario::{self, AgentState, Outcome};
-
-/// The calls a run may still start (`--max-rpcs`), shared by all agents.
-pub(crate) struct Budget {
-    remaining: Option<AtomicU64>,
-}
-
-impl Budget {
-    pub fn new(max: Option<u64>) -> Self {
-        Budget { remaining: max.map(AtomicU64::new) }
-    }
-
-    /// Takes one call from the budget; false once it is spent.
-    pub fn take(&self) -> bool {
-        match &self.remaining {
-            None => true,
-            Some(left) => left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok(),
-        }
-    }
-
-    pub fn spent(&self) -> bool {
-        matches!(&self.remaining, Some(left) if left.load(Ordering::Relaxed) == 0)
-    }
-}
-
-/// A stretch from the first drop while every agent was connected until all are connected again.
-#[derive(Debug, Clone)]
-pub(crate) struct Storm {
-    pub started: Instant,
-    pub drops: u64,
-    pub recovered: Option<Instant>,
-}
-
-/// What every agent task shares.
-pub(crate) struct Shared {
-    pub config: LoadgenConfig,
-    pub recorder: Recorder,
-    pub budget: Budget,
-    /// Cancelled at the end of the measured phase: no new calls, calls in flight finish.
-    pub stop: CancellationToken,
-    pub reconnect_gate: Semaphore,
-    pub storms: Mutex<Vec<Storm>>,
-    pub session: SessionConfig,
-}
-
-impl Shared {
-    pub fn new(config: LoadgenConfig) -> Self {
-        let gate = Semaphore::new(config.reconnect_concurrency);
-        let budget = Budget::new(config.max_rpcs);
-        Shared {
-            config,
-            recorder: Recorder::new(),
-            budget,
-            stop: CancellationToken::new(),
-            reconnect_gate: gate,
-            storms: Mutex::new(Vec::new()),
-            session: SessionConfig::default(),
-        }
-    }
-
-    fn storms(&self) -> std::sync::MutexGuard<'_, Vec<Storm>> {
-        self.storms.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn on_connected(&self, reconnect: bool) {
-        let s = &self.recorder.sessions;
-        s.connects.fetch_add(1, Ordering::Relaxed);
-        if reconnect {
-            s.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        let now_connected = s.connected.fetch_add(1, Ordering::SeqCst) + 1;
-        if now_connected == self.config.agents {
-            let mut storms = self.storms();
-            if let Some(open) = storms.last_mut().filter(|s| s.recovered.is_none()) {
-                open.recovered = Some(Instant::now());
-            }
-        }
-    }
-
-    fn on_disconnected(&self, dropped: bool) {
-        let s = &self.recorder.sessions;
-        s.connected.fetch_sub(1, Ordering::SeqCst);
-        if dropped && !self.stop.is_cancelled() {
-            s.drops.fetch_add(1, Ordering::Relaxed);
-            let mut storms = self.storms();
-            match storms.last_mut().filter(|s| s.recovered.is_none()) {
-                Some(open) => open.drops += 1,
-                None => storms.push(Storm { started: Instant::now(), drops: 1, recovered: None }),
-            }
-        }
-    }
-}
+use crate::connect::{dial, ConnectError};
+use crate::scenario::{self, AgentState, Outcome};
+use crate::shared::Shared;
 
 /// Coder's agent retry: the first attempt at once, then waits doubling from min to max.
 struct Backoff {
@@ -202,13 +106,5 @@ mod tests {
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
         b.reset();
         assert_eq!(b.wait().as_millis(), 100);
-    }
-
-    #[test]
-    fn a_budget_gives_exactly_its_calls() {
-        let b = Budget::new(Some(3));
-        assert_eq!((0..10).filter(|_| b.take()).count(), 3);
-        assert!(b.spent());
-        assert!(Budget::new(None).take());
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::config::{LoadgenConfig, Mode, ModeName, RpcName};
+use crate::config::{LoadgenConfig, Mode, ModeName, RpcName};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -72,8 +72,8 @@ impl ReportConfig {
             mode: config.mode.name(),
             transport: config.target.kind().to_owned(),
             target: match &config.target {
-                super::config::Target::Ws { url, .. } => url.clone(),
-                super::config::Target::Tcp { addr } => addr.to_string(),
+                crate::config::Target::Ws { url, .. } => url.clone(),
+                crate::config::Target::Tcp { addr } => addr.to_string(),
             },
             agents: config.agents,
             duration_seconds: config.duration.as_secs(),

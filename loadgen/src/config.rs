@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::LoadgenError;
+use crate::LoadgenError;
 
 /// Most simulated agents (sessions) one run may hold.
 pub const MAX_AGENTS: usize = 100_000;
@@ -45,8 +45,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Log lines each agent sends at start in realistic mode.
 pub const DEFAULT_LOG_LINES: usize = 10;
-/// Metadata keys each agent created with `--db` gets.
-pub const DEFAULT_METADATA_KEYS: usize = 2;
 /// Seconds between progress lines when stderr is not a terminal.
 pub const DEFAULT_PROGRESS_EVERY: u64 = 5;
 
@@ -86,17 +84,8 @@ pub struct LoadgenArgs {
     #[arg(long, env = "AGENTWIRE_LOADGEN_TCP")]
     pub tcp: Option<SocketAddr>,
     /// Agent tokens, one per line (WebSocket).
-    #[arg(long, env = "AGENTWIRE_LOADGEN_TOKENS_FILE", conflicts_with_all = ["db", "any_token"])]
+    #[arg(long, env = "AGENTWIRE_LOADGEN_TOKENS_FILE", conflicts_with = "any_token")]
     pub tokens_file: Option<PathBuf>,
-    /// Create --agents agents in this database (the server's --db) and use their tokens.
-    #[arg(long, env = "AGENTWIRE_LOADGEN_DB", conflicts_with = "any_token")]
-    pub db: Option<String>,
-    /// With --db: write the created tokens here, one per line, for a later --tokens-file.
-    #[arg(long, env = "AGENTWIRE_LOADGEN_WRITE_TOKENS", requires = "db")]
-    pub write_tokens: Option<PathBuf>,
-    /// With --db: metadata keys per created agent (interval 1–10 s, drawn per key).
-    #[arg(long, env = "AGENTWIRE_LOADGEN_METADATA_KEYS", default_value_t = DEFAULT_METADATA_KEYS)]
-    pub metadata_keys: usize,
     /// Random tokens, for a server that accepts any (the Go reference server).
     #[arg(long, env = "AGENTWIRE_LOADGEN_ANY_TOKEN")]
     pub any_token: bool,
@@ -230,13 +219,12 @@ impl Mode {
 pub enum TokenSource {
     /// Plain-TCP sessions carry no token.
     None,
+    /// Tokens the caller holds: `agentwire loadgen --db` creates the agents in the server's database and passes
+    /// theirs here (this crate has no database).
     List(Vec<String>),
+    /// One token per line.
     File(PathBuf),
-    Db {
-        url: String,
-        write_tokens: Option<PathBuf>,
-        metadata_keys: usize,
-    },
+    /// Made up, for a server that accepts any token.
     Any,
 }
 
@@ -291,8 +279,24 @@ impl LoadgenConfig {
         }
     }
 
-    /// Checks every bound; the run relies on them.
+    /// Checks every bound and that WebSocket sessions have tokens; the run relies on them.
     pub fn validate(&self) -> Result<(), LoadgenError> {
+        self.validate_bounds()?;
+        match (&self.target, &self.tokens) {
+            (Target::Tcp { .. }, TokenSource::None) => Ok(()),
+            (Target::Tcp { .. }, _) => Err(LoadgenError::Config("plain-TCP sessions carry no token".into())),
+            (Target::Ws { .. }, TokenSource::None) => Err(LoadgenError::Config(
+                "WebSocket sessions need tokens: --tokens-file, --db or --any-token".into(),
+            )),
+            (Target::Ws { .. }, TokenSource::List(tokens)) if tokens.len() < self.agents => {
+                Err(LoadgenError::Config(format!("{} tokens for {} agents", tokens.len(), self.agents)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every bound but the tokens, which a caller may still have to make (see [`TokenSource::List`]).
+    pub fn validate_bounds(&self) -> Result<(), LoadgenError> {
         let bad = |what: String| Err(LoadgenError::Config(what));
         if self.agents == 0 || self.agents > MAX_AGENTS {
             return bad(format!("--agents must be 1..={MAX_AGENTS}, got {}", self.agents));
@@ -326,17 +330,6 @@ impl LoadgenConfig {
                 if *max_in_flight == 0 || *max_in_flight > MAX_CONCURRENCY {
                     return bad(format!("--max-in-flight must be 1..={MAX_CONCURRENCY}"));
                 }
-            }
-            _ => {}
-        }
-        match (&self.target, &self.tokens) {
-            (Target::Tcp { .. }, TokenSource::None) => {}
-            (Target::Tcp { .. }, _) => return bad("plain-TCP sessions carry no token".into()),
-            (Target::Ws { .. }, TokenSource::None) => {
-                return bad("WebSocket sessions need tokens: --tokens-file, --db or --any-token".into())
-            }
-            (Target::Ws { .. }, TokenSource::List(tokens)) if tokens.len() < self.agents => {
-                return bad(format!("{} tokens for {} agents", tokens.len(), self.agents));
             }
             _ => {}
         }
@@ -378,7 +371,9 @@ pub async fn resolve_ws(url: &str) -> Result<SocketAddr, LoadgenError> {
 }
 
 impl LoadgenArgs {
-    /// The run these flags describe (resolving the URL's host).
+    /// The run these flags describe (resolving the URL's host), its bounds checked. A WebSocket run without
+    /// `--tokens-file` or `--any-token` gets [`TokenSource::None`]: the caller sets the tokens it made, and the run
+    /// refuses to start without any.
     pub async fn config(&self) -> Result<LoadgenConfig, LoadgenError> {
         let target = match (&self.url, self.tcp) {
             (_, Some(addr)) => Target::Tcp { addr },
@@ -393,12 +388,6 @@ impl LoadgenArgs {
             TokenSource::None
         } else if let Some(file) = &self.tokens_file {
             TokenSource::File(file.clone())
-        } else if let Some(url) = &self.db {
-            TokenSource::Db {
-                url: url.clone(),
-                write_tokens: self.write_tokens.clone(),
-                metadata_keys: self.metadata_keys,
-            }
         } else if self.any_token {
             TokenSource::Any
         } else {
@@ -435,7 +424,7 @@ impl LoadgenArgs {
             server_pid: self.server_pid,
             progress: !self.quiet,
         };
-        config.validate()?;
+        config.validate_bounds()?;
         Ok(config)
     }
 }

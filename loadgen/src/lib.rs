@@ -11,6 +11,13 @@
 //! A run connects its agents on a ramp, then measures for `duration`; a dropped session reconnects with Coder's
 //! backoff and the report counts drops, reconnects and how long until all agents were back. With the server's pid
 //! it adds the server's CPU time per call and RSS per session from /proc.
+//!
+//! It depends on `agentwire-transport` (the dRPC client, yamux and the WebSocket dial, as an agent uses them) and
+//! `agentwire-proto` (the messages and typed clients), never on the server or the store: it loads coderd as well as
+//! agentwire, and creating agents in the server's database for `--db` is the `agentwire` binary's job, which hands
+//! their tokens in ([`TokenSource::List`]). Its own dependencies: `hdrhistogram` (latency percentiles), `fastrand`
+//! (phase jitter), `libc` (`RLIMIT_NOFILE`, clock ticks), `tokio-tungstenite` (dialing from a chosen source address),
+//! `clap` (its flags, which the binary flattens into `agentwire loadgen`) and `serde` (the JSON report).
 
 mod agent;
 pub mod config;
@@ -21,7 +28,8 @@ mod progress;
 mod recorder;
 pub mod report;
 mod scenario;
-pub mod tokens;
+mod shared;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -35,11 +43,11 @@ pub use config::{LoadgenArgs, LoadgenConfig, Mode, ModeName, RpcName, Target, To
 pub use connect::ConnectError;
 pub use report::Report;
 
-use agent::Shared;
 use report::{
     CallFigures, Percentiles, ReconnectFigures, ReportConfig, RpcFigures, SecondPoint, ServerFigures, SessionFigures,
     StormFigure,
 };
+use shared::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadgenError {
@@ -47,8 +55,6 @@ pub enum LoadgenError {
     Config(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("creating agents: {0}")]
-    Store(#[from] agentwire_store::StoreError),
     #[error("writing the report: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -60,9 +66,9 @@ fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The command: resolves the flags, raises the fd limit, runs, writes the report and plot, prints the summary.
-pub async fn main(args: LoadgenArgs) -> Result<Report, LoadgenError> {
-    let config = args.config().await?;
+/// The command, once the caller has the run's `config` from `args` ([`LoadgenArgs::config`]) and its tokens: raises
+/// the fd limit, runs, writes the report and plot, prints the summary.
+pub async fn main(args: &LoadgenArgs, config: LoadgenConfig) -> Result<Report, LoadgenError> {
     let want = args.nofile.unwrap_or(2 * config.agents as u64 + 1024);
     if let Err(err) = procfs::raise_nofile(want) {
         tracing::warn!(error = %err, want, "could not raise RLIMIT_NOFILE");
@@ -83,7 +89,7 @@ pub async fn main(args: LoadgenArgs) -> Result<Report, LoadgenError> {
 /// One run, start to end; bounded by the ramp (its schedule plus `ramp_timeout`), `duration` and `drain_timeout`.
 pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
     config.validate()?;
-    let tokens = tokens::resolve(&config).await?;
+    let tokens = tokens::resolve(&config)?;
     let pid = config.server_pid;
     let rss_before = pid.and_then(procfs::rss_kib);
     let shared = Arc::new(Shared::new(config.clone()));

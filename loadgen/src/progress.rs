@@ -1,9 +1,10 @@
 //! The live progress line on stderr: rewritten every second on a terminal, a plain line every few seconds
-//! otherwise (logs, CI).
+//! otherwise (logs, CI). Not `indicatif`: a run shows one line of figures, never a bar, and this is 60 lines of
+//! `eprint!` with no terminal library under them.
 
 use std::io::{IsTerminal, Write};
 
-use super::config::DEFAULT_PROGRESS_EVERY;
+use crate::config::DEFAULT_PROGRESS_EVERY;
 
 pub(crate) struct Progress {
     enabled: bool,

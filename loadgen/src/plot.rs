@@ -1,9 +1,10 @@
 //! A hand-written SVG of the per-second series: throughput on top, p50 and p99 latency below, one point per
-//! second, the measured phase shaded. No plotting dependency: a few polylines and labels.
+//! second, the measured phase shaded. Not `plotters`: three polylines, two axes and their labels are a page of
+//! `write!`, and a charting library (with its text and colour stacks) would weigh more than the chart it draws.
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use crate::report::Report;
 
 const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 240.0;

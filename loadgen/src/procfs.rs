@@ -1,4 +1,5 @@
-//! The server's CPU time and RSS from /proc, and this process's file-descriptor limit.
+//! The server's CPU time and RSS from /proc, and this process's file-descriptor limit. Not the `procfs` crate:
+//! three numbers from two files and a `setrlimit` call do not need a parser of every field of /proc.
 
 use std::io;
 

@@ -10,11 +10,24 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant as TokioInstant;
 use uuid::Uuid;
 
-use super::agent::Shared;
-use super::config::{Mode, RpcName};
-use super::connect::{io_kind, Connection};
-use crate::proto::agent::v2 as pb;
-use crate::proto::tailnet::v2 as tpb;
+use agentwire_proto::agent::v2 as pb;
+use agentwire_proto::tailnet::v2 as tpb;
+
+use crate::config::{Mode, RpcName};
+use crate::connect::{io_kind, Connection};
+use crate::shared::Shared;
+
+/// Tailscale's service prefix `fd7a:115c:a1e0::/48`, under which Coder addresses an agent by its id.
+const TAILSCALE_SERVICE_PREFIX: [u8; 6] = [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0];
+
+/// The agent's tailnet address, as Coder's `tailnet.TailscaleServicePrefix.AddrFromUUID` derives it: the prefix,
+/// then the id's last ten bytes. The server refuses a node with any other address (the coordinate calls would fail).
+fn agent_address(id: Uuid) -> std::net::Ipv6Addr {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&TAILSCALE_SERVICE_PREFIX);
+    bytes[6..].copy_from_slice(&id.as_bytes()[6..]);
+    std::net::Ipv6Addr::from(bytes)
+}
 
 type DerpStream = TypedClientStream<tpb::StreamDerpMapsRequest, tpb::DerpMap>;
 type CoordinateStream = TypedClientStream<tpb::CoordinateRequest, tpb::CoordinateResponse>;
@@ -407,7 +420,7 @@ async fn open_streams(
     let coordinate = match tailnet.coordinate().await {
         Ok(stream) => {
             let id = state.agent_id.unwrap_or_else(Uuid::new_v4);
-            let address = format!("{}/128", crate::tailnet::coordinator::service_address(false, id));
+            let address = format!("{}/128", agent_address(id));
             let node = tpb::Node {
                 id: (index as i64) + 1,
                 key: vec![1; 32].into(),
@@ -464,5 +477,16 @@ async fn hold_streams_until_stop(shared: &Shared, derp: Option<DerpStream>, coor
     tokio::select! {
         _ = futures::future::join(read_derp, read_coordinate) => {}
         _ = shared.stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_address_is_coders() {
+        let id = Uuid::parse_str("11111111-2222-3333-4444-555555555555").unwrap();
+        assert_eq!(agent_address(id).to_string(), "fd7a:115c:a1e0:3333:4444:5555:5555:5555");
     }
 }

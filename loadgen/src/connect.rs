@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::MaybeTlsStream;
 
-use super::config::Target;
+use crate::config::Target;
 
 /// One connected session: the client to call on and how the session ends.
 pub(crate) struct Connection {

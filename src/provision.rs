@@ -1,0 +1,68 @@
+//! Creating agents for operators and tests, through the store's admin writes: many at once for a load run
+//! (`agentwire loadgen --db`; the load generator has no database of its own).
+
+use std::time::Duration;
+
+use agentwire_store::{NewAgent, NewMetadata, Store, StoreError};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+/// Metadata keys each agent created for a load run gets.
+pub const DEFAULT_LOAD_METADATA_KEYS: usize = 2;
+/// Agents created at once (SQLite serialises them anyway; PostgreSQL overlaps round trips).
+const CREATE_CONCURRENCY: usize = 16;
+/// Metadata keys of load agents collect every 1..=10 s, drawn per key (Coder's template examples use 1–10 s).
+const METADATA_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=10;
+
+/// Creates `n` agents for a load run (one workspace each, owned by the user `loadgen`, each with `metadata_keys`
+/// metadata keys) and returns their tokens.
+pub async fn create_load_agents(store: &Store, n: usize, metadata_keys: usize) -> Result<Vec<String>, StoreError> {
+    let admin = store.admin();
+    let owner = match admin.user_id("loadgen").await? {
+        Some(id) => id,
+        None => admin.create_user("loadgen", "loadgen@example.com").await?,
+    };
+    let template = admin.create_template("default", "loadgen").await?;
+    // Workspace names are unique per owner: a run id keeps repeated creations apart.
+    let run = &Uuid::new_v4().simple().to_string()[..8];
+    stream::iter(0..n)
+        .map(|i| {
+            let admin = store.admin();
+            async move {
+                let build =
+                    admin.create_workspace_with_build(owner, template.template_id, &format!("lg-{run}-{i}")).await?;
+                let agent = admin
+                    .create_agent(
+                        build.resource_id,
+                        &NewAgent {
+                            name: "main".to_owned(),
+                            directory: "/home/coder".to_owned(),
+                            architecture: "amd64".to_owned(),
+                            operating_system: "linux".to_owned(),
+                            ..NewAgent::default()
+                        },
+                    )
+                    .await?;
+                for k in 0..metadata_keys {
+                    let every = Duration::from_secs(fastrand::u64(METADATA_INTERVAL_SECS));
+                    admin
+                        .add_metadata_description(
+                            agent.id,
+                            &NewMetadata {
+                                key: format!("key{k}"),
+                                display_name: format!("key {k}"),
+                                script: "true".into(),
+                                interval: every.as_nanos() as i64,
+                                timeout: 1_000_000_000,
+                                display_order: k as i64,
+                            },
+                        )
+                        .await?;
+                }
+                Ok::<_, StoreError>(agent.auth_token.to_string())
+            }
+        })
+        .buffered(CREATE_CONCURRENCY)
+        .try_collect()
+        .await
+}
