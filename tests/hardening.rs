@@ -11,13 +11,14 @@
 //!   by a stated bound.
 //!
 //! The tests take turns (one lock): allocation peaks are per process. Timeouts are configured short so the file
-//! runs in seconds; waits on the peer side end at [`WAIT`], a hang guard only: no assertion depends on timing.
+//! runs in seconds; waits on the peer side end at [`WAIT`], a hang guard only: no assertion depends on timing. The
+//! raw agent is the transport's test kit peer (`agentwire_transport::testing::raw_peer`); the allocation counter stays
+//! here, in the test binary.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -26,27 +27,19 @@ use agentwire::server::ServeConfig;
 use agentwire_store::{CreatedAgent, Store, StoreOptions};
 use agentwire_transport::budget::DEFAULT_SESSION_GUARANTEED_MEMORY;
 use agentwire_transport::testing::drpc_packets::{drpc_frame, packet, unary_on};
+use agentwire_transport::testing::raw_peer::{Ended, RawPeer};
+use agentwire_transport::testing::wait::{eventually, within, WAIT};
 use agentwire_transport::testing::yamux_frames::*;
-use agentwire_transport::wire::{encode_metadata, Frame, Kind, Metadata, Packet, PacketAssembler};
-use bytes::BytesMut;
+use agentwire_transport::wire::{encode_metadata, Kind, Metadata};
 use common::server::{agent_with_rows, connect, start, TestServer};
-use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-/// Every wait on the peer side ends here at the latest: a hang fails the test instead of blocking it.
-const WAIT: Duration = Duration::from_secs(15);
 const GET_MANIFEST: &str = "/coder.agent.v2.Agent/GetManifest";
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Allocation accounting: current and peak bytes of the whole process
@@ -186,12 +179,7 @@ impl Env {
 
     /// Waits until the server holds exactly `n` agent sessions.
     async fn until_sessions(&self, n: i64, what: &str) {
-        within(what, async {
-            while self.server.state.metrics().sessions_active() != n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        eventually(what, || self.server.state.metrics().sessions_active() == n).await;
     }
 
     async fn finish(self) {
@@ -208,185 +196,31 @@ fn manifest_call() -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// An agent that writes yamux frames by hand, over a real WebSocket (tokio-tungstenite)
+// An agent that writes yamux frames by hand: the test kit's raw peer, over a real WebSocket (tokio-tungstenite) or
+// the plain-TCP yamux listener
 
-#[derive(Debug, Default, Clone)]
-struct StreamView {
-    data: Vec<u8>,
-    ack: bool,
-    fin: bool,
-    rst: bool,
-    /// Bytes we may still send (256 KiB when we open the stream, plus the server's WindowUpdates).
-    credit: u64,
+/// The abuser's agent over the agent endpoint's WebSocket.
+async fn connect_raw(env: &Env) -> RawPeer {
+    let mut request = env.server.rpc_url("2.10").into_client_request().unwrap();
+    request.headers_mut().insert("Coder-Session-Token", env.token().parse().unwrap());
+    RawPeer::websocket(request).await
 }
 
-/// How the server ended a session, as the agent saw it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Ended {
-    /// yamux GoAway codes received.
-    go_aways: Vec<u32>,
-    /// The WebSocket close code received; `None` when the connection closed without a Close frame.
-    close: Option<u16>,
+/// The abuser's agent over `serve_tcp`: yamux straight on a TCP socket, no WebSocket.
+async fn connect_raw_tcp(env: &Env) -> RawPeer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(agentwire::server::serve_tcp(env.server.state.clone(), listener, env.token()));
+    RawPeer::tcp(addr).await
 }
 
-/// How a raw agent reaches the server: the agent endpoint's WebSocket, or the plain-TCP yamux listener.
-enum RawConn {
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
-    Tcp(TcpStream),
+/// What this suite asserts of the abuser's own calls.
+trait AbuserCalls {
+    fn assert_manifest_on(&self, stream: u32);
+    async fn assert_call_works(&mut self, stream: u32);
 }
 
-struct RawAgent {
-    conn: RawConn,
-    inbox: Vec<u8>,
-    streams: HashMap<u32, StreamView>,
-    go_aways: Vec<u32>,
-    pings: usize,
-    pongs: usize,
-    close: Option<Option<u16>>,
-    eof: bool,
-}
-
-impl RawAgent {
-    async fn connect(env: &Env) -> RawAgent {
-        let mut request = env.server.rpc_url("2.10").into_client_request().unwrap();
-        request.headers_mut().insert("Coder-Session-Token", env.token().parse().unwrap());
-        let (ws, _) = within("the upgrade", tokio_tungstenite::connect_async(request)).await.expect("upgrade");
-        RawAgent::over(RawConn::Ws(Box::new(ws)))
-    }
-
-    /// The abuser's agent over `serve_tcp`: yamux straight on a TCP socket, no WebSocket.
-    async fn connect_tcp(env: &Env) -> RawAgent {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(agentwire::server::serve_tcp(env.server.state.clone(), listener, env.token()));
-        let tcp = within("the TCP connection", TcpStream::connect(addr)).await.expect("connect");
-        tcp.set_nodelay(true).unwrap();
-        RawAgent::over(RawConn::Tcp(tcp))
-    }
-
-    fn over(conn: RawConn) -> RawAgent {
-        RawAgent {
-            conn,
-            inbox: Vec::new(),
-            streams: HashMap::new(),
-            go_aways: Vec::new(),
-            pings: 0,
-            pongs: 0,
-            close: None,
-            eof: false,
-        }
-    }
-
-    /// One binary WebSocket message (or one write on TCP).
-    async fn send(&mut self, bytes: &[u8]) {
-        assert!(self.try_send(bytes.to_vec()).await, "the server closed the connection");
-    }
-
-    /// Like [`RawAgent::send`]; `false` when the server has closed the connection.
-    async fn try_send(&mut self, bytes: Vec<u8>) -> bool {
-        let sent = match &mut self.conn {
-            RawConn::Ws(ws) => within("sending a message", ws.send(Message::Binary(bytes.into()))).await.is_ok(),
-            RawConn::Tcp(tcp) => within("writing to the server", tcp.write_all(&bytes)).await.is_ok(),
-        };
-        sent
-    }
-
-    fn opened(&mut self, stream: u32) {
-        self.streams.entry(stream).or_default().credit = 256 * KIB as u64;
-    }
-
-    fn view(&self, stream: u32) -> StreamView {
-        self.streams.get(&stream).cloned().unwrap_or_default()
-    }
-
-    fn packets(&self, stream: u32) -> Vec<Packet> {
-        let mut buf = BytesMut::from(&self.view(stream).data[..]);
-        let mut assembler = PacketAssembler::new(usize::MAX >> 1);
-        let mut packets = Vec::new();
-        while let Some(frame) = Frame::decode(&mut buf, usize::MAX >> 1).expect("the server sent a bad dRPC frame") {
-            if let Some(packet) = assembler.push(frame).expect("the server broke dRPC packet rules") {
-                packets.push(packet);
-            }
-        }
-        packets
-    }
-
-    /// Reads one WebSocket message and applies it. `false` once the connection is over.
-    async fn read_more(&mut self) -> bool {
-        let message = match &mut self.conn {
-            RawConn::Ws(ws) => ws.next().await,
-            RawConn::Tcp(tcp) => {
-                let mut chunk = vec![0u8; 16 * KIB];
-                match tcp.read(&mut chunk).await {
-                    Ok(0) | Err(_) => None,
-                    Ok(n) => Some(Ok(Message::Binary(chunk[..n].to_vec().into()))),
-                }
-            }
-        };
-        match message {
-            Some(Ok(Message::Binary(data))) => {
-                self.inbox.extend_from_slice(&data);
-                for frame in parse_frames(&mut self.inbox) {
-                    match frame.kind {
-                        TYPE_GO_AWAY => self.go_aways.push(frame.length),
-                        TYPE_PING if frame.has(FLAG_ACK) => self.pongs += 1,
-                        TYPE_PING => self.pings += 1,
-                        _ => {
-                            let view = self.streams.entry(frame.stream).or_default();
-                            view.ack |= frame.has(FLAG_ACK);
-                            view.fin |= frame.has(FLAG_FIN);
-                            view.rst |= frame.has(FLAG_RST);
-                            if frame.kind == TYPE_DATA {
-                                view.data.extend_from_slice(&frame.body);
-                            } else {
-                                view.credit += u64::from(frame.length);
-                            }
-                        }
-                    }
-                }
-                true
-            }
-            Some(Ok(Message::Close(frame))) => {
-                self.close = Some(frame.map(|f| u16::from(f.code)));
-                true
-            }
-            Some(Ok(_)) => true,
-            Some(Err(_)) | None => {
-                self.eof = true;
-                false
-            }
-        }
-    }
-
-    async fn until(&mut self, what: &str, done: impl Fn(&RawAgent) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !done(self) {
-            assert!(!self.eof, "the server closed the connection before {what}");
-            tokio::time::timeout_at(deadline, self.read_more())
-                .await
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"));
-        }
-    }
-
-    /// Reads to the end of the connection and says how it ended.
-    async fn ended(&mut self) -> Ended {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.eof {
-            tokio::time::timeout_at(deadline, self.read_more())
-                .await
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for the server to end the session"));
-        }
-        Ended { go_aways: self.go_aways.clone(), close: self.close.flatten() }
-    }
-
-    fn answered(&self, stream: u32) -> bool {
-        self.packets(stream).iter().any(|p| matches!(p.kind, Kind::CloseSend | Kind::Error))
-    }
-
-    async fn until_answered(&mut self, stream: u32) {
-        self.until(&format!("the answer on stream {stream}"), |a| a.answered(stream)).await;
-    }
-
+impl AbuserCalls for RawPeer {
     /// The stream's reply is a manifest of the abuser's workspace.
     fn assert_manifest_on(&self, stream: u32) {
         let packets = self.packets(stream);
@@ -398,52 +232,9 @@ impl RawAgent {
 
     /// A well-behaved GetManifest on a new stream of this session.
     async fn assert_call_works(&mut self, stream: u32) {
-        self.opened(stream);
-        let mut bytes = syn_data(stream, &manifest_call());
-        self.send(&bytes).await;
-        self.until_answered(stream).await;
-        bytes = fin(stream);
-        self.send(&bytes).await;
-        self.until(&format!("the server's FIN on {stream}"), |a| a.view(stream).fin).await;
+        self.call(stream, &manifest_call()).await;
         self.assert_manifest_on(stream);
         assert!(!self.view(stream).rst, "stream {stream} was reset");
-    }
-
-    /// The server closed the stream the way Go's drpc ends a connection after a protocol error: FIN, no packet.
-    async fn assert_stream_dropped_without_reply(&mut self, stream: u32) {
-        self.until(&format!("the server's FIN on {stream}"), |a| a.view(stream).fin).await;
-        assert!(self.packets(stream).is_empty(), "the server answered on stream {stream}");
-        assert!(!self.view(stream).rst, "stream {stream} was reset, not closed");
-    }
-
-    /// Sends `bytes` on a stream we opened, as fast as the server's window allows, until everything is sent or the
-    /// server ends the stream. Returns the bytes sent.
-    async fn send_windowed(&mut self, stream: u32, first: Vec<u8>, body: &[u8], repeat: usize) -> usize {
-        self.opened(stream);
-        self.send(&syn_data(stream, &first)).await;
-        let mut sent = first.len();
-        let mut left = repeat;
-        let mut offset = 0;
-        while left > 0 && !self.view(stream).fin && !self.view(stream).rst && !self.eof {
-            let credit = self.view(stream).credit.saturating_sub(sent as u64) as usize;
-            if credit == 0 {
-                let limit = sent as u64;
-                self.until("window or the end of the stream", move |a| {
-                    a.view(stream).credit > limit || a.view(stream).fin || a.view(stream).rst
-                })
-                .await;
-                continue;
-            }
-            let take = credit.min(16 * KIB).min(body.len() - offset);
-            self.send(&data(stream, &body[offset..offset + take])).await;
-            sent += take;
-            offset += take;
-            if offset == body.len() {
-                offset = 0;
-                left -= 1;
-            }
-        }
-        sent
     }
 }
 
@@ -627,7 +418,7 @@ async fn ws_unmasked_frames_and_rsv_bits_are_closed_with_1002() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_empty_binary_messages_are_ignored() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     let call = syn_data(1, &manifest_call());
     agent.send(&[]).await;
@@ -728,7 +519,7 @@ async fn ws_64_mib_message_is_refused_at_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_frames_split_into_one_byte_messages_are_served() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     let mut bytes = syn(1);
     bytes.extend(data(1, &manifest_call()));
@@ -744,7 +535,7 @@ async fn yamux_frames_split_into_one_byte_messages_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_yamux_frames_in_one_message_are_served() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let mut bytes = Vec::new();
     for id in [1u32, 3] {
         agent.opened(id);
@@ -931,7 +722,7 @@ async fn yamux_bad_version_or_type_ends_the_session() {
     let cases =
         [encode(1, TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0, &[]), encode(0, 4, 0, 1, 0, &[]), encode(0, 255, 0, 0, 0, &[])];
     for bytes in cases {
-        let mut agent = RawAgent::connect(&env).await;
+        let mut agent = connect_raw(&env).await;
         agent.assert_call_works(1).await;
         agent.send(&bytes).await;
         assert_eq!(agent.ended().await, Ended::default(), "{bytes:?}");
@@ -947,14 +738,14 @@ async fn yamux_bad_version_or_type_ends_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_window_overflow_is_a_protocol_error_and_huge_lengths_allocate_nothing() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     agent.send(&syn(1)).await;
     agent.send(&data(1, &vec![0u8; 256 * KIB + 1])).await;
     assert_eq!(agent.ended().await.go_aways, [1]);
 
     let watch = PeakWatch::start();
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     let mut bytes = syn(1);
     bytes.extend(encode(0, TYPE_DATA, 0, 1, u32::MAX, &[]));
@@ -968,7 +759,7 @@ async fn yamux_window_overflow_is_a_protocol_error_and_huge_lengths_allocate_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_syn_body_past_the_window_is_refused() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.send(&syn_data(1, &vec![0u8; 256 * KIB + 1])).await;
     assert_eq!(agent.ended().await.go_aways, [1]);
     assert!(!agent.streams.contains_key(&1));
@@ -979,7 +770,7 @@ async fn yamux_syn_body_past_the_window_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_window_update_overflow_is_a_protocol_error() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let mut bytes = syn(1);
     bytes.extend(window_update(0, 1, 0xFFFF_0000));
     bytes.extend(window_update(0, 1, 0xFFFF_0000));
@@ -995,14 +786,14 @@ async fn yamux_duplicate_zero_and_even_stream_ids() {
     let env = Env::start().await;
     let cases = [[syn(1), syn(1)].concat(), syn(0), syn_data(2, &manifest_call())];
     for bytes in cases {
-        let mut agent = RawAgent::connect(&env).await;
+        let mut agent = connect_raw(&env).await;
         agent.send(&bytes).await;
         let ended = agent.ended().await;
         assert_eq!(ended.go_aways, [1], "{bytes:?}");
         assert!(!agent.streams.contains_key(&0) && !agent.streams.contains_key(&2));
         env.assert_bystander_works().await;
     }
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.assert_call_works(9).await;
     agent.assert_call_works(3).await;
     assert!(agent.go_aways.is_empty());
@@ -1014,7 +805,7 @@ async fn yamux_duplicate_zero_and_even_stream_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_frames_for_unknown_streams_are_drained() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let mut decoy = go_away(0);
     decoy.extend(syn_data(1, &manifest_call()));
     let mut bytes = data(7, &decoy);
@@ -1036,7 +827,7 @@ async fn yamux_frames_for_unknown_streams_are_drained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_burst_past_the_go_accept_backlog_is_served() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let ids: Vec<u32> = (0..300).map(|i| 2 * i + 1).collect();
     let mut bytes = Vec::new();
     for &id in &ids {
@@ -1061,7 +852,7 @@ async fn yamux_ten_thousand_streams_are_refused_past_the_cap() {
     let env = Env::start().await;
     assert_eq!(agentwire_transport::io::yamux::DEFAULT_MAX_STREAMS_PER_SESSION, 512);
     let watch = PeakWatch::start();
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let mut bytes = Vec::new();
     for i in 0..10_000u32 {
         bytes.extend(syn(2 * i + 1));
@@ -1085,7 +876,7 @@ async fn yamux_ten_thousand_streams_are_refused_past_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_rapid_open_reset_flood_gets_go_away() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.assert_call_works(1).await;
     let call = manifest_call();
     let watch = PeakWatch::start();
@@ -1118,7 +909,7 @@ async fn yamux_ping_flood_without_reading_is_bounded_and_cut_off_at_the_write_de
     let mut config = ServeConfig::default();
     config.rpc.session.keepalive.write_timeout = Some(Duration::from_millis(300));
     let env = Env::with(config).await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.assert_call_works(1).await;
     let ping = encode(0, TYPE_PING, FLAG_SYN, 0, 7, &[]);
     let message: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 80_000).collect();
@@ -1150,7 +941,7 @@ async fn a_peer_that_stops_reading_replies_is_cut_off_after_the_write_deadline()
     let mut config = ServeConfig::default();
     config.rpc.session.keepalive.write_timeout = Some(Duration::from_millis(300));
     let env = Env::with(config).await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.assert_call_works(1).await;
     let call = manifest_call();
     let watch = PeakWatch::start();
@@ -1182,7 +973,7 @@ async fn a_peer_that_stops_reading_replies_is_cut_off_after_the_write_deadline()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_go_away_then_syn_is_not_served() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.assert_call_works(1).await;
     let mut bytes = go_away(0);
     bytes.extend(syn_data(3, &manifest_call()));
@@ -1199,7 +990,7 @@ async fn yamux_go_away_then_syn_is_not_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_half_close_frees_stream_state_in_both_directions() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let watch = PeakWatch::start();
     for i in 0..600u32 {
         agent.assert_call_works(2 * i + 1).await;
@@ -1238,7 +1029,7 @@ async fn half_open_connections_are_detected_within_the_timeouts() {
     let mut silent = silent;
     assert_eq!(silent.closed().await, None, "the timeout closes the socket without a Close");
     // Answers WebSocket pings (tungstenite does when read) but never a yamux ping.
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.until("a yamux keepalive ping", |a| a.pings > 0).await;
     let ended = agent.ended().await;
     assert_eq!(ended, Ended::default());
@@ -1256,11 +1047,11 @@ async fn half_open_connections_are_detected_within_the_timeouts() {
 async fn drpc_packet_past_four_mib_is_refused_at_the_cap() {
     let env = Env::start().await;
     assert_eq!(agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE, 4 * MIB);
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let frame = drpc_frame(1, 2, Kind::Message, false, false, &[b'z'; 64 * KIB]);
     let watch = PeakWatch::start();
     let invoke = packet(1, 1, Kind::Invoke, GET_MANIFEST.as_bytes());
-    let sent = agent.send_windowed(1, invoke, &frame, 4 * 16 + 64).await;
+    let sent = agent.send_windowed(1, &invoke, &frame, 4 * 16 + 64).await;
     agent.assert_stream_dropped_without_reply(1).await;
     assert!(sent > 4 * MIB && sent < 4 * MIB + 512 * KIB, "the stream closed after {sent} bytes");
     watch.assert_under(16 * MIB, "a 4 MiB+ packet");
@@ -1273,7 +1064,7 @@ async fn drpc_packet_past_four_mib_is_refused_at_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drpc_message_before_invoke_and_unknown_rpc() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     let mut bytes = packet(1, 1, Kind::Message, b"orphan");
     bytes.extend(packet(1, 2, Kind::Invoke, GET_MANIFEST.as_bytes()));
@@ -1292,7 +1083,7 @@ async fn drpc_message_before_invoke_and_unknown_rpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drpc_cancel_mid_request_ends_the_call_and_keeps_the_stream() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     agent.opened(1);
     let mut bytes = packet(1, 1, Kind::Invoke, GET_MANIFEST.as_bytes());
     bytes.extend(drpc_frame(1, 2, Kind::Cancel, true, true, b""));
@@ -1309,7 +1100,7 @@ async fn drpc_cancel_mid_request_ends_the_call_and_keeps_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drpc_oversized_invoke_metadata_closes_the_stream() {
     let env = Env::start().await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let metadata = encode_metadata(&Metadata::from([("k".to_owned(), "v".repeat(65 * KIB))]));
     let mut bytes = packet(1, 1, Kind::InvokeMetadata, &metadata);
     bytes.extend(unary_on(1, GET_MANIFEST, b"").split_off(0));
@@ -1480,7 +1271,7 @@ struct Flood {
 /// once the server has ended the session, or `per_stream` is sent everywhere, or, given `stalled`, once every
 /// stream has been out of credit that long (the server has stopped granting window).
 async fn flood_unfinished_invokes(
-    agent: &mut RawAgent,
+    agent: &mut RawPeer,
     frame: &[u8],
     streams: u32,
     per_stream: usize,
@@ -1501,7 +1292,7 @@ async fn flood_unfinished_invokes(
             if view.rst || view.fin || done >= per_stream {
                 continue;
             }
-            let credit = view.credit.saturating_sub(done as u64) as usize;
+            let credit = view.credit as usize;
             let take = credit.min(64 * KIB).min(per_stream - done);
             if take == 0 {
                 continue;
@@ -1511,6 +1302,7 @@ async fn flood_unfinished_invokes(
             if !agent.try_send(bytes).await {
                 break 'flood;
             }
+            agent.spend(id, take);
             *sent.entry(id).or_default() += take;
             progressed = true;
         }
@@ -1523,11 +1315,11 @@ async fn flood_unfinished_invokes(
                 Some(stalled) => deadline.min(tokio::time::Instant::now() + stalled),
                 None => deadline,
             };
-            match tokio::time::timeout_at(wait_until, agent.read_more()).await {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(_) if stalled.is_some() && tokio::time::Instant::now() < deadline => break,
-                Err(_) => panic!("the server neither granted window nor ended the session within {WAIT:?}"),
+            match agent.read_until(wait_until).await {
+                Some(true) => {}
+                Some(false) => break,
+                None if stalled.is_some() && tokio::time::Instant::now() < deadline => break,
+                None => panic!("the server neither granted window nor ended the session within {WAIT:?}"),
             }
         }
     }
@@ -1560,7 +1352,7 @@ async fn unfinished_invokes_stop_at_the_session_budget(tcp: bool) {
     config.rpc.memory_wait = Duration::from_secs(2);
     assert_eq!(config.rpc.session_memory, 16 * MIB);
     let env = Env::with(config.clone()).await;
-    let mut agent = if tcp { RawAgent::connect_tcp(&env).await } else { RawAgent::connect(&env).await };
+    let mut agent = if tcp { connect_raw_tcp(&env).await } else { connect_raw(&env).await };
     agent.assert_call_works(1001).await;
     let frame = declared_invoke();
     let watch = PeakWatch::start();
@@ -1577,12 +1369,7 @@ async fn unfinished_invokes_stop_at_the_session_budget(tcp: bool) {
     println!("unfinished Invokes: {} bytes taken, allocation peak +{} bytes", flood.sent, watch.growth());
     watch.assert_under(bound + 8 * MIB, "unfinished Invokes");
     env.until_sessions(1, "the abuser's session to end").await;
-    within("the abuser's bytes to be given back", async {
-        while env.server.state.memory().used() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    eventually("the abuser's bytes to be given back", || env.server.state.memory().used() == 0).await;
     env.finish().await;
 }
 
@@ -1603,7 +1390,7 @@ async fn other_agents_are_served_while_an_abuser_holds_its_budget() {
     let mut config = ServeConfig::default();
     config.rpc.memory_wait = Duration::from_secs(60);
     let env = Env::with(config).await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     // 8 streams × 3 MiB: 24 MiB would be read without a budget; the session stops at 16 MiB plus the overdraft.
     let frame = declared_invoke();
     let flood = flood_unfinished_invokes(&mut agent, &frame, 8, 3 * MIB, Some(Duration::from_millis(500))).await;
@@ -1671,7 +1458,7 @@ async fn an_exhausted_server_pool_ends_its_largest_holder_and_serves_the_waiting
     config.rpc.session_memory = 64 * MIB;
     config.rpc.memory_wait = Duration::from_secs(2);
     let env = Env::with(config).await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let frame = declared_invoke();
     let flood = flood_unfinished_invokes(&mut agent, &frame, 32, 3 * MIB, Some(Duration::from_millis(300))).await;
     let bound = 8 * MIB + DEFAULT_SESSION_GUARANTEED_MEMORY + windows(32);
@@ -1694,24 +1481,16 @@ async fn an_agents_sessions_share_its_pool() {
     config.rpc.memory_wait = Duration::from_secs(2);
     let env = Env::with(config).await;
     let frame = declared_invoke();
-    let mut first = RawAgent::connect(&env).await;
-    let mut second = RawAgent::connect(&env).await;
+    let mut first = connect_raw(&env).await;
+    let mut second = connect_raw(&env).await;
     let stall = Some(Duration::from_millis(300));
     let one = flood_unfinished_invokes(&mut first, &frame, 16, 2 * MIB, stall).await;
     let two = flood_unfinished_invokes(&mut second, &frame, 16, 2 * MIB, stall).await;
     let bound = 4 * MIB + 2 * DEFAULT_SESSION_GUARANTEED_MEMORY + windows(32);
     assert!(one.sent + two.sent <= bound, "the agent pool did not stop the flood: {}", one.sent + two.sent);
     env.assert_bystander_works().await;
-    let ended = within("an eviction", async {
-        loop {
-            if !evictions(&env).is_empty() {
-                return evictions(&env);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert_eq!(ended, [("agent", 1)]);
+    eventually("an eviction", || !evictions(&env).is_empty()).await;
+    assert_eq!(evictions(&env), [("agent", 1)]);
     env.assert_survived().await;
     drop((first, second));
     env.until_sessions(1, "the abuser's sessions to end").await;
@@ -1726,7 +1505,7 @@ async fn partial_invokes_hold_call_slots() {
     config.rpc.max_concurrent_calls = 2;
     config.rpc.ack_delay = Duration::from_millis(100);
     let env = Env::with(config).await;
-    let mut agent = RawAgent::connect(&env).await;
+    let mut agent = connect_raw(&env).await;
     let frame = declared_invoke();
     for stream in [1, 3] {
         agent.opened(stream);
