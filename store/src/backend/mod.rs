@@ -18,7 +18,10 @@ use sqlx::{Database, Pool, Transaction};
 
 use uuid::Uuid;
 
-use crate::aggregates::ActivitySpan;
+use crate::aggregates::{
+    ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, DemoHistory, DemoStat, TemplateDayUsers, TemplateRow,
+    UserActivityDay, WorkspaceStateCounts,
+};
 use crate::batch::heartbeat::HeartbeatEntry;
 use crate::batch::metadata::MetaEntry;
 use crate::batch::stats::StatsRow;
@@ -383,4 +386,38 @@ pub(crate) trait BatchSql {
         error: &str,
         collected_at: UnixMicros,
     ) -> Result<u64, StoreError>;
+}
+
+/// The deployment-wide reads of the metrics snapshotter and the insights endpoints, and the bulk writer behind
+/// `agentwire demo-data`. Reads return rows as they are; percentiles, timezones and rollups are the caller's.
+pub(crate) trait AggregateSql {
+    /// Ids of the templates that are not deleted, in id order.
+    async fn active_template_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// The activity rollup: one row per (template, user, UTC day).
+    async fn user_activity_days(&self) -> Result<Vec<ActivityDay>, StoreError>;
+    /// The activity rollup folded per (user, UTC day) across templates.
+    async fn user_activity_by_day(&self) -> Result<Vec<UserActivityDay>, StoreError>;
+    /// Active users per (template, UTC day).
+    async fn template_users_by_day(&self) -> Result<Vec<TemplateDayUsers>, StoreError>;
+    /// Distinct users ever active per template.
+    async fn template_unique_users(&self) -> Result<Vec<(Uuid, i64)>, StoreError>;
+    /// The `per_template` most recent successful builds of each non-deleted template whose job started after
+    /// `started_after`.
+    async fn recent_build_durations(
+        &self,
+        started_after: UnixMicros,
+        per_template: i64,
+    ) -> Result<Vec<BuildDuration>, StoreError>;
+    /// Sums and latencies of the agent stats rows created after `since`.
+    async fn agent_stats_window(&self, since: UnixMicros) -> Result<AgentStatsWindow, StoreError>;
+    /// Non-deleted workspaces by their latest build's job state; a running job without a heartbeat since
+    /// `heartbeat_after` counts as neither building nor anything else.
+    async fn workspace_state_counts(&self, heartbeat_after: UnixMicros) -> Result<WorkspaceStateCounts, StoreError>;
+    /// A template that is not deleted.
+    async fn template_by_id(&self, template_id: Uuid) -> Result<Option<TemplateRow>, StoreError>;
+    /// Demo data: the users, templates (with their version and import job), workspaces, and builds with their jobs
+    /// of `h`, in organization `organization_id`, in one transaction.
+    async fn insert_demo_fixtures(&self, organization_id: Uuid, h: &DemoHistory) -> Result<(), StoreError>;
+    /// Demo data: stats rows and the activity rollup `days` folded from them, in one transaction.
+    async fn insert_demo_stats(&self, stats: &[DemoStat], days: &[ActivitySpan]) -> Result<(), StoreError>;
 }

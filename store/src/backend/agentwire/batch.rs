@@ -3,7 +3,8 @@
 
 use uuid::Uuid;
 
-use crate::aggregates::{activity_days_upsert, ActivitySpan, ACTIVITY_DAY_COLS, UPSERT_ACTIVITY_DAYS};
+use super::aggregates::{activity_days_upsert, ACTIVITY_DAY_COLS};
+use crate::aggregates::{ActivitySpan, UPSERT_ACTIVITY_DAYS};
 use crate::backend::{begin, commit, q, rows_per_statement, with_pool, BatchSql, Db, Engine};
 use crate::batch::heartbeat::HeartbeatEntry;
 use crate::batch::metadata::MetaEntry;

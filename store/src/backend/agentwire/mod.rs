@@ -5,6 +5,8 @@ mod admin;
 mod admin_sql;
 mod agent;
 mod agent_sql;
+mod aggregates;
+mod aggregates_sql;
 mod batch;
 mod lookup;
 
