@@ -29,7 +29,7 @@ pub(super) async fn batch_update_app_healths(
     }
     // Fast path, one transaction (read this agent's apps + one UPDATE per changed app), all or nothing: taken when
     // every id and health is well-formed, which is what a correct agent always sends.
-    let parsed: Option<Vec<(Uuid, &'static str)>> =
+    let parsed: Option<Vec<(Uuid, agentwire_store::AppHealth)>> =
         request.updates.iter().map(|u| Some((Uuid::from_slice(&u.id).ok()?, db_health(u.health)?))).collect();
     if let Some(updates) = parsed {
         let outcome = session
@@ -86,13 +86,14 @@ fn first_invalid_update(
     None
 }
 
-fn db_health(health: i32) -> Option<&'static str> {
+fn db_health(health: i32) -> Option<agentwire_store::AppHealth> {
+    use agentwire_store::AppHealth as Db;
     match AppHealth::try_from(health).ok()? {
         AppHealth::Unspecified => None,
-        AppHealth::Disabled => Some("disabled"),
-        AppHealth::Initializing => Some("initializing"),
-        AppHealth::Healthy => Some("healthy"),
-        AppHealth::Unhealthy => Some("unhealthy"),
+        AppHealth::Disabled => Some(Db::Disabled),
+        AppHealth::Initializing => Some(Db::Initializing),
+        AppHealth::Healthy => Some(Db::Healthy),
+        AppHealth::Unhealthy => Some(Db::Unhealthy),
     }
 }
 

@@ -28,9 +28,13 @@ impl RpcError {
         RpcError::Invalid(text.into())
     }
 
-    /// Wraps a store failure with what the handler was doing.
+    /// Wraps a store failure with what the handler was doing. A value the store refused reaches the agent as the
+    /// validation error it is, not as an internal database error.
     pub fn store(what: &'static str) -> impl FnOnce(StoreError) -> RpcError {
-        move |source| RpcError::Store { what, source }
+        move |source| match source {
+            StoreError::Invalid(text) => RpcError::Invalid(text),
+            source => RpcError::Store { what, source },
+        }
     }
 }
 
@@ -44,5 +48,18 @@ impl From<RpcError> for Status {
                 Status::error(format!("{what}: internal database error"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_the_store_refused_is_a_validation_error_and_a_database_failure_is_not_shown() {
+        let refused = Status::from(RpcError::store("update lifecycle")(StoreError::Invalid("agent is deleted".into())));
+        assert_eq!((refused.code, refused.message.as_str()), (0, "agent is deleted"));
+        let failed = Status::from(RpcError::store("update lifecycle")(StoreError::Closed));
+        assert_eq!(failed.message, "update lifecycle: internal database error");
     }
 }

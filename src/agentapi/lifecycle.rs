@@ -4,7 +4,7 @@
 //! the row first: the lifecycle timestamp rules (`started_at`, `ready_at`) are applied inside the single UPDATE, and
 //! startup needs nothing but the agent id the session already holds.
 
-use agentwire_store::UnixMicros;
+use agentwire_store::{LifecycleState, UnixMicros};
 use prost_types::Timestamp;
 
 use super::{pb, AgentApi, RpcError};
@@ -62,9 +62,9 @@ pub(super) async fn update_startup(
     let mut subsystems = Vec::with_capacity(startup.subsystems.len());
     for s in &startup.subsystems {
         let db = match Subsystem::try_from(*s) {
-            Ok(Subsystem::Envbox) => "envbox",
-            Ok(Subsystem::Envbuilder) => "envbuilder",
-            Ok(Subsystem::Exectrace) => "exectrace",
+            Ok(Subsystem::Envbox) => agentwire_store::Subsystem::Envbox,
+            Ok(Subsystem::Envbuilder) => agentwire_store::Subsystem::Envbuilder,
+            Ok(Subsystem::Exectrace) => agentwire_store::Subsystem::Exectrace,
             Ok(Subsystem::Unspecified) | Err(_) => {
                 let name =
                     Subsystem::try_from(*s).map(|v| v.as_str_name().to_owned()).unwrap_or_else(|_| s.to_string());
@@ -84,18 +84,18 @@ pub(super) async fn update_startup(
 }
 
 /// The DB enum for a proto state: same names, lower snake case. Unspecified and unknown numbers have none.
-fn db_lifecycle_state(state: i32) -> Option<&'static str> {
+fn db_lifecycle_state(state: i32) -> Option<LifecycleState> {
     Some(match State::try_from(state).ok()? {
         State::Unspecified => return None,
-        State::Created => "created",
-        State::Starting => "starting",
-        State::StartTimeout => "start_timeout",
-        State::StartError => "start_error",
-        State::Ready => "ready",
-        State::ShuttingDown => "shutting_down",
-        State::ShutdownTimeout => "shutdown_timeout",
-        State::ShutdownError => "shutdown_error",
-        State::Off => "off",
+        State::Created => LifecycleState::Created,
+        State::Starting => LifecycleState::Starting,
+        State::StartTimeout => LifecycleState::StartTimeout,
+        State::StartError => LifecycleState::StartError,
+        State::Ready => LifecycleState::Ready,
+        State::ShuttingDown => LifecycleState::ShuttingDown,
+        State::ShutdownTimeout => LifecycleState::ShutdownTimeout,
+        State::ShutdownError => LifecycleState::ShutdownError,
+        State::Off => LifecycleState::Off,
     })
 }
 

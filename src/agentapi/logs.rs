@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use agentwire_store::pubsub::{agent_logs_channel, agent_logs_payload};
-use agentwire_store::{InsertLogsOutcome, LogLine};
+use agentwire_store::{InsertLogsOutcome, LogLevel, LogLine};
 use uuid::Uuid;
 
 use super::{pb, AgentApi, RpcError};
@@ -65,7 +65,7 @@ pub(super) async fn batch_create_logs(
     // A non-nil source is not checked against the agent's sources, as in Coder: the agent may name sources the
     // manifest does not list, and the rows written are this agent's own whatever the id says.
     let lines: Vec<LogLine> =
-        request.logs.into_iter().map(|l| LogLine { level: level_name(l.level).to_owned(), output: l.output }).collect();
+        request.logs.into_iter().map(|l| LogLine { level: log_level(l.level), output: l.output }).collect();
 
     let outcome = session
         .scope
@@ -99,14 +99,14 @@ pub(super) async fn batch_create_logs(
 
 /// Coder's level mapping; anything else (UNSPECIFIED from old agents, or a number this server does not know) is
 /// `info`, so a newer agent's level never costs it its log line.
-fn level_name(level: i32) -> &'static str {
+fn log_level(level: i32) -> LogLevel {
     use pb::log::Level;
     match Level::try_from(level) {
-        Ok(Level::Trace) => "trace",
-        Ok(Level::Debug) => "debug",
-        Ok(Level::Warn) => "warn",
-        Ok(Level::Error) => "error",
-        Ok(Level::Info | Level::Unspecified) | Err(_) => "info",
+        Ok(Level::Trace) => LogLevel::Trace,
+        Ok(Level::Debug) => LogLevel::Debug,
+        Ok(Level::Warn) => LogLevel::Warn,
+        Ok(Level::Error) => LogLevel::Error,
+        Ok(Level::Info | Level::Unspecified) | Err(_) => LogLevel::Info,
     }
 }
 

@@ -97,6 +97,7 @@ pub mod batch;
 #[doc(hidden)]
 pub mod bench_support;
 mod counting;
+pub mod enums;
 mod error;
 pub mod model;
 pub mod pubsub;
@@ -113,6 +114,7 @@ pub use api_key::{API_KEY_ID_LEN, API_KEY_SECRET_LEN};
 pub use backend::{Engine, DEFAULT_SQLITE_BUSY_TIMEOUT};
 pub use batch::{BatchOptions, BatcherStats};
 pub use counting::{QueryCounters, QuerySnapshot};
+pub use enums::{AppHealth, LifecycleState, LogLevel, Subsystem};
 pub use error::StoreError;
 pub use model::*;
 pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};

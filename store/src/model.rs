@@ -291,8 +291,8 @@ pub struct LogSource {
 /// One log line to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
-    /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub level: String,
+    /// The line's level.
+    pub level: crate::LogLevel,
     /// The text; NULs are replaced and the stored line is cut to `max_log_line_chars`.
     pub output: String,
 }

@@ -14,6 +14,7 @@ use crate::batch::heartbeat::Heartbeat;
 use crate::batch::metadata::MetaItem;
 use crate::batch::stats::StatsRow;
 use crate::model::*;
+use crate::{AppHealth, LifecycleState, Subsystem};
 use crate::{Store, StoreError};
 
 /// Coder's fixed log source for agents that send the nil source id.
@@ -37,21 +38,6 @@ pub struct AgentScope {
     pub(crate) troubleshooting_url: String,
     pub(crate) api_key_scope: String,
 }
-
-const LIFECYCLE_STATES: &[&str] = &[
-    "created",
-    "starting",
-    "start_timeout",
-    "start_error",
-    "ready",
-    "shutting_down",
-    "shutdown_timeout",
-    "shutdown_error",
-    "off",
-];
-const SUBSYSTEMS: &[&str] = &["envbox", "envbuilder", "exectrace"];
-const APP_HEALTHS_ALLOWED: &[&str] = &["disabled", "initializing", "healthy", "unhealthy"];
-const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
 
 /// Replace NULs (Postgres TEXT cannot hold them; Coder MAIN does the same) and cut to
 /// `max_chars` characters, as Coder's `varchar(1024)` cast does.
@@ -146,47 +132,40 @@ impl AgentScope {
         self.db().list_log_sources(self).await
     }
 
-    /// UpdateLifecycle: one statement applying Coder's started_at/ready_at rules. `state` is
-    /// the DB enum string; `changed_at` the (server-filled if zero) change time.
-    pub async fn update_lifecycle(&self, state: &str, changed_at: UnixMicros) -> Result<LifecycleTimes, StoreError> {
-        if !LIFECYCLE_STATES.contains(&state) {
-            return Err(StoreError::Invalid(format!("unknown lifecycle state {state:?}")));
-        }
-        let row = self.db().update_lifecycle(self, state, changed_at).await?;
+    /// UpdateLifecycle: one statement applying Coder's started_at/ready_at rules; `changed_at` is the
+    /// (server-filled if zero) change time.
+    pub async fn update_lifecycle(
+        &self,
+        state: LifecycleState,
+        changed_at: UnixMicros,
+    ) -> Result<LifecycleTimes, StoreError> {
+        let row = self.db().update_lifecycle(self, state.as_str(), changed_at).await?;
         row.ok_or_else(|| StoreError::Invalid("agent is deleted".into()))
     }
 
-    /// UpdateStartup. Subsystems are validated, de-duplicated and sorted (Coder's order).
+    /// UpdateStartup. Subsystems are de-duplicated and sorted (Coder's order).
     pub async fn update_startup(
         &self,
         version: &str,
         expanded_directory: &str,
-        subsystems: &[&str],
+        subsystems: &[Subsystem],
         api_version: &str,
     ) -> Result<(), StoreError> {
-        let mut subs = BTreeSet::new();
-        for s in subsystems {
-            if !SUBSYSTEMS.contains(s) {
-                return Err(StoreError::Invalid(format!("invalid agent subsystem {s:?}")));
-            }
-            subs.insert((*s).to_owned());
-        }
-        let subs: Vec<String> = subs.into_iter().collect();
+        let subs: BTreeSet<Subsystem> = subsystems.iter().copied().collect();
+        let subs: Vec<String> = subs.into_iter().map(|s| s.as_str().to_owned()).collect();
         self.db().update_startup(self, version, expanded_directory, &subs, api_version).await
     }
 
     /// BatchUpdateAppHealths: all-or-nothing. Ids that are not this agent's apps (or apps
     /// without a healthcheck) are reported and nothing is written; otherwise every changed app
     /// is updated in one transaction.
-    pub async fn batch_update_app_healths(&self, updates: &[(Uuid, &str)]) -> Result<AppHealthOutcome, StoreError> {
+    pub async fn batch_update_app_healths(
+        &self,
+        updates: &[(Uuid, AppHealth)],
+    ) -> Result<AppHealthOutcome, StoreError> {
         let mut out = AppHealthOutcome::default();
         if updates.is_empty() {
             return Ok(out);
-        }
-        for (_, h) in updates {
-            if !APP_HEALTHS_ALLOWED.contains(h) {
-                return Err(StoreError::Invalid(format!("unknown app health {h:?}")));
-            }
         }
         // Agents repeat the health they already reported on every check; reading first, outside any transaction,
         // makes those repeats cost one read and no write.
@@ -196,8 +175,8 @@ impl AgentScope {
             match apps.get(app) {
                 None => out.unknown.push(*app),
                 Some((url, _)) if url.is_empty() => out.no_healthcheck.push(*app),
-                Some((_, current)) if current == health => {}
-                Some(_) => writes.push((*app, *health)),
+                Some((_, current)) if current == health.as_str() => {}
+                Some(_) => writes.push((*app, health.as_str())),
             }
         }
         if !out.unknown.is_empty() || !out.no_healthcheck.is_empty() || writes.is_empty() {
@@ -260,15 +239,10 @@ impl AgentScope {
     /// `logs_overflowed`. **Lines are sanitised and cut here** (NUL → ❌, at most
     /// `max_log_line_chars` characters stored); `logs_length` counts the full sanitised
     /// length, as Coder's does. The nil source id maps to Coder's "External" source, created on
-    /// demand. Unknown levels are an error; map "unspecified" to `info` before calling.
+    /// demand.
     pub async fn insert_logs(&self, log_source_id: Uuid, lines: &[LogLine]) -> Result<InsertLogsOutcome, StoreError> {
         if lines.is_empty() {
             return Ok(InsertLogsOutcome::Empty);
-        }
-        for l in lines {
-            if !LOG_LEVELS.contains(&l.level.as_str()) {
-                return Err(StoreError::Invalid(format!("unknown log level {:?}", l.level)));
-            }
         }
         let opts = self.store.options();
         let max_chars = opts.max_log_line_chars;

@@ -48,7 +48,7 @@ async fn child_writer() {
     let scope = store.agent(&agent);
     println!("TOKEN {}", created.auth_token);
     let replica = Uuid::new_v4();
-    let lines: Vec<LogLine> = (0..10).map(|_| LogLine { level: "info".into(), output: LINE.into() }).collect();
+    let lines: Vec<LogLine> = (0..10).map(|_| LogLine { level: LogLevel::Info, output: LINE.into() }).collect();
     let mut i: i64 = 0;
     loop {
         for _ in 0..50 {
@@ -64,7 +64,7 @@ async fn child_writer() {
         if matches!(out, InsertLogsOutcome::LimitExceeded { .. }) {
             break;
         }
-        scope.update_lifecycle("starting", i).await.unwrap();
+        scope.update_lifecycle(LifecycleState::Starting, i).await.unwrap();
         i += 1;
         if i == 20 {
             println!("READY");
@@ -164,7 +164,7 @@ async fn kill_nine_while_flushing() {
 
     // And the store keeps working.
     assert!(matches!(
-        scope.insert_logs(Uuid::nil(), &[LogLine { level: "info".into(), output: "after".into() }]).await.unwrap(),
+        scope.insert_logs(Uuid::nil(), &[LogLine { level: LogLevel::Info, output: "after".into() }]).await.unwrap(),
         InsertLogsOutcome::Inserted { .. }
     ));
     store.close().await;
@@ -192,9 +192,9 @@ async fn sixty_four_writers_never_see_busy() {
         tasks.push(tokio::spawn(async move {
             for r in 0..ROUNDS {
                 scope
-                    .insert_logs(Uuid::nil(), &[LogLine { level: "info".into(), output: format!("round {r}") }])
+                    .insert_logs(Uuid::nil(), &[LogLine { level: LogLevel::Info, output: format!("round {r}") }])
                     .await?;
-                scope.update_lifecycle("starting", r as i64).await?;
+                scope.update_lifecycle(LifecycleState::Starting, r as i64).await?;
                 scope
                     .insert_connection_log(&ConnectionEvent {
                         connection_id: Uuid::new_v4(),

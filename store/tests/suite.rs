@@ -415,19 +415,19 @@ mod cases {
         let env = open(kind, quiet_options()).await;
         let f = fixture(&env.store, "jack").await;
         let scope = env.store.agent(&f.agent);
-        let t = scope.update_lifecycle("starting", 100).await.unwrap();
+        let t = scope.update_lifecycle(LifecycleState::Starting, 100).await.unwrap();
         assert_eq!((t.started_at, t.ready_at), (Some(100), None));
-        let t = scope.update_lifecycle("ready", 200).await.unwrap();
+        let t = scope.update_lifecycle(LifecycleState::Ready, 200).await.unwrap();
         assert_eq!((t.started_at, t.ready_at), (Some(100), Some(200)));
-        let t = scope.update_lifecycle("shutting_down", 300).await.unwrap();
+        let t = scope.update_lifecycle(LifecycleState::ShuttingDown, 300).await.unwrap();
         assert_eq!((t.started_at, t.ready_at), (Some(100), Some(200)));
-        let t = scope.update_lifecycle("starting", 400).await.unwrap();
+        let t = scope.update_lifecycle(LifecycleState::Starting, 400).await.unwrap();
         assert_eq!((t.started_at, t.ready_at), (Some(400), None));
         assert_eq!(scope.state().await.unwrap().unwrap().lifecycle_state, "starting");
-        assert!(matches!(scope.update_lifecycle("bogus", 1).await, Err(StoreError::Invalid(_))));
+        assert!(matches!("bogus".parse::<LifecycleState>(), Err(StoreError::Invalid(_))));
         // One statement per update.
         let before = env.store.queries().snapshot();
-        scope.update_lifecycle("start_error", 500).await.unwrap();
+        scope.update_lifecycle(LifecycleState::StartError, 500).await.unwrap();
         assert_eq!(env.store.queries().snapshot().since(&before).total(), 1);
     }
 
@@ -435,13 +435,21 @@ mod cases {
         let env = open(kind, quiet_options()).await;
         let f = fixture(&env.store, "kate").await;
         let scope = env.store.agent(&f.agent);
-        scope.update_startup("v2.10.0", "/home/coder/x", &["exectrace", "envbox", "exectrace"], "2.10").await.unwrap();
+        scope
+            .update_startup(
+                "v2.10.0",
+                "/home/coder/x",
+                &[Subsystem::Exectrace, Subsystem::Envbox, Subsystem::Exectrace],
+                "2.10",
+            )
+            .await
+            .unwrap();
         let st = scope.state().await.unwrap().unwrap();
         assert_eq!(st.version, "v2.10.0");
         assert_eq!(st.expanded_directory, "/home/coder/x");
         assert_eq!(st.subsystems, r#"["envbox","exectrace"]"#);
         assert_eq!(st.api_version, "2.10");
-        assert!(scope.update_startup("v1", "", &["none"], "2.0").await.is_err());
+        assert!("none".parse::<Subsystem>().is_err());
     }
 
     pub async fn logs_insert_limit_and_overflow(kind: Kind) {
@@ -449,7 +457,7 @@ mod cases {
         let store = &env.store;
         let f = fixture(store, "liam").await;
         let scope = store.agent(&f.agent);
-        let line = |s: &str| LogLine { level: "info".into(), output: s.into() };
+        let line = |s: &str| LogLine { level: LogLevel::Info, output: s.into() };
 
         assert_eq!(scope.insert_logs(Uuid::nil(), &[]).await.unwrap(), InsertLogsOutcome::Empty);
         let before = store.queries().snapshot();
@@ -478,7 +486,7 @@ mod cases {
         let st = scope.state().await.unwrap().unwrap();
         assert!(st.logs_overflowed);
         assert_eq!(st.logs_length, 5 + "a\u{274c}b".len() as i64 + 1500);
-        assert!(scope.insert_logs(Uuid::nil(), &[LogLine { level: "loud".into(), output: "x".into() }]).await.is_err());
+        assert!("loud".parse::<LogLevel>().is_err());
     }
 
     pub async fn scope_cannot_touch_other_agents(kind: Kind) {
@@ -498,7 +506,7 @@ mod cases {
             admin.add_script(other.id, &NewScript { script: "x".into(), ..Default::default() }).await.unwrap();
 
         // App health: the other agent's app is "unknown", nothing written.
-        let out = mine.batch_update_app_healths(&[(their_app, "healthy")]).await.unwrap();
+        let out = mine.batch_update_app_healths(&[(their_app, AppHealth::Healthy)]).await.unwrap();
         assert_eq!(out.unknown, vec![their_app]);
         assert_eq!(theirs.list_apps().await.unwrap()[0].health, "initializing");
         // App status by slug: not found for me.
@@ -542,9 +550,9 @@ mod cases {
             )
             .await
             .unwrap();
-        let out = mine.batch_update_app_healths(&[(my_app, "healthy")]).await.unwrap();
+        let out = mine.batch_update_app_healths(&[(my_app, AppHealth::Healthy)]).await.unwrap();
         assert_eq!(out.changed, vec![my_app]);
-        let out = mine.batch_update_app_healths(&[(my_app, "healthy")]).await.unwrap();
+        let out = mine.batch_update_app_healths(&[(my_app, AppHealth::Healthy)]).await.unwrap();
         assert!(out.changed.is_empty());
     }
 
@@ -697,7 +705,7 @@ mod cases {
 
         // Logs: only mine, after the given id, oldest first, as stored (cut, levels, source).
         let src = Uuid::new_v4();
-        let line = |l: &str, s: &str| LogLine { level: l.into(), output: s.into() };
+        let line = |l: &str, s: &str| LogLine { level: l.parse().expect("a log level"), output: s.into() };
         mine.insert_logs(src, &[line("warn", "a"), line("error", &"é".repeat(1100))]).await.unwrap();
         theirs.insert_logs(src, &[line("info", "theirs")]).await.unwrap();
         let logs = mine.logs_after(0).await.unwrap();
@@ -952,7 +960,7 @@ async fn sqlite_memory_store_works() {
     assert_eq!(store.engine(), Engine::Sqlite);
     let f = fixture(&store, "mem").await;
     let scope = store.agent(&f.agent);
-    scope.update_lifecycle("ready", 1).await.unwrap();
+    scope.update_lifecycle(LifecycleState::Ready, 1).await.unwrap();
     scope.enqueue_stats(StatsReport::default());
     store.flush().await;
     assert_eq!(store.batcher_stats().stats.items_flushed, 1);

@@ -379,7 +379,7 @@ mod tests {
         let rt = runtime();
         let w = rt.block_on(World::open());
         rt.block_on(async {
-            w.neighbour.session.scope.update_lifecycle("ready", 1).await.expect("write the neighbour");
+            w.neighbour.session.scope.update_lifecycle(agentwire_store::LifecycleState::Ready, 1).await.expect("write the neighbour");
             check(&w, Rpc::GetManifest, &[]).await;
         });
     }
