@@ -9,6 +9,7 @@ use std::process::Stdio;
 
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
+use agentwire_transport::testing::wait::{eventually, holds_for};
 use common::go_interop;
 use common::server::{agent_row_reads, agent_with_rows, connect, memory_store, start};
 use tokio::process::Command;
@@ -189,9 +190,10 @@ async fn an_idle_agent_answers_websocket_pings_and_keeps_its_session() {
     let server = start(store.clone(), config).await;
     let client = pb::AgentClient::new(connect(&server, agent.auth_token).await);
     client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
-    // Ten ping intervals with nothing to say: only pongs keep the 300 ms silence timeout from firing.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert_eq!(server.state.metrics().sessions_active(), 1);
+    // Ten ping intervals with nothing to say: only pongs keep the 300 ms silence timeout from firing. The session
+    // must be there all along, not only at the end.
+    holds_for("the idle session", std::time::Duration::from_secs(1), || server.state.metrics().sessions_active() == 1)
+        .await;
     client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
 }
 
@@ -210,10 +212,13 @@ async fn a_silent_websocket_is_dropped_after_the_ping_timeout() {
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.rpc_url("2.10")).unwrap();
     request.headers_mut().insert("Coder-Session-Token", agent.auth_token.to_string().parse().unwrap());
     let (_socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    assert_eq!(server.state.metrics().sessions_active(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(server.state.metrics().sessions_active(), 0, "the silent agent was not dropped");
+    let upgraded = tokio::time::Instant::now();
+    eventually("the silent session to start", || server.state.metrics().sessions_active() == 1).await;
+    eventually("the silent agent to be dropped", || server.state.metrics().sessions_active() == 0).await;
+    // Dropped by the ping timeout (300 ms of silence), not before it, and not by a later timer.
+    let dropped_after = upgraded.elapsed();
+    assert!(dropped_after >= std::time::Duration::from_millis(150), "dropped after {dropped_after:?}");
+    assert!(dropped_after < std::time::Duration::from_secs(3), "dropped only after {dropped_after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

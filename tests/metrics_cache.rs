@@ -15,6 +15,7 @@ use agentwire::metrics_cache::{
 };
 use agentwire_store::aggregates::DemoHistory;
 use agentwire_store::{now_micros, Store, StoreOptions};
+use agentwire_transport::testing::wait::eventually;
 use common::pg::fresh_pg_url;
 
 use uuid::Uuid;
@@ -201,14 +202,13 @@ async fn snapshots_equal_a_recomputation_on_postgres() {
     store.close().await;
 }
 
-/// Waits (at most 10 s) until both snapshots are filled.
+/// Waits until both snapshots are filled; fails the test if they are not within the kit's bound.
 async fn until_both_snapshots(state: &agentwire::server::AppState) {
-    for _ in 0..1000 {
-        if state.metrics_cache().deployment_stats().is_some() && state.metrics_cache().templates_snapshot().is_some() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let cache = state.metrics_cache();
+    eventually("both metrics snapshots to be filled", || {
+        cache.deployment_stats().is_some() && cache.templates_snapshot().is_some()
+    })
+    .await;
 }
 
 /// GET `path` and parse the JSON body: (status, body).
@@ -309,12 +309,7 @@ async fn endpoints_answer_not_ready_until_a_refresh_succeeds() {
         let count = |name| s.metrics_cache().refresh_stats(name).map(|r| r.failures()).unwrap_or(0);
         (count(SNAPSHOT_TEMPLATES), count(SNAPSHOT_DEPLOYMENT_STATS))
     };
-    for _ in 0..500 {
-        if failures(&state).0 >= 2 && failures(&state).1 >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("two failed refreshes of each snapshot", || failures(&state).0 >= 2 && failures(&state).1 >= 2).await;
     let (template_failures, deployment_failures) = failures(&state);
     assert!(template_failures >= 2 && deployment_failures >= 2, "failed refreshes are retried and counted");
     assert!(state.metrics_cache().templates_snapshot().is_none() && state.metrics_cache().deployment_stats().is_none());

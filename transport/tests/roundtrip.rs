@@ -117,9 +117,12 @@ async fn many_concurrent_calls() {
     }
 }
 
-#[tokio::test]
+/// Paused time: the clock moves only when every task waits for it, so by the time 50 ms have passed the call has
+/// reached the server and its handler is asleep.
+#[tokio::test(start_paused = true)]
 async fn shutdown_lets_the_call_in_flight_finish() {
     let (client, shutdown, served) = start();
+    let started = tokio::time::Instant::now();
     let slow = tokio::spawn({
         let client = client.clone();
         async move { client.unary(&path("Slow"), b"200").await }
@@ -127,6 +130,7 @@ async fn shutdown_lets_the_call_in_flight_finish() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     shutdown.cancel();
     assert_eq!(&slow.await.unwrap().unwrap()[..], b"slept:200");
+    assert_eq!(started.elapsed(), Duration::from_millis(200), "the handler slept through the shutdown");
     assert!(matches!(served.await.unwrap(), SessionEnd::Shutdown));
 }
 
