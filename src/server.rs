@@ -261,8 +261,10 @@ impl AppState {
     {
         let span = tracing::info_span!("session", agent_id = %agent.id, agent_name = %agent.name);
         let scope = self.0.store.agent(&agent);
+        // The scope holds the session's one copy of the agent from here on.
+        drop(agent);
         let replica = self.0.config.replica_id;
-        let session = Arc::new(Session { agent, scope, api_version: version, replica_id: replica });
+        let session = Arc::new(Session { scope, api_version: version, replica_id: replica });
         let state = self.clone();
         let rpc = &self.0.config.rpc;
         let memory = permit.memory.session(rpc.session_memory, rpc.session_guaranteed_memory);

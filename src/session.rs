@@ -50,9 +50,7 @@ impl FromStr for ApiVersion {
 
 /// Everything a handler knows about the agent on the other end, fixed for the connection's life.
 pub struct Session {
-    /// The agent row and its workspace, build, owner and template, as resolved at connect.
-    pub agent: ResolvedAgent,
-    /// The only door to this agent's rows.
+    /// The only door to this agent's rows, and the agent as resolved at connect ([`Session::agent`]).
     pub scope: AgentScope,
     pub api_version: ApiVersion,
     /// This server process, recorded on the agent row while connected.
@@ -60,16 +58,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// The agent row and its workspace, build, owner and template, as resolved at connect.
+    pub fn agent(&self) -> &ResolvedAgent {
+        self.scope.agent()
+    }
+
     pub fn agent_id(&self) -> Uuid {
-        self.agent.id
+        self.scope.agent_id()
     }
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("agent_id", &self.agent.id)
-            .field("agent_name", &self.agent.name)
+            .field("agent_id", &self.agent_id())
+            .field("agent_name", &self.scope.agent_name())
             .field("api_version", &self.api_version)
             .finish_non_exhaustive()
     }

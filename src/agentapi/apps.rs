@@ -234,7 +234,7 @@ mod tests {
         let a = app(&f, f.agent.id, "code", true).await;
         let b = app(&f, f.agent.id, "web", true).await;
         let mut sub =
-            f.store.pubsub().subscribe(&workspace_owner_channel(f.session.agent.owner_id)).await.expect("sub");
+            f.store.pubsub().subscribe(&workspace_owner_channel(f.session.agent().owner_id)).await.expect("sub");
         let before = f.store.queries().snapshot();
         let req = pb::BatchUpdateAppHealthRequest {
             updates: vec![update(a, AppHealth::Healthy), update(b, AppHealth::Initializing)],
@@ -255,7 +255,8 @@ mod tests {
             sub.try_recv().expect("event"),
             format!(
                 r#"{{"kind":"app_health","workspace_id":"{}","agent_id":"{}"}}"#,
-                f.session.agent.workspace_id, f.agent.id
+                f.session.agent().workspace_id,
+                f.agent.id
             )
         );
 
@@ -329,7 +330,7 @@ mod tests {
         let f = fixture().await;
         app(&f, f.agent.id, "claude", false).await;
         let mut sub =
-            f.store.pubsub().subscribe(&workspace_owner_channel(f.session.agent.owner_id)).await.expect("sub");
+            f.store.pubsub().subscribe(&workspace_owner_channel(f.session.agent().owner_id)).await.expect("sub");
 
         let long = pb::UpdateAppStatusRequest { slug: "claude".into(), message: "x".repeat(161), ..Default::default() };
         let err = update_app_status(&f.api, &f.session, long).await.expect_err("too long");

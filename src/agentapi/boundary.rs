@@ -31,7 +31,7 @@ pub(super) async fn report_boundary_logs(
         return Err(RpcError::invalid(format!("batch size {} exceeds maximum of {max}", request.logs.len())));
     }
     let now = now_micros();
-    let agent = &session.agent;
+    let agent = &session.agent();
     let mut rows = Vec::with_capacity(request.logs.len());
     for log in request.logs {
         // Logs without a resource, or of a kind this server does not know, are skipped as in Coder.

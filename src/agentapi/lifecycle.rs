@@ -193,7 +193,7 @@ mod tests {
     #[tokio::test]
     async fn lifecycle_applies_coder_timestamp_rules_with_one_write() {
         let f = fixture().await;
-        let channel = workspace_owner_channel(f.session.agent.owner_id);
+        let channel = workspace_owner_channel(f.session.agent().owner_id);
         let mut sub = f.store.pubsub().subscribe(&channel).await.expect("subscribe");
 
         let before = f.store.queries().snapshot();
@@ -208,7 +208,8 @@ mod tests {
             sub.try_recv().expect("event"),
             format!(
                 r#"{{"kind":"agt_lifecycle_update","workspace_id":"{}","agent_id":"{}"}}"#,
-                f.session.agent.workspace_id, f.agent.id
+                f.session.agent().workspace_id,
+                f.agent.id
             )
         );
 

@@ -49,7 +49,7 @@ pub(super) async fn batch_create_logs(
     request: pb::BatchCreateLogsRequest,
 ) -> Result<pb::BatchCreateLogsResponse, RpcError> {
     let agent_id = session.agent_id();
-    if session.agent.logs_overflowed || api.log_overflow.contains(agent_id) {
+    if session.agent().logs_overflowed || api.log_overflow.contains(agent_id) {
         return Ok(pb::BatchCreateLogsResponse { log_limit_exceeded: true });
     }
     if request.logs.is_empty() {
@@ -139,7 +139,7 @@ mod tests {
     async fn inserts_maps_levels_and_notifies_in_one_transaction() {
         let f = fixture().await;
         let mut logs_sub = subscribe(&f, agent_logs_channel(f.agent.id)).await;
-        let mut owner_sub = subscribe(&f, workspace_owner_channel(f.session.agent.owner_id)).await;
+        let mut owner_sub = subscribe(&f, workspace_owner_channel(f.session.agent().owner_id)).await;
         let source = Uuid::new_v4();
         use pb::log::Level;
         let before = f.store.queries().snapshot();
@@ -254,7 +254,7 @@ mod tests {
     async fn one_mib_budget_overflows_once_then_short_circuits() {
         let f = fixture().await;
         assert_eq!(f.store.options().max_logs_length, DEFAULT_MAX_LOGS_LENGTH);
-        let mut owner_sub = subscribe(&f, workspace_owner_channel(f.session.agent.owner_id)).await;
+        let mut owner_sub = subscribe(&f, workspace_owner_channel(f.session.agent().owner_id)).await;
         let source = Uuid::new_v4();
         // Exactly 1 MiB is allowed (Coder's CHECK is `<=`).
         let kib = "k".repeat(1024);
@@ -282,7 +282,7 @@ mod tests {
 
         // Later calls, on this session or a new one after reconnecting: answered without any query.
         let reconnected = super::super::test_support::session_for(&f.store, &f.agent).await;
-        assert!(reconnected.agent.logs_overflowed);
+        assert!(reconnected.agent().logs_overflowed);
         let before = f.store.queries().snapshot();
         for s in [&f.session, &reconnected] {
             let resp = batch_create_logs(&f.api, s, request(source, vec![log(pb::log::Level::Info, "z")]))

@@ -38,7 +38,7 @@ pub(super) async fn get_manifest(
     )
     .map_err(RpcError::store("fetching workspace agent data"))?;
 
-    let agent = &session.agent;
+    let agent = &session.agent();
     let environment_variables = match agent.environment_variables.as_deref() {
         // `null` decodes to no variables, as Go's json.Unmarshal into a map does.
         Some(json) => serde_json::from_str::<Option<HashMap<String, String>>>(json)
@@ -334,7 +334,7 @@ mod tests {
 
         assert_eq!(m.agent_id.as_ref(), f.agent.id.as_bytes());
         assert_eq!(m.agent_id.len(), 16);
-        assert_eq!(m.workspace_id.as_ref(), f.session.agent.workspace_id.as_bytes());
+        assert_eq!(m.workspace_id.as_ref(), f.session.agent().workspace_id.as_bytes());
         assert_eq!(
             (m.agent_name.as_str(), m.workspace_name.as_str(), m.owner_username.as_str()),
             ("main", "dev", "carol")

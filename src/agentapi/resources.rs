@@ -83,7 +83,7 @@ pub(super) async fn push_resources_monitoring_usage(
                 .await
                 .map_err(RpcError::store("monitor memory"))?;
             if step.alert {
-                tracing::warn!(agent_id = %session.agent_id(), workspace_id = %session.agent.workspace_id,
+                tracing::warn!(agent_id = %session.agent_id(), workspace_id = %session.agent().workspace_id,
                     threshold = m.threshold, "workspace out of memory");
             }
         }
@@ -98,7 +98,7 @@ pub(super) async fn push_resources_monitoring_usage(
             .await
             .map_err(RpcError::store("monitor volume"))?;
         if step.alert {
-            tracing::warn!(agent_id = %session.agent_id(), workspace_id = %session.agent.workspace_id,
+            tracing::warn!(agent_id = %session.agent_id(), workspace_id = %session.agent().workspace_id,
                 path = %v.path, threshold = v.threshold, "workspace out of disk");
         }
     }

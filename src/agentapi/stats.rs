@@ -119,7 +119,7 @@ mod tests {
     #[tokio::test]
     async fn live_connections_announce_a_stats_update_once_per_flush() {
         let f = fixture().await;
-        let channel = workspace_owner_channel(f.session.agent.owner_id);
+        let channel = workspace_owner_channel(f.session.agent().owner_id);
         let mut sub = f.store.pubsub().subscribe(&channel).await.expect("subscribe");
         let before = f.store.queries().snapshot();
         for _ in 0..3 {
@@ -131,7 +131,7 @@ mod tests {
         let diff = f.store.queries().snapshot().since(&before);
         assert_eq!((diff.commits, diff.notifications), (1, 1), "three reports, one flush, one event: {diff:?}");
         let msg = sub.try_recv().expect("event");
-        assert_eq!(msg, format!(r#"{{"kind":"stats_update","workspace_id":"{}"}}"#, f.session.agent.workspace_id));
+        assert_eq!(msg, format!(r#"{{"kind":"stats_update","workspace_id":"{}"}}"#, f.session.agent().workspace_id));
         assert!(sub.try_recv().is_none(), "one event per workspace per flush");
     }
 

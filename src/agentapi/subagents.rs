@@ -189,7 +189,7 @@ mod tests {
         let child = f.store.resolve_agent_by_token(&token.to_string()).await.expect("resolve").expect("child");
         assert_eq!(child.id, Uuid::from_slice(&agent.id).expect("id"));
         assert_eq!(child.parent_id, Some(f.agent.id));
-        assert_eq!(child.resource_id, f.session.agent.resource_id);
+        assert_eq!(child.resource_id, f.session.agent().resource_id);
         assert_eq!((child.directory.as_str(), child.architecture.as_str()), ("/workspaces/app", "arm64"));
         assert_eq!(child.display_apps, r#"["vscode","port_forwarding_helper"]"#);
     }
@@ -318,6 +318,6 @@ mod tests {
 
         let child_session =
             session_for(&f.store, &agentwire_store::CreatedAgent { id: child.id, auth_token: child.auth_token }).await;
-        assert_eq!(child_session.agent.parent_id, Some(f.agent.id));
+        assert_eq!(child_session.agent().parent_id, Some(f.agent.id));
     }
 }

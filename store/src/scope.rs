@@ -6,6 +6,7 @@
 //! that belongs to another agent simply matches nothing.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -24,19 +25,10 @@ pub const EXTERNAL_LOG_SOURCE_ID: Uuid = uuid::uuid!("3b579bf4-1ed8-4b99-87a8-e9
 #[derive(Debug, Clone)]
 pub struct AgentScope {
     store: Store,
-    agent_id: Uuid,
+    /// The agent as its token resolved it at connect: the one copy a session holds.
+    agent: Arc<ResolvedAgent>,
     /// The agent id as agentwire's schema binds it (text), formatted once.
     pub(crate) agent_key: String,
-    pub(crate) name: String,
-    pub(crate) workspace_id: Uuid,
-    pub(crate) owner_id: Uuid,
-    template_id: Uuid,
-    pub(crate) organization_id: Uuid,
-    pub(crate) workspace_name: String,
-    pub(crate) resource_id: Uuid,
-    pub(crate) connection_timeout_seconds: i64,
-    pub(crate) troubleshooting_url: String,
-    pub(crate) api_key_scope: String,
 }
 
 /// Replace NULs (Postgres TEXT cannot hold them; Coder MAIN does the same) and cut to
@@ -53,49 +45,41 @@ fn sanitize_line(s: &str, max_chars: usize) -> (String, usize) {
 
 impl AgentScope {
     pub(crate) fn new(store: Store, a: &ResolvedAgent) -> Self {
-        AgentScope {
-            store,
-            agent_id: a.id,
-            agent_key: id(a.id),
-            name: a.name.clone(),
-            workspace_id: a.workspace_id,
-            owner_id: a.owner_id,
-            template_id: a.template_id,
-            organization_id: a.organization_id,
-            workspace_name: a.workspace_name.clone(),
-            resource_id: a.resource_id,
-            connection_timeout_seconds: a.connection_timeout_seconds,
-            troubleshooting_url: a.troubleshooting_url.clone(),
-            api_key_scope: a.api_key_scope.clone(),
-        }
+        AgentScope { store, agent_key: id(a.id), agent: Arc::new(a.clone()) }
+    }
+
+    /// The agent as resolved at connect: its row, workspace, build, owner and template fields. Fixed for the scope's
+    /// life; [`AgentScope::state`] re-reads the parts that change.
+    pub fn agent(&self) -> &ResolvedAgent {
+        &self.agent
     }
 
     /// The agent this scope is bound to.
     pub fn agent_id(&self) -> Uuid {
-        self.agent_id
+        self.agent.id
     }
 
     /// The agent's name.
     pub fn agent_name(&self) -> &str {
-        &self.name
+        &self.agent.name
     }
 
     /// The agent's workspace.
     pub fn workspace_id(&self) -> Uuid {
-        self.workspace_id
+        self.agent.workspace_id
     }
 
     /// The workspace owner (for `workspace_owner:<owner>` events).
     pub fn owner_id(&self) -> Uuid {
-        self.owner_id
+        self.agent.owner_id
     }
 
     /// Tells the workspace's watchers that this agent changed: Coder's `WorkspaceEvent` of `kind`
     /// (`agt_lifecycle_update`, `agt_app_health_update`, …) on the owner's `workspace_owner:<owner>` channel, which
     /// coderd's workspace watchers and the dashboard listen on.
     pub async fn publish_workspace_event(&self, kind: &str) -> Result<(), StoreError> {
-        let payload = crate::pubsub::workspace_event_payload(kind, self.workspace_id, Some(self.agent_id));
-        self.store.pubsub().publish(&crate::pubsub::workspace_owner_channel(self.owner_id), &payload).await
+        let payload = crate::pubsub::workspace_event_payload(kind, self.agent.workspace_id, Some(self.agent.id));
+        self.store.pubsub().publish(&crate::pubsub::workspace_owner_channel(self.agent.owner_id), &payload).await
     }
 
     fn db(&self) -> &Db {
@@ -206,7 +190,7 @@ impl AgentScope {
         let mut out = Enqueued::default();
         for u in updates {
             let ok = self.store.enqueue_metadata(MetaItem {
-                agent_id: self.agent_id,
+                agent_id: self.agent.id,
                 key: u.key.clone(),
                 value: u.value.clone(),
                 error: u.error.clone(),
@@ -226,10 +210,10 @@ impl AgentScope {
         self.store.enqueue_stats(StatsRow {
             id: Uuid::new_v4(),
             created_at: now_micros(),
-            agent_id: self.agent_id,
-            workspace_id: self.workspace_id,
-            template_id: self.template_id,
-            user_id: self.owner_id,
+            agent_id: self.agent.id,
+            workspace_id: self.agent.workspace_id,
+            template_id: self.agent.template_id,
+            user_id: self.agent.owner_id,
             report,
         })
     }
@@ -394,7 +378,7 @@ impl AgentScope {
 
     /// Periodic liveness refresh of `last_connected_at`, batched. Returns false if dropped.
     pub fn heartbeat(&self, replica_id: Uuid) -> bool {
-        self.store.enqueue_heartbeat(Heartbeat { agent_id: self.agent_id, at: now_micros(), replica_id })
+        self.store.enqueue_heartbeat(Heartbeat { agent_id: self.agent.id, at: now_micros(), replica_id })
     }
 
     /// Connection end: `disconnected_at = now`, written at once.

@@ -165,7 +165,7 @@ impl AgentSql for Db {
             q!(self.counters, eng, INSERT_APP_STATUS)
                 .bind(id(status_id))
                 .bind(now_micros())
-                .bind(id(a.workspace_id))
+                .bind(id(a.agent().workspace_id))
                 .bind(&a.agent_key)
                 .bind(&app)
                 .bind(state)
@@ -280,11 +280,11 @@ impl AgentSql for Db {
             q!(self.counters, eng, UPSERT_CONNECTION_LOG)
                 .bind(id(Uuid::new_v4()))
                 .bind(ev.time)
-                .bind(id(a.organization_id))
-                .bind(id(a.owner_id))
-                .bind(id(a.workspace_id))
-                .bind(&a.workspace_name)
-                .bind(&a.name)
+                .bind(id(a.agent().organization_id))
+                .bind(id(a.agent().owner_id))
+                .bind(id(a.agent().workspace_id))
+                .bind(&a.agent().workspace_name)
+                .bind(&a.agent().name)
                 .bind(&ev.kind)
                 .bind(code)
                 .bind(ip)
@@ -360,15 +360,15 @@ impl AgentSql for Db {
                 .bind(now_micros())
                 .bind(&new.name)
                 .bind(&a.agent_key)
-                .bind(id(a.resource_id))
+                .bind(id(a.agent().resource_id))
                 .bind(id(sub.auth_token))
                 .bind(&new.architecture)
                 .bind(&new.operating_system)
                 .bind(&new.directory)
                 .bind(json_string_array(&new.display_apps))
-                .bind(a.connection_timeout_seconds)
-                .bind(&a.troubleshooting_url)
-                .bind(&a.api_key_scope)
+                .bind(a.agent().connection_timeout_seconds)
+                .bind(&a.agent().troubleshooting_url)
+                .bind(&a.agent().api_key_scope)
                 .execute(pool)
                 .await?;
         });
@@ -416,7 +416,7 @@ impl AgentSql for Db {
             q!(self.counters, eng, ENSURE_BOUNDARY_SESSION)
                 .bind(id(session_id))
                 .bind(&a.agent_key)
-                .bind(id(a.owner_id))
+                .bind(id(a.agent().owner_id))
                 .bind(confined_process_name)
                 .bind(now)
                 .execute(&mut *tx)
@@ -445,7 +445,7 @@ impl AgentSql for Db {
                         .push_bind(l.method.as_str())
                         .push_bind(l.detail.as_str())
                         .push_bind(l.matched_rule.as_deref())
-                        .push_bind(id(a.owner_id));
+                        .push_bind(id(a.agent().owner_id));
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -526,8 +526,8 @@ impl AgentSql for Db {
     async fn connection_logs(&self, a: &AgentScope) -> Result<Vec<ConnectionLogEntry>, StoreError> {
         let rows = with_pool!(self, read, |eng, pool| {
             qa!(self.counters, eng, LIST_CONNECTION_LOGS, ConnectionLogEntry)
-                .bind(id(a.workspace_id))
-                .bind(&a.name)
+                .bind(id(a.agent().workspace_id))
+                .bind(&a.agent().name)
                 .fetch_all(pool)
                 .await?
         });
