@@ -12,7 +12,7 @@
 //! day. A whole-hour timezone offset moves a UTC day's activity onto at most two local days, and the local day is
 //! monotonic in time, so the first and last instants decide exactly which local days the user was active on: one
 //! scan answers every offset, where Coder ran one query per offset. The stats flush keeps that rollup, folded here
-//! ([`fold_activity`]).
+//! (`fold_activity`).
 
 use uuid::Uuid;
 

@@ -28,16 +28,18 @@
 //!
 //! # The backend contract
 //!
-//! Everything the handlers and the operator ask of a database goes through three traits in
-//! `backend/mod.rs`: `AgentSql` (one agent's rows, always bound to the scope's agent id),
-//! `AdminSql` (the operator's writes) and `LookupSql` (the token lookup, `site_configs`, API keys).
-//! A backend implements them with domain values in and out; validation stays in the rooms above, so a
-//! backend only chooses SQL and representation. Each statement it runs goes through a named `Stmt`
-//! (Coder's query name) and bumps [`QueryCounters`]; transactions are counted by the `begin`/`commit`
-//! helpers. Today one backend implements the contract, agentwire's own schema
-//! (`backend/agentwire/`); a backend on Coder's schema is a new module implementing the same traits,
-//! and `Core::db` becomes an enum over the two with the dispatch in one place. The batchers and the
-//! aggregates still run their statements through `with_pool!` directly and are the next to move.
+//! Everything the store asks of a database, notifications aside, goes through five traits in
+//! `backend/mod.rs`: `AgentSql` (one agent's rows, always bound to the scope's agent id), `AdminSql` (the
+//! operator's writes), `LookupSql` (the token lookup, `site_configs`, API keys), `BatchSql` (the batchers'
+//! flushes, each one transaction) and `AggregateSql` (the metrics snapshotter's reads and the demo-data
+//! writer). A backend implements them with domain values in and out; validation, merging, retries and rollup
+//! folding stay in the rooms above, so a backend only chooses SQL and representation. Each statement it runs
+//! goes through a named `Stmt` (Coder's query name) or is counted under a name of its own, and bumps
+//! [`QueryCounters`]; transactions are counted by the `begin`/`commit` helpers. Today one backend implements
+//! the contract, agentwire's own schema (`backend/agentwire/`); a backend on Coder's schema is a new module
+//! implementing the same traits, and `Core::db` becomes an enum over the two with the dispatch in one place.
+//! Outside `backend/`, only the PostgreSQL pubsub ([`PgPubsub`]: `pg_notify` and `LISTEN`) talks to a
+//! database.
 //!
 //! # Sharing code between the engines
 //!
