@@ -285,9 +285,9 @@ impl LoadgenConfig {
         match (&self.target, &self.tokens) {
             (Target::Tcp { .. }, TokenSource::None) => Ok(()),
             (Target::Tcp { .. }, _) => Err(LoadgenError::Config("plain-TCP sessions carry no token".into())),
-            (Target::Ws { .. }, TokenSource::None) => Err(LoadgenError::Config(
-                "WebSocket sessions need tokens: --tokens-file, --db or --any-token".into(),
-            )),
+            (Target::Ws { .. }, TokenSource::None) => {
+                Err(LoadgenError::Config("WebSocket sessions need tokens: --tokens-file, --db or --any-token".into()))
+            }
             (Target::Ws { .. }, TokenSource::List(tokens)) if tokens.len() < self.agents => {
                 Err(LoadgenError::Config(format!("{} tokens for {} agents", tokens.len(), self.agents)))
             }
