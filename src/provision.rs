@@ -1,11 +1,56 @@
-//! Creating agents for operators and tests, through the store's admin writes: many at once for a load run
-//! (`agentwire loadgen --db`; the load generator has no database of its own).
+//! Creating agents for operators and tests, through the store's admin writes: one with its owner, template and
+//! workspace (`agent create`, `serve --demo`), or many at once for a load run (`loadgen --db`).
 
 use std::time::Duration;
 
 use agentwire_store::{NewAgent, NewMetadata, Store, StoreError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use uuid::Uuid;
+
+/// An agent made by [`create_agent`].
+#[derive(Debug, Clone)]
+pub struct CreatedAgent {
+    pub workspace: String,
+    pub agent: String,
+    pub agent_id: Uuid,
+    pub token: Uuid,
+}
+
+/// Creates agent `agent` of workspace `workspace` (with its build), owned by `owner` (created when missing), from a
+/// template named `template`. The agent reports this machine's architecture and operating system.
+pub async fn create_agent(
+    store: &Store,
+    owner: &str,
+    template: &str,
+    workspace: &str,
+    agent: &str,
+) -> Result<CreatedAgent, StoreError> {
+    let admin = store.admin();
+    let owner_id = match admin.user_id(owner).await? {
+        Some(id) => id,
+        None => admin.create_user(owner, &format!("{owner}@example.com")).await?,
+    };
+    let template = admin.create_template("default", template).await?;
+    let build = admin.create_workspace_with_build(owner_id, template.template_id, workspace).await?;
+    let created = admin
+        .create_agent(
+            build.resource_id,
+            &NewAgent {
+                name: agent.to_owned(),
+                directory: "/home/coder".to_owned(),
+                architecture: std::env::consts::ARCH.to_owned(),
+                operating_system: std::env::consts::OS.to_owned(),
+                ..NewAgent::default()
+            },
+        )
+        .await?;
+    Ok(CreatedAgent {
+        workspace: workspace.to_owned(),
+        agent: agent.to_owned(),
+        agent_id: created.id,
+        token: created.auth_token,
+    })
+}
 
 /// Metadata keys each agent created for a load run gets.
 pub const DEFAULT_LOAD_METADATA_KEYS: usize = 2;

@@ -1,0 +1,430 @@
+//! `agentwire serve`: the agent endpoint, `/metrics` and the user endpoints on one address. Its flags come in
+//! groups, one struct per help heading, the three a newcomer needs (`--listen`, `--db`, `--demo`) first; every
+//! default is the library's constant.
+
+use std::net::SocketAddr;
+
+use agentwire::agentapi::{self, AgentApiConfig};
+use agentwire::metrics_cache as mc;
+use agentwire::provision;
+use agentwire::server::{self, AppState, ServeConfig};
+use agentwire::tailnet;
+use agentwire_store::StoreOptions;
+use agentwire_transport::io::{self as tio, keepalive, KeepaliveConfig};
+use agentwire_transport::{budget, limits};
+use anyhow::Context;
+use clap::Args;
+use uuid::Uuid;
+
+use super::{open_store, secs, DbArgs};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// HTTP address to listen on.
+    #[arg(long, env = "AGENTWIRE_LISTEN", default_value_t = ServeConfig::default().listen)]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Create a demo workspace and agent on first start and print how to connect it.
+    #[arg(long, env = "AGENTWIRE_DEMO")]
+    demo: bool,
+    #[command(flatten)]
+    listening: ListeningArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    batching: BatchingArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
+    timers: TimerArgs,
+    #[command(flatten)]
+    tailnet: TailnetArgs,
+    #[command(flatten)]
+    metrics_cache: MetricsCacheArgs,
+}
+
+/// Who reaches the server, and how it names itself.
+#[derive(Args)]
+#[command(next_help_heading = "Listening")]
+struct ListeningArgs {
+    /// Also serve plain-TCP yamux (no WebSocket) on this address; every session there is --tcp-agent-token's agent.
+    #[arg(long, env = "AGENTWIRE_TCP_LISTEN", requires = "tcp_agent_token")]
+    tcp_listen: Option<SocketAddr>,
+    /// The agent token whose agent the --tcp-listen sessions are.
+    #[arg(long, env = "AGENTWIRE_TCP_AGENT_TOKEN")]
+    tcp_agent_token: Option<String>,
+    /// The URL agents and users reach this server at.
+    #[arg(long, env = "AGENTWIRE_ACCESS_URL")]
+    access_url: Option<String>,
+    /// This replica's id, recorded on the agents it serves (random by default).
+    #[arg(long, env = "AGENTWIRE_REPLICA_ID")]
+    replica_id: Option<Uuid>,
+}
+
+/// The connection pool.
+#[derive(Args)]
+#[command(next_help_heading = "Database")]
+struct DatabaseArgs {
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "AGENTWIRE_PG_MAX_CONNECTIONS", default_value_t = StoreOptions::default().pg_max_connections)]
+    pg_max_connections: u32,
+    /// Milliseconds a query waits for a pooled connection (or for the database to accept one) before it fails: how
+    /// long an RPC can wait on an unreachable database before the agent gets an error.
+    #[arg(long, env = "AGENTWIRE_DB_ACQUIRE_TIMEOUT_MS",
+          default_value_t = StoreOptions::default().acquire_timeout.as_millis() as u64)]
+    db_acquire_timeout_ms: u64,
+}
+
+/// The store's write batchers; defaults are Coder's where Coder has them.
+#[derive(Args)]
+#[command(next_help_heading = "Batching")]
+struct BatchingArgs {
+    /// Metadata batcher: flush at this many distinct (agent, key) updates…
+    #[arg(long, env = "AGENTWIRE_METADATA_FLUSH_AT", default_value_t = StoreOptions::default().metadata_flush_at)]
+    metadata_flush_at: usize,
+    /// …or after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_METADATA_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().metadata_flush_interval.as_millis() as u64)]
+    metadata_flush_interval_ms: u64,
+    /// Metadata updates queued at most; past it updates are dropped and counted.
+    #[arg(long, env = "AGENTWIRE_METADATA_QUEUE", default_value_t = StoreOptions::default().metadata_queue_capacity)]
+    metadata_queue: usize,
+    /// Stats batcher: rows held at most (a flush is forced at the configured percentage of it)…
+    #[arg(long, env = "AGENTWIRE_STATS_MAX_ROWS", default_value_t = StoreOptions::default().stats_max_rows)]
+    stats_max_rows: usize,
+    /// …and flushed after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_STATS_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().stats_flush_interval.as_millis() as u64)]
+    stats_flush_interval_ms: u64,
+    /// Heartbeat batcher: flush at this many agents…
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_FLUSH_AT", default_value_t = StoreOptions::default().heartbeat_flush_at)]
+    heartbeat_flush_at: usize,
+    /// …or after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().heartbeat_flush_interval.as_millis() as u64)]
+    heartbeat_flush_interval_ms: u64,
+}
+
+/// What one agent, session or request may make the server hold (README, "Limits").
+#[derive(Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Most agent sessions at once.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSIONS", default_value_t = server::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
+    /// Most sessions one agent may hold at once.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSIONS_PER_AGENT", default_value_t = server::DEFAULT_MAX_SESSIONS_PER_AGENT)]
+    max_sessions_per_agent: usize,
+    /// Most yamux streams open at once in one session.
+    #[arg(long, env = "AGENTWIRE_MAX_STREAMS_PER_SESSION",
+          default_value_t = tio::yamux::DEFAULT_MAX_STREAMS_PER_SESSION)]
+    max_streams_per_session: usize,
+    /// Most calls running at once in one session.
+    #[arg(long, env = "AGENTWIRE_MAX_CONCURRENT_CALLS",
+          default_value_t = agentwire_transport::server::DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION)]
+    max_concurrent_calls: usize,
+    /// Largest dRPC message accepted, in bytes.
+    #[arg(long, env = "AGENTWIRE_MAX_MESSAGE_SIZE", default_value_t = limits::DEFAULT_MAX_PACKET_SIZE)]
+    max_message_size: usize,
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, env = "AGENTWIRE_MAX_WS_MESSAGE_SIZE", default_value_t = tio::DEFAULT_MAX_WS_MESSAGE_SIZE)]
+    max_ws_message_size: usize,
+    /// Bytes queued on an agent's WebSocket (pongs included) before further pongs replace the one waiting.
+    #[arg(long, env = "AGENTWIRE_MAX_WS_WRITE_BUFFER", default_value_t = server::DEFAULT_MAX_WS_WRITE_BUFFER)]
+    max_ws_write_buffer: usize,
+    /// Bytes an agent's WebSocket reads at a time; resident per connection, so it sets the floor of an idle
+    /// session's memory. Larger messages still arrive whole.
+    #[arg(long, env = "AGENTWIRE_WS_READ_BUFFER", default_value_t = tio::DEFAULT_WS_READ_BUFFER)]
+    ws_read_buffer: usize,
+    /// Bytes of logs one agent may store (Coder: 1 MiB).
+    #[arg(long, env = "AGENTWIRE_MAX_LOGS_LENGTH", default_value_t = StoreOptions::default().max_logs_length)]
+    max_logs_length: i64,
+}
+
+/// Memory budgets for undispatched bytes (README, "Limits").
+#[derive(Args)]
+#[command(next_help_heading = "Memory")]
+struct MemoryArgs {
+    /// Bytes one session may hold read but not yet handed to a handler; past it its reads wait.
+    #[arg(long, env = "AGENTWIRE_MAX_SESSION_MEMORY", default_value_t = budget::DEFAULT_SESSION_MEMORY)]
+    max_session_memory: usize,
+    /// The part of each session's memory that is its own, not drawn from the agent and server limits.
+    #[arg(long, env = "AGENTWIRE_SESSION_GUARANTEED_MEMORY",
+          default_value_t = budget::DEFAULT_SESSION_GUARANTEED_MEMORY)]
+    session_guaranteed_memory: usize,
+    /// Bytes all of one agent's sessions may hold past their guaranteed parts.
+    #[arg(long, env = "AGENTWIRE_MAX_AGENT_MEMORY", default_value_t = server::DEFAULT_AGENT_MEMORY)]
+    max_agent_memory: usize,
+    /// Bytes every session together may hold past their guaranteed parts.
+    #[arg(long, env = "AGENTWIRE_MAX_SERVER_MEMORY", default_value_t = server::DEFAULT_SERVER_MEMORY)]
+    max_server_memory: usize,
+    /// Seconds a read may wait under an exhausted memory limit before the session holding the most under it ends.
+    #[arg(long, env = "AGENTWIRE_MEMORY_WAIT", default_value_t = budget::DEFAULT_MEMORY_WAIT.as_secs())]
+    memory_wait: u64,
+}
+
+/// Keepalives, timeouts and the intervals agents are told.
+#[derive(Args)]
+#[command(next_help_heading = "Timers")]
+struct TimerArgs {
+    /// Seconds between yamux keepalive pings (0 turns them off).
+    #[arg(long, env = "AGENTWIRE_KEEPALIVE_INTERVAL", default_value_t = keepalive::DEFAULT_KEEPALIVE_INTERVAL.as_secs())]
+    keepalive_interval: u64,
+    /// Seconds a keepalive ping may go unanswered.
+    #[arg(long, env = "AGENTWIRE_KEEPALIVE_TIMEOUT", default_value_t = keepalive::DEFAULT_KEEPALIVE_TIMEOUT.as_secs())]
+    keepalive_timeout: u64,
+    /// Seconds a write may stall (a peer that stopped reading) before the session ends.
+    #[arg(long, env = "AGENTWIRE_WRITE_TIMEOUT", default_value_t = keepalive::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    write_timeout: u64,
+    /// Seconds between WebSocket pings to an agent (0 turns them off).
+    #[arg(long, env = "AGENTWIRE_WS_PING_INTERVAL", default_value_t = tio::DEFAULT_WS_PING_INTERVAL.as_secs())]
+    ws_ping_interval: u64,
+    /// Seconds a WebSocket may stay silent before it is dropped.
+    #[arg(long, env = "AGENTWIRE_WS_PING_TIMEOUT", default_value_t = tio::DEFAULT_WS_PING_TIMEOUT.as_secs())]
+    ws_ping_timeout: u64,
+    /// Seconds a client may take to send a request's head (the WebSocket upgrade included).
+    #[arg(long, env = "AGENTWIRE_HANDSHAKE_TIMEOUT", default_value_t = server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
+    /// Seconds between agent stats reports, as told to agents.
+    #[arg(long, env = "AGENTWIRE_STATS_REPORT_INTERVAL",
+          default_value_t = agentapi::DEFAULT_STATS_REPORT_INTERVAL.as_secs())]
+    stats_report_interval: u64,
+    /// Seconds between connection heartbeats (last_connected_at).
+    #[arg(long, env = "AGENTWIRE_HEARTBEAT_INTERVAL", default_value_t = server::DEFAULT_HEARTBEAT_INTERVAL.as_secs())]
+    heartbeat_interval: u64,
+    /// Seconds shutdown waits for calls in flight.
+    #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    shutdown_grace: u64,
+}
+
+/// The coordinator's limits and the DERP map check interval.
+#[derive(Args)]
+#[command(next_help_heading = "Tailnet")]
+struct TailnetArgs {
+    /// Seconds between DERP map checks for open StreamDERPMaps streams (coderd: 5).
+    #[arg(long, env = "AGENTWIRE_DERP_MAP_CHECK_INTERVAL",
+          default_value_t = tailnet::DEFAULT_DERP_MAP_CHECK_INTERVAL.as_secs())]
+    derp_map_check_interval: u64,
+    /// Largest encoded node a coordinating peer may send, in bytes.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_NODE_SIZE", default_value_t = tailnet::DEFAULT_MAX_NODE_SIZE)]
+    tailnet_max_node_size: usize,
+    /// Most tunnels one peer may open.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_TUNNELS_PER_PEER", default_value_t = tailnet::DEFAULT_MAX_TUNNELS_PER_PEER)]
+    tailnet_max_tunnels_per_peer: usize,
+    /// Most peers this replica coordinates at once.
+    #[arg(long, env = "AGENTWIRE_TAILNET_MAX_PEERS", default_value_t = tailnet::DEFAULT_MAX_PEERS)]
+    tailnet_max_peers: usize,
+    /// Responses queued per peer before a peer that does not read is removed.
+    #[arg(long, env = "AGENTWIRE_TAILNET_PEER_QUEUE", default_value_t = tailnet::DEFAULT_PEER_QUEUE)]
+    tailnet_peer_queue: usize,
+    /// Coordinator events queued for other replicas before they are dropped.
+    #[arg(long, env = "AGENTWIRE_TAILNET_PUBLISH_QUEUE", default_value_t = tailnet::DEFAULT_PUBLISH_QUEUE)]
+    tailnet_publish_queue: usize,
+    /// Seconds between coordinator heartbeats to other replicas.
+    #[arg(long, env = "AGENTWIRE_TAILNET_REPLICA_HEARTBEAT",
+          default_value_t = tailnet::DEFAULT_REPLICA_HEARTBEAT.as_secs())]
+    tailnet_replica_heartbeat: u64,
+    /// Seconds of silence after which another replica's peers are lost.
+    #[arg(long, env = "AGENTWIRE_TAILNET_REPLICA_TIMEOUT", default_value_t = tailnet::DEFAULT_REPLICA_TIMEOUT.as_secs())]
+    tailnet_replica_timeout: u64,
+}
+
+/// The background aggregates behind the insights endpoints.
+#[derive(Args)]
+#[command(next_help_heading = "Metrics cache")]
+struct MetricsCacheArgs {
+    /// Seconds between refreshes of the template aggregates (DAUs, unique users, build times).
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_INTERVAL",
+          default_value_t = mc::DEFAULT_TEMPLATE_INTERVAL.as_secs())]
+    metrics_cache_template_interval: u64,
+    /// Seconds between refreshes of the deployment stats.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_DEPLOYMENT_STATS_INTERVAL",
+          default_value_t = mc::DEFAULT_DEPLOYMENT_STATS_INTERVAL.as_secs())]
+    metrics_cache_deployment_stats_interval: u64,
+    /// Milliseconds before the first retry of a failed refresh (doubling from there)…
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BACKOFF_MIN_MS",
+          default_value_t = mc::DEFAULT_BACKOFF_MIN.as_millis() as u64)]
+    metrics_cache_backoff_min_ms: u64,
+    /// …up to this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BACKOFF_MAX_MS",
+          default_value_t = mc::DEFAULT_BACKOFF_MAX.as_millis() as u64)]
+    metrics_cache_backoff_max_ms: u64,
+    /// Seconds of agent stats the deployment stats aggregate.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_STATS_WINDOW", default_value_t = mc::DEFAULT_STATS_WINDOW.as_secs())]
+    metrics_cache_stats_window: u64,
+    /// Seconds without a heartbeat after which a running build job no longer counts as building.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_HEARTBEAT_WINDOW",
+          default_value_t = mc::DEFAULT_BUILD_HEARTBEAT_WINDOW.as_secs())]
+    metrics_cache_build_heartbeat_window: u64,
+    /// Seconds back that build times look for started jobs.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_TIME_WINDOW",
+          default_value_t = mc::DEFAULT_BUILD_TIME_WINDOW.as_secs())]
+    metrics_cache_build_time_window: u64,
+    /// Most recent successful builds per template that build times use.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_BUILD_TIME_SAMPLE", default_value_t = mc::DEFAULT_BUILD_TIME_SAMPLE)]
+    metrics_cache_build_time_sample: i64,
+    /// Timezone offsets (hours) deployment DAUs are computed for; others get the closest.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TZ_OFFSETS", value_delimiter = ',', allow_negative_numbers = true,
+          default_values_t = mc::DEFAULT_DEPLOYMENT_TZ_OFFSETS.to_vec())]
+    metrics_cache_tz_offsets: Vec<i32>,
+    /// Timezone offsets (hours) template DAUs are computed for.
+    #[arg(long, env = "AGENTWIRE_METRICS_CACHE_TEMPLATE_TZ_OFFSETS", value_delimiter = ',',
+          allow_negative_numbers = true, default_values_t = mc::DEFAULT_TEMPLATE_TZ_OFFSETS.to_vec())]
+    metrics_cache_template_tz_offsets: Vec<i32>,
+}
+
+impl ServeArgs {
+    fn store_options(&self) -> StoreOptions {
+        let b = &self.batching;
+        StoreOptions {
+            metadata_flush_at: b.metadata_flush_at,
+            metadata_flush_interval: std::time::Duration::from_millis(b.metadata_flush_interval_ms),
+            metadata_queue_capacity: b.metadata_queue,
+            stats_max_rows: b.stats_max_rows,
+            stats_flush_interval: std::time::Duration::from_millis(b.stats_flush_interval_ms),
+            heartbeat_flush_at: b.heartbeat_flush_at,
+            heartbeat_flush_interval: std::time::Duration::from_millis(b.heartbeat_flush_interval_ms),
+            max_logs_length: self.limits.max_logs_length,
+            pg_max_connections: self.database.pg_max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.database.db_acquire_timeout_ms),
+            ..StoreOptions::default()
+        }
+    }
+
+    fn config(&self, access_url: String) -> anyhow::Result<ServeConfig> {
+        let (l, m, t) = (&self.limits, &self.memory, &self.timers);
+        let mut config = ServeConfig {
+            listen: self.listen,
+            replica_id: self.listening.replica_id.unwrap_or_else(Uuid::new_v4),
+            max_sessions: l.max_sessions,
+            max_sessions_per_agent: l.max_sessions_per_agent,
+            agent_memory: m.max_agent_memory,
+            server_memory: m.max_server_memory,
+            max_ws_message_size: l.max_ws_message_size,
+            heartbeat_interval: secs(t.heartbeat_interval),
+            ws_ping_interval: (t.ws_ping_interval > 0).then(|| secs(t.ws_ping_interval)),
+            ws_ping_timeout: secs(t.ws_ping_timeout),
+            shutdown_grace: secs(t.shutdown_grace),
+            handshake_timeout: secs(t.handshake_timeout.max(1)),
+            max_ws_write_buffer: l.max_ws_write_buffer,
+            ws_read_buffer: l.ws_read_buffer.max(64),
+            agent_api: AgentApiConfig {
+                stats_report_interval: secs(t.stats_report_interval),
+                access_url,
+                ..AgentApiConfig::default()
+            },
+            tcp_listen: self.listening.tcp_listen,
+            tcp_agent_token: self.listening.tcp_agent_token.clone(),
+            metrics_cache: self.metrics_cache.config()?,
+            tailnet: self.tailnet.config(),
+            ..ServeConfig::default()
+        };
+        config.rpc.session.max_streams = l.max_streams_per_session;
+        config.rpc.max_concurrent_calls = l.max_concurrent_calls;
+        config.rpc.limits.max_packet_size = l.max_message_size;
+        config.rpc.session_memory = m.max_session_memory;
+        config.rpc.session_guaranteed_memory = m.session_guaranteed_memory;
+        config.rpc.memory_wait = secs(m.memory_wait.max(1));
+        config.rpc.session.keepalive = KeepaliveConfig {
+            interval: (t.keepalive_interval > 0).then(|| secs(t.keepalive_interval)),
+            timeout: secs(t.keepalive_timeout),
+            write_timeout: (t.write_timeout > 0).then(|| secs(t.write_timeout)),
+        };
+        Ok(config)
+    }
+}
+
+impl TailnetArgs {
+    fn config(&self) -> tailnet::TailnetConfig {
+        tailnet::TailnetConfig {
+            derp_map_check_interval: secs(self.derp_map_check_interval.max(1)),
+            max_node_size: self.tailnet_max_node_size,
+            max_tunnels_per_peer: self.tailnet_max_tunnels_per_peer,
+            max_peers: self.tailnet_max_peers,
+            peer_queue: self.tailnet_peer_queue,
+            publish_queue: self.tailnet_publish_queue,
+            replica_heartbeat: secs(self.tailnet_replica_heartbeat.max(1)),
+            replica_timeout: secs(self.tailnet_replica_timeout.max(1)),
+        }
+    }
+}
+
+impl MetricsCacheArgs {
+    fn config(&self) -> anyhow::Result<mc::MetricsCacheConfig> {
+        let config = mc::MetricsCacheConfig {
+            template_interval: secs(self.metrics_cache_template_interval),
+            deployment_stats_interval: secs(self.metrics_cache_deployment_stats_interval),
+            backoff_min: std::time::Duration::from_millis(self.metrics_cache_backoff_min_ms),
+            backoff_max: std::time::Duration::from_millis(self.metrics_cache_backoff_max_ms),
+            stats_window: secs(self.metrics_cache_stats_window),
+            build_heartbeat_window: secs(self.metrics_cache_build_heartbeat_window),
+            build_time_window: secs(self.metrics_cache_build_time_window),
+            build_time_sample: self.metrics_cache_build_time_sample,
+            deployment_tz_offsets: self.metrics_cache_tz_offsets.clone(),
+            template_tz_offsets: self.metrics_cache_template_tz_offsets.clone(),
+            clock: mc::Clock::System,
+        };
+        config.validate().context("metrics cache flags")?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.db.db, args.store_options()).await?;
+    let access_url = args.listening.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    if args.demo && store.admin().user_id("demo").await?.is_none() {
+        let created = provision::create_agent(&store, "demo", "demo", "demo", "main").await?;
+        println!("demo agent created; connect a Coder agent with:");
+        println!("  CODER_AGENT_URL={access_url} CODER_AGENT_TOKEN={} coder agent", created.token);
+        println!("or the Go test client:");
+        println!(
+            "  scripts/build-go-interop.sh && target/go-interop/interop agent --url ws://{}/api/v2/workspaceagents/me/rpc --token {}",
+            args.listen, created.token
+        );
+    }
+    let config = args.config(access_url)?;
+
+    let state = AppState::new(store, config);
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, replica = %state.config().replica_id, "serving agents");
+    // On stdout, for scripts and tests that listen on port 0.
+    println!("agentwire: listening on http://{bound}");
+    if let (Some(addr), Some(token)) = (args.listening.tcp_listen, args.listening.tcp_agent_token) {
+        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(listen = %tcp.local_addr()?, "serving plain-TCP yamux");
+        tokio::spawn(server::serve_tcp(state.clone(), tcp, token));
+    }
+    let http = tokio::spawn(agentwire::http::serve(listener, state.clone(), state.shutdown_token().clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new sessions, finishing calls in flight, flushing batchers");
+    state.shutdown().await;
+    let _ = tokio::time::timeout(secs(2), http).await;
+    state.store().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
