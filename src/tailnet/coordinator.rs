@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::remote;
+use super::replica_wire::{self, Event};
 use super::{TailnetConfig, TailnetStats};
 use crate::proto::tailnet::v2 as pb;
 
@@ -124,16 +124,6 @@ enum Home {
 struct Peer {
     node: Option<Arc<pb::Node>>,
     home: Home,
-}
-
-/// A change to the coordinated state, from a local peer or from another replica.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Node { peer: Uuid, node: Arc<pb::Node> },
-    AddTunnel { src: Uuid, dst: Uuid },
-    RemoveTunnel { src: Uuid, dst: Uuid },
-    Ready { src: Uuid, dst: Uuid },
-    Gone { peer: Uuid, lost: bool },
 }
 
 #[derive(Default)]
@@ -331,6 +321,8 @@ pub(crate) struct Shared {
     config: TailnetConfig,
     /// The pubsub side starts with the first peer: a replica without peers costs the database nothing.
     start: std::sync::OnceLock<()>,
+    /// What starts it: the replica link's publisher and receiver (`remote::start`).
+    start_link: StartLink,
     store: Store,
     stop: CancellationToken,
     outbox: Mutex<Option<mpsc::Receiver<String>>>,
@@ -341,33 +333,39 @@ pub(crate) struct Shared {
     stats: Arc<TailnetStats>,
 }
 
+/// Starts the tasks that carry events between replicas: given the coordinator, the store whose pubsub carries them,
+/// the queue of payloads to publish, and when to stop.
+pub type StartLink = fn(Coordinator, Store, mpsc::Receiver<String>, CancellationToken);
+
 /// The coordinator of one server process. Cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator(Arc<Shared>);
 
 impl Coordinator {
     /// A coordinator publishing to and applying from `store`'s pubsub; its background tasks stop with `stop`.
-    /// Must be called inside a Tokio runtime.
+    /// Must be called inside a Tokio runtime. `start_link` runs once, with the first peer.
     pub fn new(
         store: Store,
         replica: Uuid,
         config: TailnetConfig,
         stats: Arc<TailnetStats>,
         stop: CancellationToken,
+        start_link: StartLink,
     ) -> Self {
         let mut config = config;
-        if config.max_node_size > remote::MAX_NODE_SIZE_FOR_PUBSUB {
+        if config.max_node_size > replica_wire::MAX_NODE_SIZE_FOR_PUBSUB {
             tracing::warn!(
                 configured = config.max_node_size,
-                used = remote::MAX_NODE_SIZE_FOR_PUBSUB,
+                used = replica_wire::MAX_NODE_SIZE_FOR_PUBSUB,
                 "the max node size must keep a node's pubsub message under PostgreSQL's NOTIFY limit; lowering it"
             );
-            config.max_node_size = remote::MAX_NODE_SIZE_FOR_PUBSUB;
+            config.max_node_size = replica_wire::MAX_NODE_SIZE_FOR_PUBSUB;
         }
         let (publish, outbox) = mpsc::channel(config.publish_queue.max(1));
         let shared = Arc::new(Shared {
             config,
             start: std::sync::OnceLock::new(),
+            start_link,
             store,
             stop,
             outbox: Mutex::new(Some(outbox)),
@@ -385,7 +383,7 @@ impl Coordinator {
         self.0.start.get_or_init(|| {
             let outbox = self.0.outbox.lock().ok().and_then(|mut o| o.take());
             if let Some(outbox) = outbox {
-                remote::start(self.clone(), self.0.store.clone(), outbox, self.0.stop.clone());
+                (self.0.start_link)(self.clone(), self.0.store.clone(), outbox, self.0.stop.clone());
             }
         });
     }
@@ -485,7 +483,7 @@ impl Coordinator {
     }
 
     pub(crate) fn publish(&self, event: &Event) {
-        if let Some(payload) = remote::encode(self.0.replica, event) {
+        if let Some(payload) = replica_wire::encode(self.0.replica, event) {
             self.publish_raw(payload);
         }
     }

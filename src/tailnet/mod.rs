@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod derp_json;
 pub mod derp_map;
 pub mod remote;
+pub mod replica_wire;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,7 +214,7 @@ impl Tailnet {
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
         let derp_maps = DerpMaps::new(store.clone(), config.derp_map_check_interval, stop.clone());
-        let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone());
+        let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), remote::start);
         let mut router = Router::new();
         pb::register_tailnet(
             &mut router,
