@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::api_key::{hash_api_key_secret, random_api_key_chars, API_KEY_ID_LEN, API_KEY_SECRET_LEN};
 use crate::backend::{AdminSql, Db};
+use crate::rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
 use crate::site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 use crate::{Store, StoreError};
 
@@ -14,122 +15,6 @@ use crate::{Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub(crate) store: Store,
-}
-
-/// A freshly created agent and its token (printed once by `agentwire agent create`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct CreatedAgent {
-    /// Agent id.
-    pub id: Uuid,
-    /// The token the agent authenticates with.
-    pub auth_token: Uuid,
-}
-
-impl std::fmt::Debug for CreatedAgent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedAgent").field("id", &self.id).field("auth_token", &"<redacted>").finish()
-    }
-}
-
-/// Ids created by [`Admin::create_workspace_with_build`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BuildIds {
-    /// Workspace.
-    pub workspace_id: Uuid,
-    /// Build.
-    pub build_id: Uuid,
-    /// Its provisioner job.
-    pub job_id: Uuid,
-    /// The resource agents attach to.
-    pub resource_id: Uuid,
-    /// Build number.
-    pub build_number: i64,
-}
-
-/// Ids created by [`Admin::create_template`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TemplateIds {
-    /// Organization (created if needed).
-    pub organization_id: Uuid,
-    /// Template.
-    pub template_id: Uuid,
-    /// Its active version.
-    pub version_id: Uuid,
-}
-
-/// Arguments for [`Admin::create_agent`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct NewAgent {
-    pub name: String,
-    pub directory: String,
-    /// JSON object, or `None`.
-    pub environment_variables: Option<String>,
-    pub motd_file: String,
-    pub architecture: String,
-    pub operating_system: String,
-    pub connection_timeout_seconds: i64,
-    pub troubleshooting_url: String,
-}
-
-/// Arguments for [`Admin::add_app`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct NewApp {
-    pub slug: String,
-    pub display_name: String,
-    pub url: Option<String>,
-    pub command: Option<String>,
-    pub healthcheck_url: String,
-    pub healthcheck_interval: i64,
-    pub healthcheck_threshold: i64,
-    /// `disabled` unless a healthcheck URL is given (then `initializing`).
-    pub health: Option<String>,
-    pub subdomain: bool,
-    /// Default `owner`.
-    pub sharing_level: Option<String>,
-    pub display_order: i64,
-}
-
-/// Arguments for [`Admin::add_script`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct NewScript {
-    pub display_name: String,
-    pub script: String,
-    pub cron: String,
-    pub run_on_start: bool,
-    pub run_on_stop: bool,
-    pub start_blocks_login: bool,
-    pub timeout_seconds: i64,
-    pub log_path: String,
-}
-
-/// Arguments for [`Admin::add_metadata_description`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct NewMetadata {
-    pub key: String,
-    pub display_name: String,
-    pub script: String,
-    /// Nanoseconds.
-    pub interval: i64,
-    /// Nanoseconds.
-    pub timeout: i64,
-    pub display_order: i64,
-}
-
-/// Build state for [`Admin::create_workspace_with_build`] and [`Admin::set_job_state`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    /// Not started.
-    Pending,
-    /// Started, not completed.
-    Running,
-    /// Completed without error.
-    Succeeded,
-    /// Completed with an error.
-    Failed,
 }
 
 impl Admin {

@@ -18,117 +18,16 @@ use uuid::Uuid;
 
 use crate::backend::AggregateSql;
 use crate::model::UnixMicros;
+pub use crate::rows::{
+    ActivityDay, AgentStatsWindow, BuildDuration, DemoBuild, DemoHistory, DemoStat, DemoTemplate, DemoUser,
+    DemoWorkspace, TemplateDayUsers, TemplateRow, UserActivityDay, WorkspaceStateCounts, INSERT_DEMO_ROWS,
+    UPSERT_ACTIVITY_DAYS,
+};
+use crate::rows::{ActivityKey, ActivitySpan};
 use crate::{Store, StoreError};
 
 /// Microseconds in a UTC day.
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// Names of the demo writer's multi-row INSERTs, as counted.
-pub const INSERT_DEMO_ROWS: &str = "InsertDemoHistory";
-
-/// One user's activity on one template on one UTC day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActivityDay {
-    /// Template of the stats rows.
-    pub template_id: Uuid,
-    /// User of the stats rows.
-    pub user_id: Uuid,
-    /// UTC day (days since 1970-01-01).
-    pub day: i64,
-    /// First row of that day with a connection.
-    pub first_at: UnixMicros,
-    /// Last row of that day with a connection.
-    pub last_at: UnixMicros,
-}
-
-/// One user's activity on one UTC day across all templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserActivityDay {
-    /// The user.
-    pub user_id: Uuid,
-    /// UTC day (days since 1970-01-01).
-    pub day: i64,
-    /// First connected report of that day, on any template.
-    pub first_at: UnixMicros,
-    /// Last connected report of that day, on any template.
-    pub last_at: UnixMicros,
-}
-
-/// How many users were active on a template on one UTC day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TemplateDayUsers {
-    /// The template.
-    pub template_id: Uuid,
-    /// UTC day (days since 1970-01-01).
-    pub day: i64,
-    /// Distinct users with a connection that day.
-    pub users: i64,
-}
-
-/// The execution time of one recent successful build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildDuration {
-    /// Template the build's version belongs to.
-    pub template_id: Uuid,
-    /// `start`, `stop` or `delete`.
-    pub transition: String,
-    /// `completed_at − started_at`.
-    pub micros: i64,
-}
-
-/// Agent stats of the recent window, without percentiles.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AgentStatsWindow {
-    /// Sum over every row.
-    pub rx_bytes: i64,
-    /// Sum over every row.
-    pub tx_bytes: i64,
-    /// Sum over each agent's latest row.
-    pub session_count_vscode: i64,
-    /// Sum over each agent's latest row.
-    pub session_count_ssh: i64,
-    /// Sum over each agent's latest row.
-    pub session_count_jetbrains: i64,
-    /// Sum over each agent's latest row.
-    pub session_count_reconnecting_pty: i64,
-    /// `connection_median_latency_ms` of every row where it is > 0, ascending.
-    pub latencies_ms: Vec<f64>,
-}
-
-/// Workspaces by the state of their latest build.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct WorkspaceStateCounts {
-    pub pending: i64,
-    pub building: i64,
-    pub running: i64,
-    pub failed: i64,
-    pub stopped: i64,
-}
-
-/// A template as the template endpoint shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct TemplateRow {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub name: String,
-    pub display_name: String,
-    pub active_version_id: Option<Uuid>,
-    pub created_at: UnixMicros,
-    pub updated_at: UnixMicros,
-}
-
-/// Name under which each multi-row upsert of the activity rollup is counted.
-pub const UPSERT_ACTIVITY_DAYS: &str = "UpsertTemplateUserActivityDays";
-
-/// One (template, user, UTC day) of connected stats rows, folded to its first and last instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct ActivityKey {
-    pub template_id: Uuid,
-    pub user_id: Uuid,
-    pub day: i64,
-}
 
 /// Folds connected stats rows (`(template, user, created_at)`) into rollup rows, unique per key: one upsert must
 /// not touch a row twice (PostgreSQL refuses that).
@@ -142,9 +41,6 @@ pub(crate) fn fold_activity(rows: impl IntoIterator<Item = (Uuid, Uuid, UnixMicr
     }
     days.into_iter().map(|(k, (first, last))| (k, first, last)).collect()
 }
-
-/// One rollup row from [`fold_activity`]: its key, first and last instant.
-pub(crate) type ActivitySpan = (ActivityKey, UnixMicros, UnixMicros);
 
 impl Store {
     /// Ids of the templates that are not deleted.
@@ -204,89 +100,6 @@ impl Store {
 }
 
 // The demo-data writer.
-
-/// A user of [`DemoHistory`].
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct DemoUser {
-    pub id: Uuid,
-    pub username: String,
-    pub created_at: UnixMicros,
-}
-
-/// A template of [`DemoHistory`], with its one version (and that version's import job).
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct DemoTemplate {
-    pub id: Uuid,
-    pub name: String,
-    pub version_id: Uuid,
-    pub import_job_id: Uuid,
-    pub deleted: bool,
-    pub created_at: UnixMicros,
-}
-
-/// A workspace of [`DemoHistory`].
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct DemoWorkspace {
-    pub id: Uuid,
-    pub owner_id: Uuid,
-    pub template_id: Uuid,
-    pub name: String,
-    pub deleted: bool,
-    pub created_at: UnixMicros,
-}
-
-/// A build of [`DemoHistory`] and its provisioner job.
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct DemoBuild {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub version_id: Uuid,
-    pub build_number: i64,
-    pub transition: &'static str,
-    pub initiator_id: Uuid,
-    pub job_id: Uuid,
-    pub created_at: UnixMicros,
-    pub job_updated_at: UnixMicros,
-    pub started_at: Option<UnixMicros>,
-    pub completed_at: Option<UnixMicros>,
-    pub canceled_at: Option<UnixMicros>,
-    pub error: Option<String>,
-}
-
-/// A `workspace_agent_stats` row of [`DemoHistory`].
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct DemoStat {
-    pub id: Uuid,
-    pub created_at: UnixMicros,
-    pub user_id: Uuid,
-    pub agent_id: Uuid,
-    pub workspace_id: Uuid,
-    pub template_id: Uuid,
-    pub connection_count: i64,
-    pub rx_bytes: i64,
-    pub tx_bytes: i64,
-    pub connection_median_latency_ms: f64,
-    pub session_count_vscode: i64,
-    pub session_count_jetbrains: i64,
-    pub session_count_reconnecting_pty: i64,
-    pub session_count_ssh: i64,
-}
-
-/// Rows `agentwire demo-data` writes (see [`Store::insert_demo_history`]).
-#[derive(Debug, Clone, Default)]
-#[allow(missing_docs)]
-pub struct DemoHistory {
-    pub users: Vec<DemoUser>,
-    pub templates: Vec<DemoTemplate>,
-    pub workspaces: Vec<DemoWorkspace>,
-    pub builds: Vec<DemoBuild>,
-    pub stats: Vec<DemoStat>,
-}
 
 impl Store {
     /// Write `history` in organization `org` (created when missing): multi-row INSERTs, one transaction per

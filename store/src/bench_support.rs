@@ -11,9 +11,10 @@
 use uuid::Uuid;
 
 use crate::backend::BatchSql;
-use crate::batch::stats::{StatsFlush, StatsRow};
+use crate::batch::stats::StatsFlush;
 use crate::batch::Flush;
 use crate::model::{now_micros, StatsReport};
+use crate::rows::StatsRow;
 use crate::{ResolvedAgent, Store, StoreError};
 
 /// Insert one `workspace_agent_stats` row for `agent` in its own transaction.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::backend::Engine;
+use crate::engine::Engine;
 
 /// One named SQL statement. Statements are the same text on both engines (`$1` placeholders
 /// work on SQLite too); the struct keeps a per-engine slot so a statement that ever needs a

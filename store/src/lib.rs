@@ -21,10 +21,11 @@
 //! | --- | --- |
 //! | `lib.rs` | this map: [`Store`], [`StoreOptions`], the re-exports |
 //! | `scope.rs` | [`AgentScope`]: validation of what an agent sends, then the per-agent contract |
-//! | `admin.rs` | [`Admin`]: the operator's writes and their new-row structs |
+//! | `admin.rs` | [`Admin`]: the operator's writes |
 //! | `api_key.rs`, `site_config.rs` | user API keys (shape, hash, lookup); `site_configs` keys and reads |
 //! | `backend/` | the contract below, the engines (`sqlite.rs`, `postgres.rs`), and `agentwire/`, the backend of agentwire's own schema with its SQL |
 //! | [`batch`], [`aggregates`], [`pubsub`], `counting.rs` | write batchers, metrics-cache reads, notifications, statement counters |
+//! | [`model`], `rows.rs`, `engine.rs` | the values the backend contract exchanges (the agent's rows; the operator's, aggregates' and batchers' values); [`Engine`] |
 //!
 //! # The backend contract
 //!
@@ -99,10 +100,12 @@ pub mod batch;
 #[doc(hidden)]
 pub mod bench_support;
 mod counting;
+mod engine;
 pub mod enums;
 mod error;
 pub mod model;
 pub mod pubsub;
+mod rows;
 mod scope;
 mod site_config;
 
@@ -111,23 +114,26 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use admin::{Admin, BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
+pub use admin::Admin;
 pub use api_key::{API_KEY_ID_LEN, API_KEY_SECRET_LEN};
-pub use backend::{Engine, DEFAULT_SQLITE_BUSY_TIMEOUT};
+pub use backend::DEFAULT_SQLITE_BUSY_TIMEOUT;
 pub use batch::{BatchOptions, BatcherStats};
 pub use counting::{QueryCounters, QuerySnapshot};
+pub use engine::Engine;
 pub use enums::{AppHealth, LifecycleState, LogLevel, Subsystem};
 pub use error::StoreError;
 pub use model::*;
 pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
+pub use rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
 pub use scope::AgentScope;
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
 use backend::{Db, LookupSql, Pools};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
-use batch::stats::{StatsFlush, StatsRow};
+use batch::stats::StatsFlush;
 use batch::{BatchCounters, Batcher};
+use rows::StatsRow;
 
 /// Default SQLite read pool size (WAL readers run beside the single writer).
 pub const DEFAULT_SQLITE_READ_CONNECTIONS: u32 = 4;

@@ -24,8 +24,9 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::backend::{q, Engine};
+use crate::backend::q;
 use crate::counting::{QueryCounters, Stmt};
+use crate::engine::Engine;
 use crate::StoreError;
 
 /// Channel that carries batched metadata notifications (MAIN era).

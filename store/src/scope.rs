@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::backend::{AgentSql, Db, LogBatch};
 use crate::batch::heartbeat::Heartbeat;
 use crate::batch::metadata::MetaItem;
-use crate::batch::stats::StatsRow;
 use crate::model::*;
+use crate::rows::StatsRow;
 use crate::{AppHealth, LifecycleState, Subsystem};
 use crate::{Store, StoreError};
 

@@ -18,30 +18,17 @@ use sqlx::{Database, Pool, Transaction};
 
 use uuid::Uuid;
 
-use crate::aggregates::{
-    ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, DemoHistory, DemoStat, TemplateDayUsers, TemplateRow,
-    UserActivityDay, WorkspaceStateCounts,
-};
-use crate::batch::heartbeat::HeartbeatEntry;
-use crate::batch::metadata::MetaEntry;
-use crate::batch::stats::StatsRow;
 use crate::model::*;
-use crate::{
-    AgentScope, BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, QueryCounters, StoreError,
-    StoreOptions, TemplateIds,
+use crate::rows::{
+    ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, BuildIds, CreatedAgent, DemoHistory, DemoStat,
+    HeartbeatEntry, JobState, MetaEntry, NewAgent, NewApp, NewMetadata, NewScript, StatsRow, TemplateDayUsers,
+    TemplateIds, TemplateRow, UserActivityDay, WorkspaceStateCounts,
 };
+use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
 
+pub use crate::engine::Engine;
 pub(crate) use agentwire::{with_pool, Db, Pools};
 pub use sqlite::SQLITE_READ_ROW_BUFFER;
-
-/// Which engine a store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// Embedded SQLite (the default deployment).
-    Sqlite,
-    /// PostgreSQL (multi-replica deployments).
-    Postgres,
-}
 
 /// `sqlx::query` for a named statement, counting it.
 macro_rules! q {

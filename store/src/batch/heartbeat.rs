@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{Flush, Pushed};
 use crate::backend::BatchSql;
 use crate::model::UnixMicros;
+use crate::rows::HeartbeatEntry;
 use crate::{Core, StoreError};
 
 #[derive(Debug, Clone)]
@@ -21,9 +22,6 @@ pub(crate) struct Heartbeat {
 }
 
 type Acc = HashMap<Uuid, (UnixMicros, Uuid)>;
-
-/// One agent of a flush and its latest `(at, replica)`.
-pub(crate) type HeartbeatEntry = (Uuid, (UnixMicros, Uuid));
 
 pub(crate) struct HeartbeatFlush {
     pub core: Arc<Core>,

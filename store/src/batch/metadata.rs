@@ -12,6 +12,7 @@ use super::{publish_unsent, Flush, Pushed};
 use crate::backend::BatchSql;
 use crate::model::UnixMicros;
 use crate::pubsub::{metadata_batch_payloads, METADATA_BATCH_CHANNEL};
+use crate::rows::MetaEntry;
 use crate::{Core, StoreError};
 
 #[derive(Debug, Clone)]
@@ -24,9 +25,6 @@ pub(crate) struct MetaItem {
 }
 
 type Acc = HashMap<(Uuid, String), (String, String, UnixMicros)>;
-
-/// One `(agent, key)` of a flush and its latest `(value, error, collected_at)`.
-pub(crate) type MetaEntry = ((Uuid, String), (String, String, UnixMicros));
 
 pub(crate) struct MetadataFlush {
     pub core: Arc<Core>,

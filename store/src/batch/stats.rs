@@ -14,20 +14,9 @@ use uuid::Uuid;
 use super::{publish_unsent, Flush, Pushed};
 use crate::aggregates::fold_activity;
 use crate::backend::BatchSql;
-use crate::model::{StatsReport, UnixMicros};
 use crate::pubsub::{workspace_event_payload, workspace_owner_channel, STATS_UPDATE_KIND};
+use crate::rows::StatsRow;
 use crate::{Core, StoreError};
-
-#[derive(Debug, Clone)]
-pub(crate) struct StatsRow {
-    pub id: Uuid,
-    pub created_at: UnixMicros,
-    pub agent_id: Uuid,
-    pub workspace_id: Uuid,
-    pub template_id: Uuid,
-    pub user_id: Uuid,
-    pub report: StatsReport,
-}
 
 pub(crate) struct StatsFlush {
     pub core: Arc<Core>,
@@ -85,6 +74,7 @@ fn active_workspaces(rows: &[StatsRow]) -> Vec<(Uuid, Uuid)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StatsReport;
     use crate::{Store, StoreOptions};
 
     /// A flush retried after its commit reached the database (the answer lost with the connection) succeeds

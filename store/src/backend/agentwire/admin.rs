@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::admin_sql::*;
 use crate::backend::{begin, commit, q, qa, qs, with_pool, AdminSql, Db};
 use crate::model::{id, now_micros};
-use crate::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, StoreError, TemplateIds};
+use crate::rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
+use crate::StoreError;
 
 impl AdminSql for Db {
     async fn ensure_organization(&self, name: &str) -> Result<Uuid, StoreError> {

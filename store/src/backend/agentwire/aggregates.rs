@@ -5,12 +5,12 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::aggregates_sql::*;
-use crate::aggregates::{
+use crate::backend::{begin, commit, qa, qs, rows_per_statement, with_pool, AggregateSql, Db};
+use crate::model::{id, UnixMicros};
+use crate::rows::{
     ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, DemoHistory, DemoStat, TemplateDayUsers, TemplateRow,
     UserActivityDay, WorkspaceStateCounts, INSERT_DEMO_ROWS, UPSERT_ACTIVITY_DAYS,
 };
-use crate::backend::{begin, commit, qa, qs, rows_per_statement, with_pool, AggregateSql, Db};
-use crate::model::{id, UnixMicros};
 use crate::StoreError;
 
 /// One counted single-row statement of the demo writer inside [`with_pool!`]: `$head` ends in `VALUES (`, the values
@@ -297,7 +297,7 @@ impl AggregateSql for Db {
 /// Rollup columns per row, for chunking under the bind limit.
 pub(super) const ACTIVITY_DAY_COLS: usize = 5;
 
-/// The upsert of one chunk of [`crate::aggregates::fold_activity`]'s rows: a day already present widens to the earlier first and the
+/// The upsert of one chunk of the folded rollup rows ([`ActivitySpan`]s): a day already present widens to the earlier first and the
 /// later last instant (CASE rather than min()/LEAST(): the engines spell those differently).
 pub(super) fn activity_days_upsert<DB: sqlx::Database>(chunk: &[ActivitySpan]) -> sqlx::QueryBuilder<DB>
 where

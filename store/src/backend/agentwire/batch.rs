@@ -4,13 +4,11 @@
 use uuid::Uuid;
 
 use super::aggregates::{activity_days_upsert, ACTIVITY_DAY_COLS};
-use crate::aggregates::{ActivitySpan, UPSERT_ACTIVITY_DAYS};
-use crate::backend::{begin, commit, q, rows_per_statement, with_pool, BatchSql, Db, Engine};
-use crate::batch::heartbeat::HeartbeatEntry;
-use crate::batch::metadata::MetaEntry;
-use crate::batch::stats::StatsRow;
+use crate::backend::{begin, commit, q, rows_per_statement, with_pool, BatchSql, Db};
 use crate::counting::Stmt;
+use crate::engine::Engine;
 use crate::model::{id, now_micros, UnixMicros};
+use crate::rows::{ActivitySpan, HeartbeatEntry, MetaEntry, StatsRow, UPSERT_ACTIVITY_DAYS};
 use crate::StoreError;
 
 /// Statement name under which each multi-row stats INSERT is counted.

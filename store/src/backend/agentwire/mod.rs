@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use sqlx::{PgPool, SqlitePool};
 
-use super::Engine;
+use crate::engine::Engine;
 use crate::QueryCounters;
 
 /// The backend serving agentwire's schema: an engine's pools, and the counters every statement bumps.
@@ -65,12 +65,12 @@ macro_rules! with_pool {
         match &($db).pools {
             $crate::backend::Pools::Sqlite { read: $pool, .. } => {
                 #[allow(unused_variables)]
-                let $eng = $crate::backend::Engine::Sqlite;
+                let $eng = $crate::engine::Engine::Sqlite;
                 $body
             }
             $crate::backend::Pools::Postgres($pool) => {
                 #[allow(unused_variables)]
-                let $eng = $crate::backend::Engine::Postgres;
+                let $eng = $crate::engine::Engine::Postgres;
                 $body
             }
         }
@@ -79,12 +79,12 @@ macro_rules! with_pool {
         match &($db).pools {
             $crate::backend::Pools::Sqlite { write: $pool, .. } => {
                 #[allow(unused_variables)]
-                let $eng = $crate::backend::Engine::Sqlite;
+                let $eng = $crate::engine::Engine::Sqlite;
                 $body
             }
             $crate::backend::Pools::Postgres($pool) => {
                 #[allow(unused_variables)]
-                let $eng = $crate::backend::Engine::Postgres;
+                let $eng = $crate::engine::Engine::Postgres;
                 $body
             }
         }
