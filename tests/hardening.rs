@@ -1384,7 +1384,7 @@ async fn unfinished_invokes_stop_at_the_session_budget_over_tcp() {
 }
 
 /// While an abuser sits at its budget, stalled and not yet ended, another agent's session and a new session are
-/// served, and the abuser's own small calls are refused (new streams are reset while its budget is exhausted).
+/// served; the abuser's own new call waits (acknowledged, unanswered) with its other streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_agents_are_served_while_an_abuser_holds_its_budget() {
     let mut config = ServeConfig::default();
@@ -1399,8 +1399,9 @@ async fn other_agents_are_served_while_an_abuser_holds_its_budget() {
     env.assert_survived().await;
     agent.opened(9001);
     agent.send(&syn_data(9001, &manifest_call())).await;
-    agent.until("the reset of a stream opened over budget", |a| a.view(9001).rst).await;
-    assert!(agent.packets(9001).is_empty());
+    agent.until("the ACK of a stream opened over budget", |a| a.view(9001).ack).await;
+    assert!(agent.packets(9001).is_empty(), "a call was served past an exhausted budget");
+    assert!(!agent.view(9001).rst, "a stream opened over budget was reset");
     assert_eq!(evictions(&env), [], "nobody was ended before the memory wait");
     env.assert_survived().await;
     drop(agent);
@@ -1420,8 +1421,8 @@ fn log_batch(bytes: usize) -> pb::BatchCreateLogsRequest {
 }
 
 /// Legitimate large messages pass however small the session's budget: three ~3.9 MiB log batches at once and 64
-/// GetManifest calls beside them, in a session whose budget (2 MiB) is under one batch. One stream at a time takes
-/// the overdraft and finishes its packet, the others wait for it, nobody is ended.
+/// GetManifest calls opened while the budget is exhausted, in a session whose budget (2 MiB) is under one batch. One
+/// stream at a time takes the overdraft and finishes its packet, the others wait for it, nobody is ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_and_concurrent_calls_pass_under_a_small_budget() {
     let mut config = ServeConfig::default();
@@ -1431,11 +1432,16 @@ async fn large_messages_and_concurrent_calls_pass_under_a_small_budget() {
     let client = pb::AgentClient::new(within("a session", connect(&env.server, env.abuser.auth_token)).await);
     let batch = log_batch(4 * MIB - 64 * KIB);
     assert!(batch.encoded_len() > 3 * MIB + 512 * KIB && batch.encoded_len() < 4 * MIB);
-    let large = (0..3).map(|_| client.batch_create_logs(&batch));
-    let small = (0..64).map(|_| client.get_manifest(&pb::GetManifestRequest {}));
-    let (large, small) =
-        within("the calls", futures::future::join(futures::future::join_all(large), futures::future::join_all(small)))
-            .await;
+    let large = futures::future::join_all((0..3).map(|_| client.batch_create_logs(&batch)));
+    // The small calls open their streams once a read has waited, so they arrive while the budget is exhausted
+    // (streams opened then were once reset, failing the calls).
+    let small = async {
+        while env.server.state.memory().events().waits() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        futures::future::join_all((0..64).map(|_| client.get_manifest(&pb::GetManifestRequest {}))).await
+    };
+    let (large, small) = within("the calls", futures::future::join(large, small)).await;
     for reply in large {
         // Over the 1 MiB log budget: the whole batch was read and judged by the handler.
         assert!(reply.expect("a large log batch").log_limit_exceeded);

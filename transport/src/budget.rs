@@ -315,11 +315,6 @@ impl SessionMemory {
         }
     }
 
-    /// Whether any limit above the session's guaranteed part is exhausted: new streams are refused meanwhile.
-    pub fn is_exhausted(&self) -> bool {
-        self.blocked().is_some()
-    }
-
     /// Counts `n` bytes the session now holds.
     pub fn add(&self, n: usize) {
         if n == 0 {

@@ -143,8 +143,9 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
     }
 
     /// [`Server::serve_session`] under `memory`, a session budget taken from shared pools
-    /// ([`crate::budget::MemoryBudget::session`]). While the budget is exhausted, streams the peer opens are reset at
-    /// once; a limit that stays exhausted ends the session with GoAway ([`SessionEnd::OverBudget`]).
+    /// ([`crate::budget::MemoryBudget::session`]). While the budget is exhausted, streams wait to read (streams the
+    /// peer opens meanwhile too: resetting them would fail a well-behaved peer's calls over a passing peak); a limit
+    /// that stays exhausted ends the session with GoAway ([`SessionEnd::OverBudget`]).
     pub async fn serve_session_in<T>(
         &self,
         io: T,
@@ -162,18 +163,12 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
         // Ends every stream task at once when a budget ends the session: the crate's close wakes no stream reader
         // (it drops its streams' states without closing them), so a task parked on a read would never see the end.
         let streams_ended = CancellationToken::new();
-        let mut refused = 0u64;
         let stopped = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Stop::Shutdown,
                 evicted = memory.evicted() => break Stop::OverBudget(evicted),
                 stream = incoming.next() => match stream {
-                    Some(stream) if memory.is_exhausted() => {
-                        // Dropped un-read: the crate resets it and frees what it buffered for it.
-                        refused += 1;
-                        tracing::debug!(stream = stream.id().val(), refused, "memory budget exhausted; resetting a new stream");
-                    }
                     Some(stream) => {
                         let io = DrpcStream::new(stream, Role::Server, self.config.limits).with_memory(budget.clone());
                         let task = serve_stream(
