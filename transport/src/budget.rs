@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::limits::MIB;
 
@@ -147,7 +146,7 @@ impl MemoryBudget {
             used: Mutex::new(0),
             parent: Some(self.0.clone()),
             room: Notify::new(),
-            evicted: CancellationToken::new(),
+            evicted: Notify::new(),
             evicted_by: Mutex::new(None),
             events: self.0.events.clone(),
             overdraft: Mutex::new(None),
@@ -186,7 +185,8 @@ struct Leaf {
     used: Mutex<usize>,
     parent: Option<Arc<Pool>>,
     room: Notify,
-    evicted: CancellationToken,
+    /// Wakes whoever waits for the session's end; `evicted_by` says it has come (and why).
+    evicted: Notify,
     evicted_by: Mutex<Option<&'static str>>,
     events: Arc<BudgetEvents>,
     /// The stream that may read past the session's limit to finish its packet.
@@ -222,7 +222,7 @@ impl Leaf {
             *by = Some(limit);
         }
         self.events.evicted(limit);
-        self.evicted.cancel();
+        self.evicted.notify_waiters();
     }
 }
 
@@ -252,7 +252,7 @@ impl SessionMemory {
             used: Mutex::new(0),
             parent: None,
             room: Notify::new(),
-            evicted: CancellationToken::new(),
+            evicted: Notify::new(),
             evicted_by: Mutex::new(None),
             events: Arc::new(BudgetEvents::default()),
             overdraft: Mutex::new(None),
@@ -355,6 +355,19 @@ impl SessionMemory {
         }
     }
 
+    /// Whether `stream` may read now, without waiting: the check a read makes first, so that the waiting (and its
+    /// timers) costs nothing until a limit is reached.
+    pub fn may_read(&self, stream: u64, holding: bool) -> bool {
+        if self.evicted_by().is_some() {
+            return false;
+        }
+        match self.blocked() {
+            None => true,
+            Some(Blocked::Session) => self.claim_overdraft(stream, holding),
+            Some(Blocked::Pool(_)) => false,
+        }
+    }
+
     /// Resolves once `stream` may read, or with the limit that ended the session. `holding` says whether the stream
     /// holds part of a packet (it may then take the session's overdraft). `waiting_since` is when the stream started
     /// waiting, kept by the caller so that the wait survives the cancellation of this future (it runs inside
@@ -399,7 +412,7 @@ impl SessionMemory {
             let deadline = since + patience;
             tokio::select! {
                 _ = &mut notified => {}
-                _ = self.0.evicted.cancelled() => {}
+                _ = self.evicted() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     match &blocked {
                         Blocked::Session => self.0.evict(name),
@@ -420,8 +433,15 @@ impl SessionMemory {
 
     /// Resolves when a limit has ended this session.
     pub async fn evicted(&self) -> Evicted {
-        self.0.evicted.cancelled().await;
-        Evicted { limit: self.evicted_by().unwrap_or(SESSION_LIMIT) }
+        loop {
+            let ended = self.0.evicted.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(limit) = self.evicted_by() {
+                return Evicted { limit };
+            }
+            ended.await;
+        }
     }
 
     /// The limit that ended this session, if one has.

@@ -1,7 +1,9 @@
 //! One dRPC connection over one yamux stream: the sans-IO [`Connection`] plus the stream it reads and writes.
 //! Nothing here decides anything; the server and client loops do.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
@@ -31,6 +33,9 @@ pub struct StreamMemory {
     /// ([`crate::budget::DEFAULT_MEMORY_WAIT`]).
     pub patience: Duration,
 }
+
+/// A stream's wait for room under its budget.
+type RoomWait<'a> = Pin<Box<dyn Future<Output = Result<(), Evicted>> + Send + 'a>>;
 
 #[derive(Debug, Default)]
 struct Accounting {
@@ -63,13 +68,15 @@ impl Accounting {
         }
     }
 
-    async fn room(&mut self) -> Result<(), Evicted> {
-        match &self.budget {
-            Some(budget) => {
-                budget.memory.room(self.stream, self.holding, &mut self.waiting_since, budget.patience).await
-            }
-            None => Ok(()),
+    /// `None` when the stream may read now; otherwise the wait for room, boxed: a wait carries timers and
+    /// notifications that every idle stream's task would otherwise hold inline, for a case that is rare.
+    fn wait_for_room(&mut self) -> Option<RoomWait<'_>> {
+        let budget = self.budget.as_ref()?;
+        if budget.memory.may_read(self.stream, self.holding) {
+            self.waiting_since = None;
+            return None;
         }
+        Some(Box::pin(budget.memory.room(self.stream, self.holding, &mut self.waiting_since, budget.patience)))
     }
 }
 
@@ -194,8 +201,20 @@ impl DrpcStream {
 
     /// Reads one chunk into the connection once the memory budget has room for it. Cancel-safe.
     async fn read_chunk(&mut self) -> Result<(), DriveError> {
-        self.memory.room().await?;
-        match self.stream.next().await {
+        if let Some(wait) = self.memory.wait_for_room() {
+            wait.await?;
+        }
+        let chunk = match &self.memory.budget {
+            // A budget that ends the session ends this read: the crate's close wakes no stream reader (it drops its
+            // streams' states without closing them), so a read parked here would never see the end.
+            Some(budget) => tokio::select! {
+                biased;
+                chunk = self.stream.next() => chunk,
+                evicted = budget.memory.evicted() => return Err(evicted.into()),
+            },
+            None => self.stream.next().await,
+        };
+        match chunk {
             Some(Ok(chunk)) => {
                 self.conn.handle_input(chunk.as_ref());
                 self.memory.recount(&self.conn);

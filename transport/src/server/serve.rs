@@ -13,9 +13,10 @@ use tracing::Instrument;
 
 use super::router::{BoxFuture, Method, Router};
 use super::status::Status;
-use super::stream::{Inbound, ServerStream};
+use super::stream::ServerStream;
 use crate::budget::{
-    Evicted, SessionMemory, DEFAULT_MEMORY_WAIT, DEFAULT_SESSION_GUARANTEED_MEMORY, DEFAULT_SESSION_MEMORY,
+    Evicted, MemoryCharge, SessionMemory, DEFAULT_MEMORY_WAIT, DEFAULT_SESSION_GUARANTEED_MEMORY,
+    DEFAULT_SESSION_MEMORY,
 };
 use crate::io::{spawn_session, DriveError, DrpcStream, Mode, SessionConfig, StreamMemory};
 use crate::limits::Limits;
@@ -160,9 +161,6 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
         let calls = Arc::new(Semaphore::new(self.config.max_concurrent_calls.max(1)));
         let budget = StreamMemory { memory: memory.clone(), patience: self.config.memory_wait };
         let tracker = tokio_util::task::TaskTracker::new();
-        // Ends every stream task at once when a budget ends the session: the crate's close wakes no stream reader
-        // (it drops its streams' states without closing them), so a task parked on a read would never see the end.
-        let streams_ended = CancellationToken::new();
         let stopped = loop {
             tokio::select! {
                 biased;
@@ -170,9 +168,9 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                 evicted = memory.evicted() => break Stop::OverBudget(evicted),
                 stream = incoming.next() => match stream {
                     Some(stream) => {
-                        let io = DrpcStream::new(stream, Role::Server, self.config.limits).with_memory(budget.clone());
                         let task = serve_stream(
-                            io,
+                            stream,
+                            budget.clone(),
                             self.router.clone(),
                             ctx.clone(),
                             self.config,
@@ -180,14 +178,6 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                             self.observer.clone(),
                             shutdown.clone(),
                         );
-                        let ended = streams_ended.clone();
-                        let task = async move {
-                            tokio::select! {
-                                biased;
-                                _ = ended.cancelled() => {}
-                                _ = task => {}
-                            }
-                        };
                         tracker.spawn(task.in_current_span());
                     }
                     None => break Stop::PeerLeft,
@@ -209,10 +199,11 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                     session_limit = memory.limit(),
                     "memory budget exhausted; closing the session that holds the most"
                 );
-                streams_ended.cancel();
-                tracker.wait().await;
+                // GoAway first: calls in flight need not finish, and every stream task ends at its next read (see
+                // `DrpcStream::read_chunk`) or write.
                 handle.close();
                 let _ = incoming.ended().await;
+                tracker.wait().await;
                 SessionEnd::OverBudget(evicted)
             }
             Stop::PeerLeft => match incoming.ended().await {
@@ -232,8 +223,10 @@ enum Stop {
 /// Serves every call a peer makes on one yamux stream, then half-closes it once. A call takes its slot as soon as its
 /// first bytes arrive, before they are parsed: a partial Invoke counts against `max_concurrent_calls` as a running
 /// call does, and a stream waiting for a slot reads no further.
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream<C: Clone + Send + Sync + 'static>(
-    mut io: DrpcStream,
+    stream: yamux::Stream,
+    budget: StreamMemory,
     router: Arc<Router<C>>,
     ctx: C,
     config: ServerConfig,
@@ -241,6 +234,8 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     observer: Option<Arc<dyn CallObserver>>,
     shutdown: CancellationToken,
 ) {
+    // Built here rather than passed in: an async fn's arguments take room in its state beside its locals.
+    let mut io = DrpcStream::new(stream, Role::Server, config.limits).with_memory(budget);
     let ack_at = tokio::time::Instant::now() + config.ack_delay;
     let mut next: Option<Event> = None;
     let mut slot: Option<OwnedSemaphorePermit> = None;
@@ -463,13 +458,17 @@ async fn serve_streaming(
 ) -> Result<(Option<Event>, CallOutcome), DriveError> {
     // Streaming calls live long and may stay quiet: acknowledge now rather than arm a timer.
     io.acknowledge().await?;
-    let (in_tx, in_rx) = mpsc::channel::<Inbound>(1);
+    let (in_tx, in_rx) = mpsc::channel::<Bytes>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(send_queue);
     let call = AssertUnwindSafe(handler(ServerStream { inbound: in_rx, outbound: out_tx, method })).catch_unwind();
     tokio::pin!(call);
     let mut in_tx = Some(in_tx);
     // A message the handler has not taken yet; while it waits we read nothing more (Go's back-pressure).
-    let mut undelivered: Option<Inbound> = None;
+    let mut undelivered: Option<Bytes> = None;
+    // What the message last handed to the handler (or waiting for it) counts against the memory budget. It is given
+    // back when the next message goes in, which the one-message channel allows only once the handler took this one:
+    // a channel of bare bytes keeps each idle stream's channel block small.
+    let mut _handed_on: Option<MemoryCharge> = None;
     let result = loop {
         tokio::select! {
             biased;
@@ -492,11 +491,11 @@ async fn serve_streaming(
             },
             event = io.next_event(), if undelivered.is_none() => match event? {
                 Some(Event::Message { stream, data }) if stream == id => {
-                    let message = Inbound { _charge: io.charge(data.len()), data };
-                    if let Some(Err(mpsc::error::TrySendError::Full(message))) =
-                        in_tx.as_ref().map(|tx| tx.try_send(message))
-                    {
-                        undelivered = Some(message);
+                    // The previous message's charge goes once this one is counted: in the channel or waiting,
+                    // there is never more than one.
+                    _handed_on = io.charge(data.len());
+                    if let Some(Err(mpsc::error::TrySendError::Full(data))) = in_tx.as_ref().map(|tx| tx.try_send(data)) {
+                        undelivered = Some(data);
                     }
                 }
                 Some(Event::CloseSend { stream }) if stream == id => in_tx = None,
@@ -524,7 +523,7 @@ async fn serve_streaming(
     Ok((None, outcome))
 }
 
-async fn reserve(tx: Option<mpsc::Sender<Inbound>>) -> Option<mpsc::OwnedPermit<Inbound>> {
+async fn reserve(tx: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
     match tx {
         Some(tx) => tx.reserve_owned().await.ok(),
         None => None,

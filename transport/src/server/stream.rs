@@ -4,19 +4,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::status::Status;
-use crate::budget::MemoryCharge;
-
-/// A message on its way to the handler, counted against the session's memory budget until the handler takes it.
-pub(crate) struct Inbound {
-    pub(crate) data: Bytes,
-    pub(crate) _charge: Option<MemoryCharge>,
-}
 
 /// Messages between a streaming handler and the loop that owns the yamux stream. The inbound channel holds one
 /// message, like Go's stream: while the handler has not taken it, the loop stops reading, and the yamux window
 /// pushes back on the peer.
 pub struct ServerStream {
-    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    pub(crate) inbound: mpsc::Receiver<Bytes>,
     pub(crate) outbound: mpsc::Sender<Bytes>,
     pub(crate) method: String,
 }
@@ -24,7 +17,7 @@ pub struct ServerStream {
 impl ServerStream {
     /// The next message; `None` once the client has closed its send side.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.inbound.recv().await.map(|inbound| inbound.data)
+        self.inbound.recv().await
     }
 
     /// Queues one message for the client. Fails once the call is over (the client left or cancelled).

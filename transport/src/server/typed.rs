@@ -6,11 +6,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::status::Status;
-use super::stream::{Inbound, ServerStream};
+use super::stream::ServerStream;
 
 /// The client's messages of a client-streaming or bidi call, decoded.
 pub struct RequestStream<T> {
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: mpsc::Receiver<Bytes>,
     type_name: &'static str,
     _type: PhantomData<fn() -> T>,
 }
@@ -20,7 +20,7 @@ impl<T: prost::Message + Default> RequestStream<T> {
     /// ends the call with an error, as a Go handler's `Recv` error would.
     pub async fn recv(&mut self) -> Result<Option<T>, Status> {
         match self.inbound.recv().await {
-            Some(inbound) => T::decode(inbound.data).map(Some).map_err(|e| Status::decode_failed(self.type_name, e)),
+            Some(body) => T::decode(body).map(Some).map_err(|e| Status::decode_failed(self.type_name, e)),
             None => Ok(None),
         }
     }
