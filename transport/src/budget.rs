@@ -83,7 +83,9 @@ struct Pool {
     used: AtomicUsize,
     parent: Option<Arc<Pool>>,
     room: Notify,
-    /// Every session below this pool, so the largest can be found when the pool stays exhausted.
+    /// The sessions below this pool that hold bytes past their guaranteed parts, so the largest can be found when the
+    /// pool stays exhausted. A session joins when it first draws from the pool and leaves when it no longer does:
+    /// idle sessions cost the pool nothing.
     sessions: Mutex<HashMap<u64, Weak<Leaf>>>,
     events: Arc<BudgetEvents>,
 }
@@ -139,24 +141,15 @@ impl MemoryBudget {
 
     /// A budget for one session below this pool.
     pub fn session(&self, limit: usize, guaranteed: usize) -> SessionMemory {
-        let leaf = Arc::new(Leaf {
+        SessionMemory(Arc::new(Leaf {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             limit,
             guaranteed: guaranteed.min(limit),
-            used: Mutex::new(0),
             parent: Some(self.0.clone()),
-            room: Notify::new(),
-            evicted: Notify::new(),
-            evicted_by: Mutex::new(None),
+            state: Mutex::new(LeafState::default()),
+            signal: Notify::new(),
             events: self.0.events.clone(),
-            overdraft: Mutex::new(None),
-        });
-        for pool in self.0.ancestors() {
-            if let Ok(mut sessions) = pool.sessions.lock() {
-                sessions.insert(leaf.id, Arc::downgrade(&leaf));
-            }
-        }
-        SessionMemory(leaf)
+        }))
     }
 
     /// Bytes held below this pool past their sessions' guaranteed parts.
@@ -168,8 +161,8 @@ impl MemoryBudget {
         self.0.limit
     }
 
-    /// Sessions currently below this pool.
-    pub fn sessions(&self) -> usize {
+    /// Sessions below this pool that hold bytes past their guaranteed parts: the ones the pool may end.
+    pub fn holders(&self) -> usize {
         self.0.sessions.lock().map(|s| s.len()).unwrap_or(0)
     }
 
@@ -182,21 +175,29 @@ struct Leaf {
     id: u64,
     limit: usize,
     guaranteed: usize,
-    used: Mutex<usize>,
     parent: Option<Arc<Pool>>,
-    room: Notify,
-    /// Wakes whoever waits for the session's end; `evicted_by` says it has come (and why).
-    evicted: Notify,
-    evicted_by: Mutex<Option<&'static str>>,
+    state: Mutex<LeafState>,
+    /// Wakes the session's waiters: for room under its own limit, for the overdraft, for its end.
+    signal: Notify,
     events: Arc<BudgetEvents>,
+}
+
+#[derive(Default)]
+struct LeafState {
+    used: usize,
+    /// The limit that ended the session, once one has.
+    evicted_by: Option<&'static str>,
     /// The stream that may read past the session's limit to finish its packet.
-    overdraft: Mutex<Option<u64>>,
+    overdraft: Option<u64>,
 }
 
 impl Drop for Leaf {
     fn drop(&mut self) {
-        if let Some(parent) = &self.parent {
+        let used = self.state.get_mut().map(|state| state.used).unwrap_or(0);
+        let held = self.excess(used);
+        if let (Some(parent), true) = (&self.parent, held > 0) {
             for pool in parent.ancestors() {
+                pool.release(held);
                 if let Ok(mut sessions) = pool.sessions.lock() {
                     sessions.remove(&self.id);
                 }
@@ -211,18 +212,18 @@ impl Leaf {
     }
 
     fn used(&self) -> usize {
-        self.used.lock().map(|u| *u).unwrap_or(0)
+        self.state.lock().map(|state| state.used).unwrap_or(0)
     }
 
     fn evict(&self, limit: &'static str) {
-        if let Ok(mut by) = self.evicted_by.lock() {
-            if by.is_some() {
+        if let Ok(mut state) = self.state.lock() {
+            if state.evicted_by.is_some() {
                 return;
             }
-            *by = Some(limit);
+            state.evicted_by = Some(limit);
         }
         self.events.evicted(limit);
-        self.evicted.notify_waiters();
+        self.signal.notify_waiters();
     }
 }
 
@@ -249,13 +250,10 @@ impl SessionMemory {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             limit,
             guaranteed: limit,
-            used: Mutex::new(0),
             parent: None,
-            room: Notify::new(),
-            evicted: Notify::new(),
-            evicted_by: Mutex::new(None),
+            state: Mutex::new(LeafState::default()),
+            signal: Notify::new(),
             events: Arc::new(BudgetEvents::default()),
-            overdraft: Mutex::new(None),
         }))
     }
 
@@ -288,12 +286,12 @@ impl SessionMemory {
 
     /// Lets `stream` read past the session's limit when no other stream does; true if it may.
     fn claim_overdraft(&self, stream: u64, holding: bool) -> bool {
-        let Ok(mut overdraft) = self.0.overdraft.lock() else { return false };
-        match *overdraft {
+        let Ok(mut state) = self.0.state.lock() else { return false };
+        match state.overdraft {
             Some(holder) => holder == stream,
             // Only a stream holding part of a packet needs to finish it.
             None if holding => {
-                *overdraft = Some(stream);
+                state.overdraft = Some(stream);
                 true
             }
             None => false,
@@ -302,16 +300,16 @@ impl SessionMemory {
 
     /// Gives the overdraft back once `stream` holds nothing undispatched.
     pub fn end_overdraft(&self, stream: u64) {
-        let released = match self.0.overdraft.lock() {
-            Ok(mut overdraft) if *overdraft == Some(stream) => {
-                *overdraft = None;
+        let released = match self.0.state.lock() {
+            Ok(mut state) if state.overdraft == Some(stream) => {
+                state.overdraft = None;
                 true
             }
             _ => false,
         };
         if released {
             // Another stream may now take it.
-            self.0.room.notify_waiters();
+            self.0.signal.notify_waiters();
         }
     }
 
@@ -320,13 +318,20 @@ impl SessionMemory {
         if n == 0 {
             return;
         }
-        let Ok(mut used) = self.0.used.lock() else { return };
-        let extra = self.0.excess(*used + n) - self.0.excess(*used);
-        *used += n;
+        let Ok(mut state) = self.0.state.lock() else { return };
+        let before = self.0.excess(state.used);
+        state.used += n;
+        let extra = self.0.excess(state.used) - before;
         if extra > 0 {
             if let Some(parent) = &self.0.parent {
                 for pool in parent.ancestors() {
                     pool.used.fetch_add(extra, Ordering::AcqRel);
+                    if before == 0 {
+                        // Now drawing from the pool: one of the sessions it may end.
+                        if let Ok(mut sessions) = pool.sessions.lock() {
+                            sessions.insert(self.0.id, Arc::downgrade(&self.0));
+                        }
+                    }
                 }
             }
         }
@@ -337,21 +342,27 @@ impl SessionMemory {
         if n == 0 {
             return;
         }
-        let Ok(mut used) = self.0.used.lock() else { return };
-        let n = n.min(*used);
-        let before = *used;
-        let freed = self.0.excess(before) - self.0.excess(before - n);
-        *used -= n;
-        drop(used);
-        if before >= self.0.limit && before - n < self.0.limit {
-            self.0.room.notify_waiters();
-        }
+        let Ok(mut state) = self.0.state.lock() else { return };
+        let n = n.min(state.used);
+        let before = state.used;
+        state.used -= n;
+        let freed = self.0.excess(before) - self.0.excess(state.used);
+        let left_pool = freed > 0 && self.0.excess(state.used) == 0;
         if freed > 0 {
             if let Some(parent) = &self.0.parent {
                 for pool in parent.ancestors() {
                     pool.release(freed);
+                    if left_pool {
+                        if let Ok(mut sessions) = pool.sessions.lock() {
+                            sessions.remove(&self.0.id);
+                        }
+                    }
                 }
             }
+        }
+        drop(state);
+        if before >= self.0.limit && before - n < self.0.limit {
+            self.0.signal.notify_waiters();
         }
     }
 
@@ -396,7 +407,7 @@ impl SessionMemory {
                 Instant::now()
             });
             let (notify, name) = match &blocked {
-                Blocked::Session => (&self.0.room, SESSION_LIMIT),
+                Blocked::Session => (&self.0.signal, SESSION_LIMIT),
                 Blocked::Pool(pool) => (&pool.room, pool.name),
             };
             let notified = notify.notified();
@@ -434,7 +445,7 @@ impl SessionMemory {
     /// Resolves when a limit has ended this session.
     pub async fn evicted(&self) -> Evicted {
         loop {
-            let ended = self.0.evicted.notified();
+            let ended = self.0.signal.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
             if let Some(limit) = self.evicted_by() {
@@ -446,7 +457,7 @@ impl SessionMemory {
 
     /// The limit that ended this session, if one has.
     pub fn evicted_by(&self) -> Option<&'static str> {
-        self.0.evicted_by.lock().ok().and_then(|by| *by)
+        self.0.state.lock().ok().and_then(|state| state.evicted_by)
     }
 }
 
@@ -464,11 +475,9 @@ impl Drop for MemoryCharge {
 }
 
 fn evict_largest(pool: &Pool, limit: &'static str) {
-    let largest = pool
-        .sessions
-        .lock()
-        .ok()
-        .and_then(|sessions| sessions.values().filter_map(Weak::upgrade).max_by_key(|leaf| leaf.used()));
+    // Copied out first: a session takes its own lock before the pool's when it joins or leaves.
+    let holders: Vec<Weak<Leaf>> = pool.sessions.lock().map(|s| s.values().cloned().collect()).unwrap_or_default();
+    let largest = holders.iter().filter_map(Weak::upgrade).max_by_key(|leaf| leaf.used());
     if let Some(leaf) = largest {
         tracing::warn!(limit, held = leaf.used(), "memory budget exhausted; ending the session that holds the most");
         leaf.evict(limit);
@@ -522,13 +531,20 @@ mod tests {
     }
 
     #[test]
-    fn dropped_sessions_leave_their_pools() {
+    fn pools_know_the_sessions_that_draw_from_them() {
         let server = MemoryBudget::root("server", 30);
         let agent = server.child("agent", 20);
         let a = agent.session(15, 5);
-        assert_eq!((server.sessions(), agent.sessions()), (1, 1));
+        assert_eq!((server.holders(), agent.holders()), (0, 0), "an idle session costs the pools nothing");
+        a.add(5);
+        assert_eq!((server.holders(), agent.holders()), (0, 0), "within its guaranteed part");
+        a.add(3);
+        assert_eq!((server.holders(), agent.holders(), server.used()), (1, 1, 3));
+        a.release(3);
+        assert_eq!((server.holders(), agent.holders(), server.used()), (0, 0, 0));
+        a.add(9);
         drop(a);
-        assert_eq!((server.sessions(), agent.sessions()), (0, 0));
+        assert_eq!((server.holders(), agent.holders(), server.used(), agent.used()), (0, 0, 0, 0));
     }
 
     #[tokio::test(start_paused = true)]
