@@ -260,9 +260,8 @@ impl AppState {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let span = tracing::info_span!("session", agent_id = %agent.id, agent_name = %agent.name);
-        let scope = self.0.store.agent(&agent);
         // The scope holds the session's one copy of the agent from here on.
-        drop(agent);
+        let scope = self.0.store.into_agent_scope(agent);
         let replica = self.0.config.replica_id;
         let session = Arc::new(Session { scope, api_version: version, replica_id: replica });
         let state = self.clone();

@@ -373,6 +373,7 @@ impl MetricsCacheArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    return_large_buffers_to_the_system();
     let store = open_store(&args.db.db, args.store_options()).await?;
     let access_url = args.listening.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     if args.demo && store.admin().user_id("demo").await?.is_none() {
@@ -408,6 +409,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Blocks of this size and up (a message being read, a yamux window's chunk) get mappings of their own, given back to
+/// the system when freed. glibc would otherwise raise its mmap threshold to the largest block freed and keep every
+/// later one in its heaps: after issue 15's attack the server held 100 MiB instead of 47 (BENCHMARKS.md, "Memory
+/// budgets"). Agents' ordinary messages are far smaller, so their calls make no system call for it.
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_buffers_to_the_system() {
+    // SAFETY: mallopt only changes glibc's allocation parameters; it takes the allocator's own locks.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+        tracing::warn!("mallopt(M_MMAP_THRESHOLD) refused; large buffers stay in the heap when freed");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_buffers_to_the_system() {}
 
 async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -401,6 +401,11 @@ impl Store {
 
     /// The only door to per-agent rows.
     pub fn agent(&self, agent: &ResolvedAgent) -> AgentScope {
+        AgentScope::new(self.clone(), agent.clone())
+    }
+
+    /// [`Store::agent`], keeping `agent` rather than a copy: what a session does with the agent its token resolved.
+    pub fn into_agent_scope(&self, agent: ResolvedAgent) -> AgentScope {
         AgentScope::new(self.clone(), agent)
     }
 

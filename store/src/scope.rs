@@ -44,8 +44,8 @@ fn sanitize_line(s: &str, max_chars: usize) -> (String, usize) {
 }
 
 impl AgentScope {
-    pub(crate) fn new(store: Store, a: &ResolvedAgent) -> Self {
-        AgentScope { store, agent_key: id(a.id), agent: Arc::new(a.clone()) }
+    pub(crate) fn new(store: Store, a: ResolvedAgent) -> Self {
+        AgentScope { store, agent_key: id(a.id), agent: Arc::new(a) }
     }
 
     /// The agent as resolved at connect: its row, workspace, build, owner and template fields. Fixed for the scope's
