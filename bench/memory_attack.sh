@@ -3,9 +3,9 @@
 # STREAMS streams and sends each the start of a dRPC Invoke declaring ~4 MiB, never finishing it
 # (examples/memory_attack.rs), then holds the session until the server ends it (at most 30 s); then the same attack
 # once more on the same server. Per row: VmRSS before, VmHWM (the peak), VmRSS 3 s after the first and the second
-# session ended (equal figures: the allocator reuses what it kept; growing ones would be a leak),
-# the bytes the server took, and how the session ended. Rows: the default limits; the same with glibc told to serve
-# large buffers from mmap (MALLOC_MMAP_THRESHOLD_), to see what the allocator keeps after the attack.
+# session ended (equal figures: the allocator reuses what it kept; growing ones would be a leak), the bytes the
+# server took, and how the session ended. One row, the default limits; `row LABEL VAR=VALUE…` below adds rows run
+# with other environments (AGENTWIRE_* limits, glibc's MALLOC_* tunables).
 #
 #   bench/memory_attack.sh            (STREAMS=500; SKIP_BUILD=1 reuses the release binaries)
 #
@@ -64,7 +64,6 @@ EOF
     echo "| server | streams opened | MiB the server took | RSS before (MiB) | peak RSS (MiB) | RSS 3 s after (MiB) | RSS after a second attack (MiB) | first session | evictions (both) |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     row default
-    row mmap-threshold MALLOC_MMAP_THRESHOLD_=131072
     echo
     echo "\`STREAMS=$STREAMS bench/memory_attack.sh\` at $(git rev-parse --short HEAD); load average $LOAD_AT_START at the start."
 } | tee "$OUT/memory-attack.md"
