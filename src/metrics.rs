@@ -2,6 +2,9 @@
 //!
 //! The series are few and their labels bounded (RPC methods come from the registered set, unknown paths are one
 //! label), so plain atomics and one mutex-guarded map per family do; the hot path takes one short lock per call.
+//! The `prometheus-client` crate is not used: most series here are read from other crates' counters (the store's
+//! batchers and query counts, the transport's budgets, the snapshotter) at scrape time, which it would need each
+//! wrapped in a custom collector, for the same text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

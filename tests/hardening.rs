@@ -14,6 +14,9 @@
 //! runs in seconds; waits on the peer side end at [`WAIT`], a hang guard only: no assertion depends on timing. The
 //! raw agent is the transport's test kit peer (`agentwire_transport::testing::raw_peer`); the allocation counter stays
 //! here, in the test binary.
+//!
+//! Over 600 lines: one case per anchors.md §4.4 item, sharing one environment and one counting allocator, which a
+//! test binary can have only one of.
 
 mod common;
 

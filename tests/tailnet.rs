@@ -1,6 +1,8 @@
 //! The Tailnet service end to end: StreamDERPMaps following the stored map, and coordination between agents
 //! (on the agent endpoint) and clients (on `/api/v2/workspaceagents/{id}/coordinate`), with Rust and Go peers, on
 //! one server and across two replicas sharing PostgreSQL.
+//!
+//! Over 600 lines: the coordination cases share their Go peers and replica set-up.
 
 mod common;
 

@@ -25,6 +25,9 @@
 //! what lets a client on replica B see an agent on replica A. A replica announces itself with heartbeats; when it
 //! first hears of another replica it re-publishes its own peers so late joiners catch up, and when a replica falls
 //! silent for [`super::DEFAULT_REPLICA_TIMEOUT`] its peers are marked `LOST` everywhere.
+//!
+//! Over 600 lines on purpose: peers, tunnels and replicas are one state under one lock, and its rules (who sees
+//! which node, when a peer is lost) only read as a whole.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -39,6 +39,8 @@
 //! last yielded anything, and keeps failing; otherwise a read at or past the ping deadline sends exactly one Ping
 //! (when the sink is ready) and moves the deadline 15 s on; nothing else ever sends a Ping. Once the stream has
 //! ended (EOF or a read error was reported) reads keep reporting EOF: no timeout, no more pings.
+//!
+//! Over 600 lines: the scripted WebSocket, its frame model and the checks are one harness.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
