@@ -270,7 +270,10 @@ impl SessionMemory {
 
     /// Whether the session may read now, and if not, where it is blocked.
     fn blocked(&self) -> Option<Blocked> {
-        let used = self.0.used();
+        self.blocked_at(self.0.used())
+    }
+
+    fn blocked_at(&self, used: usize) -> Option<Blocked> {
         if used < self.0.guaranteed {
             return None;
         }
@@ -281,23 +284,30 @@ impl SessionMemory {
         parent.ancestors().find(|pool| pool.used.load(Ordering::Acquire) >= pool.limit).cloned().map(Blocked::Pool)
     }
 
+    /// Where `stream` stands, under one lock of the session: ended, free to read (`Ok(None)`; at the session's own
+    /// limit that means taking or holding the overdraft, which only a stream holding part of a packet may take), or
+    /// blocked.
+    fn check(&self, stream: u64, holding: bool) -> Result<Option<Blocked>, Evicted> {
+        let Ok(mut state) = self.0.state.lock() else { return Ok(None) };
+        if let Some(limit) = state.evicted_by {
+            return Err(Evicted { limit });
+        }
+        Ok(match self.blocked_at(state.used) {
+            Some(Blocked::Session) => match state.overdraft {
+                Some(holder) if holder == stream => None,
+                None if holding => {
+                    state.overdraft = Some(stream);
+                    None
+                }
+                _ => Some(Blocked::Session),
+            },
+            blocked => blocked,
+        })
+    }
+
     /// An id for a stream of this session, for the overdraft.
     pub fn stream_id() -> u64 {
         NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Lets `stream` read past the session's limit when no other stream does; true if it may.
-    fn claim_overdraft(&self, stream: u64, holding: bool) -> bool {
-        let Ok(mut state) = self.0.state.lock() else { return false };
-        match state.overdraft {
-            Some(holder) => holder == stream,
-            // Only a stream holding part of a packet needs to finish it.
-            None if holding => {
-                state.overdraft = Some(stream);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Gives the overdraft back once `stream` holds nothing undispatched.
@@ -371,14 +381,7 @@ impl SessionMemory {
     /// Whether `stream` may read now, without waiting: the check a read makes first, so that the waiting (and its
     /// timers) costs nothing until a limit is reached.
     pub fn may_read(&self, stream: u64, holding: bool) -> bool {
-        if self.evicted_by().is_some() {
-            return false;
-        }
-        match self.blocked() {
-            None => true,
-            Some(Blocked::Session) => self.claim_overdraft(stream, holding),
-            Some(Blocked::Pool(_)) => false,
-        }
+        matches!(self.check(stream, holding), Ok(None))
     }
 
     /// Resolves once `stream` may read, or with the limit that ended the session. `holding` says whether the stream
@@ -393,14 +396,7 @@ impl SessionMemory {
         patience: Duration,
     ) -> Result<(), Evicted> {
         loop {
-            if let Some(limit) = self.evicted_by() {
-                return Err(Evicted { limit });
-            }
-            let blocked = match self.blocked() {
-                Some(Blocked::Session) if self.claim_overdraft(stream, holding) => None,
-                blocked => blocked,
-            };
-            let Some(blocked) = blocked else {
+            let Some(blocked) = self.check(stream, holding)? else {
                 *waiting_since = None;
                 return Ok(());
             };

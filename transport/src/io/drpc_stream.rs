@@ -54,16 +54,18 @@ impl Accounting {
         self.set(conn.buffered_capacity(), conn.buffered_input() > 0);
     }
 
+    /// Called after every read and every event, so it touches the session's lock only when something changed.
     fn set(&mut self, now: usize, holding: bool) {
-        self.holding = holding;
+        let was_holding = std::mem::replace(&mut self.holding, holding);
         let Some(budget) = &self.budget else { return };
         if now > self.counted {
             budget.memory.add(now - self.counted);
-        } else {
+        } else if now < self.counted {
             budget.memory.release(self.counted - now);
         }
         self.counted = now;
-        if !holding {
+        // Only a stream holding part of a packet can have taken the overdraft.
+        if was_holding && !holding {
             budget.memory.end_overdraft(self.stream);
         }
     }
