@@ -475,7 +475,13 @@ impl Drop for MemoryCharge {
 fn evict_largest(pool: &Pool, limit: &'static str) {
     // Copied out first: a session takes its own lock before the pool's when it joins or leaves.
     let holders: Vec<Weak<Leaf>> = pool.sessions.lock().map(|s| s.values().cloned().collect()).unwrap_or_default();
-    let largest = holders.iter().filter_map(Weak::upgrade).max_by_key(|leaf| leaf.used());
+    let holders: Vec<Arc<Leaf>> = holders.iter().filter_map(Weak::upgrade).collect();
+    // One at a time: while an ended session still holds bytes its tasks are giving them back, and every other
+    // stream whose wait runs out meanwhile would otherwise end whoever is largest by then, a bystander included.
+    if holders.iter().any(|leaf| leaf.state.lock().is_ok_and(|state| state.evicted_by.is_some())) {
+        return;
+    }
+    let largest = holders.iter().max_by_key(|leaf| leaf.used());
     if let Some(leaf) = largest {
         tracing::warn!(limit, held = leaf.used(), "memory budget exhausted; ending the session that holds the most");
         leaf.evict(limit);
@@ -576,6 +582,22 @@ mod tests {
         assert_eq!(victim.evicted_by(), None);
         hog.release(10);
         assert_eq!(waited.await.ok(), Some(Ok(())));
+        assert_eq!(server.events().evictions(), vec![("server", 1)]);
+    }
+
+    #[test]
+    fn a_pool_ends_no_one_else_while_an_ended_session_still_holds_bytes() {
+        let server = MemoryBudget::root("server", 10);
+        let hog = server.session(100, 0);
+        let victim = server.session(100, 0);
+        hog.add(8);
+        victim.add(4);
+        evict_largest(&server.0, "server");
+        assert_eq!((hog.evicted_by(), victim.evicted_by()), (Some("server"), None));
+        // The hog's streams are still giving its bytes back; another wait running out must not end the victim.
+        hog.release(6);
+        evict_largest(&server.0, "server");
+        assert_eq!(victim.evicted_by(), None);
         assert_eq!(server.events().evictions(), vec![("server", 1)]);
     }
 
