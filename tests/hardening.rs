@@ -1475,7 +1475,8 @@ async fn an_exhausted_server_pool_ends_its_largest_holder_and_serves_the_waiting
     env.assert_bystander_works().await;
     let victim = pb::AgentClient::new(within("a session", connect(&env.server, env.fresh.auth_token)).await);
     let reply = within("the victim's batch", victim.batch_create_logs(&log_batch(3 * MIB / 2))).await;
-    assert!(reply.expect("the victim's batch").log_limit_exceeded);
+    let reply = reply.unwrap_or_else(|err| panic!("the victim's batch: {err}; evictions {:?}", evictions(&env)));
+    assert!(reply.log_limit_exceeded);
     assert_eq!(agent.ended().await.go_aways, [0]);
     assert_eq!(evictions(&env), [("server", 1)]);
     env.finish().await;

@@ -206,17 +206,7 @@ impl DrpcStream {
         if let Some(wait) = self.memory.wait_for_room() {
             wait.await?;
         }
-        let chunk = match &self.memory.budget {
-            // A budget that ends the session ends this read: the crate's close wakes no stream reader (it drops its
-            // streams' states without closing them), so a read parked here would never see the end.
-            Some(budget) => tokio::select! {
-                biased;
-                chunk = self.stream.next() => chunk,
-                evicted = budget.memory.evicted() => return Err(evicted.into()),
-            },
-            None => self.stream.next().await,
-        };
-        match chunk {
+        match self.stream.next().await {
             Some(Ok(chunk)) => {
                 self.conn.handle_input(chunk.as_ref());
                 self.memory.recount(&self.conn);

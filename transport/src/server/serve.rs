@@ -199,8 +199,8 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                     session_limit = memory.limit(),
                     "memory budget exhausted; closing the session that holds the most"
                 );
-                // GoAway first: calls in flight need not finish, and every stream task ends at its next read (see
-                // `DrpcStream::read_chunk`) or write.
+                // GoAway first: calls in flight need not finish, and every stream task has ended with the budget
+                // (see `serve_stream`).
                 handle.close();
                 let _ = incoming.ended().await;
                 tracker.wait().await;
@@ -235,7 +235,29 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
     shutdown: CancellationToken,
 ) {
     // Built here rather than passed in: an async fn's arguments take room in its state beside its locals.
-    let mut io = DrpcStream::new(stream, Role::Server, config.limits).with_memory(budget);
+    let mut io = DrpcStream::new(stream, Role::Server, config.limits).with_memory(budget.clone());
+    // A budget that ends the session ends this task wherever it waits (a read, a write the peer does not take, a
+    // call): the crate's close wakes no stream reader or writer, so a parked task would keep its bytes counted.
+    tokio::select! {
+        biased;
+        _ = budget.memory.evicted() => return,
+        () = serve_calls(&mut io, router, ctx, config, calls, observer, shutdown) => {}
+    }
+    if let Err(err) = io.close().await {
+        tracing::trace!(error = %err, "closing stream");
+    }
+}
+
+/// Serves the calls a peer makes on one stream until it stops making them.
+async fn serve_calls<C: Clone + Send + Sync + 'static>(
+    io: &mut DrpcStream,
+    router: Arc<Router<C>>,
+    ctx: C,
+    config: ServerConfig,
+    calls: Arc<Semaphore>,
+    observer: Option<Arc<dyn CallObserver>>,
+    shutdown: CancellationToken,
+) {
     let ack_at = tokio::time::Instant::now() + config.ack_delay;
     let mut next: Option<Event> = None;
     let mut slot: Option<OwnedSemaphorePermit> = None;
@@ -262,12 +284,12 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
                 }
                 if slot.is_none() {
                     let started = std::time::Instant::now();
-                    slot = wait_for_call_slot(&calls, &mut io, ack_at).await;
+                    slot = wait_for_call_slot(&calls, io, ack_at).await;
                     if slot.is_none() {
                         // Closing, or the peer reset the stream while its call waited: free the stream now, not once
                         // a slot comes, so reset streams do not pile up against `max_streams` behind busy handlers.
                         if let Some(observer) = &observer {
-                            let method = waiting_method(&mut io, &router);
+                            let method = waiting_method(io, &router);
                             observer.call_finished(method, CallOutcome::Cancelled, started.elapsed());
                         }
                         break;
@@ -305,10 +327,10 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("rpc", method = %method);
         let outcome = match handler {
-            Method::Unary(f) => serve_unary(&mut io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
+            Method::Unary(f) => serve_unary(io, id, ack_at, |body| f(ctx.clone(), body)).instrument(span).await,
             Method::Streaming(f) => {
                 let queue = config.stream_send_queue.max(1);
-                serve_streaming(&mut io, id, method.clone(), queue, &shutdown, |stream| f(ctx.clone(), stream))
+                serve_streaming(io, id, method.clone(), queue, &shutdown, |stream| f(ctx.clone(), stream))
                     .instrument(span)
                     .await
             }
@@ -326,9 +348,6 @@ async fn serve_stream<C: Clone + Send + Sync + 'static>(
         }
     }
     drop(slot);
-    if let Err(err) = io.close().await {
-        tracing::trace!(error = %err, "closing stream");
-    }
 }
 
 /// The registered method a stream let go before its call started was going to call, for observers.
