@@ -73,7 +73,7 @@ fn client_node(n: i64) -> pb::Node {
         key: vec![2; 32].into(),
         disco: format!("discokey:client{n}"),
         preferred_derp: 999,
-        addresses: vec![format!("fd60:627a:483e::{n:x}/128")],
+        addresses: vec![format!("fd60:627a:a42b::{n:x}/128")],
         ..Default::default()
     }
 }
