@@ -288,6 +288,18 @@ pub struct LogSource {
     pub icon: String,
 }
 
+/// `gitsshkeys` row: a user's SSH key pair for `coder gitssh`, OpenSSH private key and `authorized_keys` public key.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct GitSshKey {
+    #[sqlx(try_from = "String")]
+    pub user_id: Uuid,
+    pub created_at: UnixMicros,
+    pub updated_at: UnixMicros,
+    pub private_key: String,
+    pub public_key: String,
+}
+
 /// One log line to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {

@@ -257,6 +257,24 @@ impl AgentScope {
         self.db().upsert_log_sources(self, sources).await
     }
 
+    /// The SSH key pair of the agent's owner (Coder's `GetGitSSHKey` for the workspace owner); `None` until one is
+    /// stored with [`AgentScope::insert_owner_git_ssh_key`].
+    pub async fn owner_git_ssh_key(&self) -> Result<Option<GitSshKey>, StoreError> {
+        self.db().owner_git_ssh_key(self).await
+    }
+
+    /// Store a key pair for the agent's owner unless one exists, and return the owner's key as stored: the one
+    /// given, or the one a concurrent caller stored first.
+    pub async fn insert_owner_git_ssh_key(&self, private_key: &str, public_key: &str) -> Result<GitSshKey, StoreError> {
+        self.db().insert_owner_git_ssh_key(self, private_key, public_key).await
+    }
+
+    /// Coder's `ActivityBumpWorkspace` for the agent's workspace: its latest build's deadline moves to at least now
+    /// plus the template's activity bump, under the same rules as the stats batcher's bump.
+    pub async fn bump_workspace_activity(&self) -> Result<(), StoreError> {
+        self.db().bump_workspace_activity(self).await
+    }
+
     /// ScriptCompleted. `Ok(false)` when the script is not one of this agent's. A duplicate
     /// `(script_id, started_at)` is a unique violation, as in Coder.
     pub async fn insert_script_timing(&self, t: &ScriptTiming) -> Result<bool, StoreError> {

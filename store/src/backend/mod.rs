@@ -250,6 +250,17 @@ pub(crate) trait AgentSql {
     ) -> Result<Option<ConnectionTimes>, StoreError>;
     /// Connection end.
     async fn mark_disconnected(&self, a: &AgentScope, replica_id: Uuid) -> Result<(), StoreError>;
+    /// The key pair of the agent's owner, if stored.
+    async fn owner_git_ssh_key(&self, a: &AgentScope) -> Result<Option<GitSshKey>, StoreError>;
+    /// Store a key pair for the agent's owner unless one exists; the owner's key as stored.
+    async fn insert_owner_git_ssh_key(
+        &self,
+        a: &AgentScope,
+        private_key: &str,
+        public_key: &str,
+    ) -> Result<GitSshKey, StoreError>;
+    /// `ActivityBumpWorkspace` of the agent's workspace.
+    async fn bump_workspace_activity(&self, a: &AgentScope) -> Result<(), StoreError>;
 }
 
 /// A batch of log lines for [`AgentSql::insert_logs`], validated and sanitised by the scope.

@@ -583,6 +583,23 @@ impl AgentSql for Db {
         });
         Ok(())
     }
+
+    async fn owner_git_ssh_key(&self, a: &AgentScope) -> Result<Option<GitSshKey>, StoreError> {
+        super::owner::git_ssh_key(self, a).await
+    }
+
+    async fn insert_owner_git_ssh_key(
+        &self,
+        a: &AgentScope,
+        private_key: &str,
+        public_key: &str,
+    ) -> Result<GitSshKey, StoreError> {
+        super::owner::insert_git_ssh_key(self, a, private_key, public_key).await
+    }
+
+    async fn bump_workspace_activity(&self, a: &AgentScope) -> Result<(), StoreError> {
+        super::owner::bump_workspace_activity(self, a).await
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::StoreError;
 /// Statement name under which each multi-row stats INSERT is counted.
 const INSERT_STATS: &str = "InsertWorkspaceAgentStats";
 /// Statement names of the stats flush's activity writes.
-const ACTIVITY_BUMP: &str = "ActivityBumpWorkspace";
+pub(super) const ACTIVITY_BUMP: &str = "ActivityBumpWorkspace";
 const UPDATE_LAST_USED: &str = "BatchUpdateWorkspaceLastUsedAt";
 const STATS_COLS: usize = 18;
 /// Statement name under which each batched metadata UPDATE is counted.
@@ -204,7 +204,7 @@ impl BatchSql for Db {
 /// `now + templates.activity_bump` (capped at `max_deadline` when set), only for a completed `start` build that has a
 /// deadline, and only once 5 % of the interval has passed. Coder lengthens the interval when the bump would cross the
 /// next autostart; a workspace with an autostart schedule gets the plain interval here.
-fn bump_deadlines<DB: sqlx::Database>(now: UnixMicros, workspaces: &[Uuid]) -> sqlx::QueryBuilder<DB>
+pub(super) fn bump_deadlines<DB: sqlx::Database>(now: UnixMicros, workspaces: &[Uuid]) -> sqlx::QueryBuilder<DB>
 where
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,

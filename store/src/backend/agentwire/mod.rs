@@ -9,6 +9,7 @@ mod aggregates;
 mod aggregates_sql;
 mod batch;
 mod lookup;
+mod owner;
 
 use std::sync::Arc;
 
