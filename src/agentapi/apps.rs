@@ -17,7 +17,7 @@ pub const DEFAULT_MAX_APP_STATUS_MESSAGE_BYTES: usize = 160;
 
 /// Coder's `WorkspaceEvent` kinds published here (both carry the agent id).
 const APP_HEALTH_KIND: &str = "app_health";
-const APP_STATUS_KIND: &str = "agt_app_status_update";
+pub(crate) const APP_STATUS_KIND: &str = "agt_app_status_update";
 
 pub(super) async fn batch_update_app_healths(
     _api: &AgentApi,
@@ -152,7 +152,7 @@ async fn publish(session: &Session, kind: &str) -> Result<(), RpcError> {
 
 /// Coder's `UISanitize`, for text shown in the dashboard: drops HTML tags and ANSI escape sequences, turns every
 /// run of whitespace into one space, drops other non-printable characters, and trims.
-fn ui_sanitize(s: &str) -> String {
+pub(crate) fn ui_sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     let mut space = false;

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use agentwire_store::pubsub::{agent_logs_channel, agent_logs_payload};
-use agentwire_store::{InsertLogsOutcome, LogLevel, LogLine};
+use agentwire_store::{AgentScope, InsertLogsOutcome, LogLevel, LogLine, Pubsub};
 use uuid::Uuid;
 
 use super::{pb, AgentApi, RpcError};
@@ -67,34 +67,74 @@ pub(super) async fn batch_create_logs(
     let lines: Vec<LogLine> =
         request.logs.into_iter().map(|l| LogLine { level: log_level(l.level), output: l.output }).collect();
 
-    let outcome = session
-        .scope
-        .insert_logs(log_source_id, &lines)
+    let write = write_logs(api.store.pubsub().as_ref(), &session.scope, log_source_id, &lines)
         .await
-        .map_err(RpcError::store("insert workspace agent logs"))?;
-    let pubsub = api.store.pubsub();
-    match outcome {
-        InsertLogsOutcome::Empty => Ok(pb::BatchCreateLogsResponse::default()),
+        .map_err(RpcError::store(INSERT_LOGS))?;
+    if let LogsWritten::LimitExceeded { .. } = write.written {
+        api.log_overflow.insert(agent_id);
+    }
+    if let Some(err) = write.event_error {
+        return Err(RpcError::store("publish workspace update")(err));
+    }
+    // Past the budget is not an error since Coder #12078: the agent stops sending and says so in its own log.
+    let log_limit_exceeded = matches!(write.written, LogsWritten::LimitExceeded { .. });
+    Ok(pb::BatchCreateLogsResponse { log_limit_exceeded })
+}
+
+/// What Coder calls a failed insert of log lines, on both paths.
+pub(crate) const INSERT_LOGS: &str = "insert workspace agent logs";
+
+/// What storing one batch of log lines did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogsWritten {
+    /// No lines: nothing written, nothing announced.
+    Empty,
+    /// The lines are stored.
+    Stored,
+    /// The agent is over its log budget and nothing was stored; `newly` when this batch crossed it.
+    LimitExceeded { newly: bool },
+}
+
+/// A batch stored and announced.
+#[derive(Debug)]
+pub(crate) struct LogsWrite {
+    pub written: LogsWritten,
+    /// Publishing the workspace event the batch called for (`agt_first_logs`, `agt_logs_overflow`) failed; the lines
+    /// themselves are as `written` says. Coder's RPC path answers this as an error; its HTTP path only logs it.
+    pub event_error: Option<agentwire_store::StoreError>,
+}
+
+/// Stores `lines` under `source` (the nil id meaning Coder's "External" source) within the agent's log budget, and
+/// sends what Coder sends on both of its paths (BatchCreateLogs and `PATCH /workspaceagents/me/logs`): the
+/// `agent-logs:<agent>` notification with `created_after` set before the first new row, and the workspace events
+/// for an agent's first logs and for crossing its budget. The budget is checked by the store in the insert's own
+/// transaction, so the outcome is the database's, not a snapshot's.
+pub(crate) async fn write_logs(
+    pubsub: &dyn Pubsub,
+    scope: &AgentScope,
+    source: Uuid,
+    lines: &[LogLine],
+) -> Result<LogsWrite, agentwire_store::StoreError> {
+    let agent_id = scope.agent_id();
+    let (written, event) = match scope.insert_logs(source, lines).await? {
+        InsertLogsOutcome::Empty => (LogsWritten::Empty, None),
         InsertLogsOutcome::Inserted { first_id, first_logs, .. } => {
             // Watchers fetch everything after `created_after`; Coder only logs a failure of this one.
             let payload = agent_logs_payload(first_id.saturating_sub(1));
             if let Err(err) = pubsub.publish(&agent_logs_channel(agent_id), &payload).await {
                 tracing::warn!(%agent_id, error = %err, "publish workspace agent logs update");
             }
-            if first_logs {
-                publish_workspace_event(session, EVENT_FIRST_LOGS).await?;
-            }
-            Ok(pb::BatchCreateLogsResponse::default())
+            (LogsWritten::Stored, first_logs.then_some(EVENT_FIRST_LOGS))
         }
         InsertLogsOutcome::LimitExceeded { newly } => {
-            api.log_overflow.insert(agent_id);
-            if newly {
-                publish_workspace_event(session, EVENT_LOGS_OVERFLOW).await?;
-            }
-            // Not an error since Coder #12078: the agent stops sending and says so in its own log.
-            Ok(pb::BatchCreateLogsResponse { log_limit_exceeded: true })
+            (LogsWritten::LimitExceeded { newly }, newly.then_some(EVENT_LOGS_OVERFLOW))
         }
-    }
+    };
+    let event_error = match event {
+        Some(kind) => scope.publish_workspace_event(kind).await.err(),
+        None => None,
+    };
+    Ok(LogsWrite { written, event_error })
 }
 
 /// Coder's level mapping; anything else (UNSPECIFIED from old agents, or a number this server does not know) is
@@ -108,11 +148,6 @@ fn log_level(level: i32) -> LogLevel {
         Ok(Level::Error) => LogLevel::Error,
         Ok(Level::Info | Level::Unspecified) | Err(_) => LogLevel::Info,
     }
-}
-
-/// Coder returns a failure to publish these events to the agent (`publish workspace update: …`).
-async fn publish_workspace_event(session: &Session, kind: &str) -> Result<(), RpcError> {
-    session.scope.publish_workspace_event(kind).await.map_err(RpcError::store("publish workspace update"))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! None of them reads the agent row: what they need of it is in the session, and what they write goes through
 //! the session's [`agentwire_store::AgentScope`], directly for durable writes or through a batcher for telemetry.
 
-mod apps;
+pub(crate) mod apps;
 mod banners;
 mod boundary;
 mod connections;
@@ -13,7 +13,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod lifecycle;
-mod logs;
+pub(crate) mod logs;
 mod manifest;
 mod metadata;
 mod resources;
