@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use agentwire_store::ResolvedAgent;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -55,6 +56,76 @@ pub fn parse_version(query: &HashMap<String, String>) -> Result<ApiVersion, ApiE
     Ok(version)
 }
 
+/// Why a request of an agent was refused before it was served: coderd's answer, and the reason
+/// `agentwire_sessions_refused_total` counts a refused session under (none for a database failure).
+#[derive(Debug)]
+pub struct AgentRefusal {
+    pub reason: Option<&'static str>,
+    pub error: ApiError,
+}
+
+impl AgentRefusal {
+    fn new(reason: &'static str, error: ApiError) -> Self {
+        AgentRefusal { reason: Some(reason), error }
+    }
+}
+
+/// The agent a request's token names (header, cookie or query parameter, as coderd reads it), resolved in one query,
+/// or coderd's refusal in its words: 401 without a token, with one that is not a UUID, or with one no live agent
+/// holds; 403 for an agent whose build is no longer its workspace's latest, unless that build is being stopped.
+/// Every agent endpoint authenticates through this, the RPC endpoint and the `me/…` HTTP endpoints alike.
+pub async fn authenticate_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<ResolvedAgent, AgentRefusal> {
+    let Some(token) = session_token(headers, query) else {
+        return Err(AgentRefusal::new(
+            "unauthorized",
+            ApiError::new(StatusCode::UNAUTHORIZED, format!("Cookie {TOKEN_COOKIE:?} must be provided.")),
+        ));
+    };
+    if uuid::Uuid::parse_str(&token).is_err() {
+        return Err(AgentRefusal::new(
+            "unauthorized",
+            ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent token invalid.")
+                .detail(format!("An agent token must be a valid UUIDv4. (len {})", token.len())),
+        ));
+    }
+    let agent =
+        match state.store().resolve_agent_by_token(&token).await {
+            Ok(Some(agent)) => agent,
+            Ok(None) => return Err(AgentRefusal::new(
+                "unauthorized",
+                ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent not authorized.").detail(
+                    "The agent cannot authenticate until the workspace provision job has been completed. If the job \
+                     is no longer running, this agent is invalid.",
+                ),
+            )),
+            Err(err) => {
+                tracing::error!(error = %err, "resolving an agent token");
+                return Err(AgentRefusal {
+                    reason: None,
+                    error: ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal error checking workspace agent authorization.",
+                    )
+                    .detail(err.to_string()),
+                });
+            }
+        };
+    if !agent.is_latest_build && !agent.in_shutdown_case {
+        return Err(AgentRefusal::new(
+            "forbidden",
+            ApiError::new(StatusCode::FORBIDDEN, "Agent trying to connect from non-latest build.").detail(format!(
+                "build {} of workspace {} is not its latest",
+                agent.build_number, agent.workspace_name
+            )),
+        ));
+    }
+    Ok(agent)
+}
+
 pub async fn agent_rpc(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -65,35 +136,11 @@ pub async fn agent_rpc(
         state.metrics().session_refused(reason);
         err.into_response()
     };
-    let Some(token) = session_token(&headers, &query) else {
-        return refuse(
-            "unauthorized",
-            ApiError::new(StatusCode::UNAUTHORIZED, format!("Cookie {TOKEN_COOKIE:?} must be provided.")),
-        );
+    let agent = match authenticate_agent(&state, &headers, &query).await {
+        Ok(agent) => agent,
+        Err(AgentRefusal { reason: Some(reason), error }) => return refuse(reason, error),
+        Err(AgentRefusal { reason: None, error }) => return error.into_response(),
     };
-    if uuid::Uuid::parse_str(&token).is_err() {
-        return refuse("unauthorized", ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent token invalid."));
-    }
-    let agent = match state.store().resolve_agent_by_token(&token).await {
-        Ok(Some(agent)) => agent,
-        Ok(None) => {
-            return refuse("unauthorized", ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent not authorized."))
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "resolving an agent token");
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error authorizing workspace agent.")
-                .into_response();
-        }
-    };
-    if !agent.is_latest_build && !agent.in_shutdown_case {
-        return refuse(
-            "forbidden",
-            ApiError::new(StatusCode::FORBIDDEN, "Agent trying to connect from non-latest build.").detail(format!(
-                "build {} of workspace {} is not its latest",
-                agent.build_number, agent.workspace_name
-            )),
-        );
-    }
     let version = match parse_version(&query) {
         Ok(version) => version,
         Err(err) => return refuse("bad_version", err),
