@@ -4,8 +4,8 @@
 //! * PostgreSQL stopped for a minute under load, then started again: sessions survive, every RPC is answered (a
 //!   success or a dRPC error, none hangs), no acknowledged durable write is lost, every batched item is accounted
 //!   for on `/metrics` (written, superseded or dropped, never vanished), and the server recovers without a restart.
-//! * `kill -9` of the server mid-load, restarted on the same port and SQLite file: agents reconnect, every
-//!   acknowledged durable write is there, and the stats lost are at most the last flush window's.
+//! * `kill -9` of the server mid-load, restarted on the same port and SQLite file: in the binary's package
+//!   (`cli/tests/faults.rs`), which can run the `agentwire` binary.
 //! * A TCP connection dropped under a live session (FIN or RST, no WebSocket close, no yamux GoAway): the
 //!   disconnection is recorded and the agent's session slot is given back.
 //!
@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,9 @@ use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{Store, StoreOptions, DEFAULT_ACQUIRE_TIMEOUT};
 use agentwire_transport::client::CallError;
-use common::chaos::{create_agent, dial, http_get, series, BatcherCounts, CutProxy, ServerProcess};
+use agentwire_transport::testing::wait::{eventually, eventually_within, within, POLL};
+use common::chaos::{dial, http_get, series, stats_marker, BatcherCounts, CutProxy, Progress};
+use common::chaos::{AGENTS, PROGRESS_WAIT, ROUND_PAUSE};
 use common::pg_cluster::PgCluster;
 use common::server::{agent_with_rows, memory_store, start};
 use prost_types::Timestamp;
@@ -33,27 +35,12 @@ use tokio_util::sync::CancellationToken;
 /// How long PostgreSQL stays down (seconds); the minute by default.
 const OUTAGE_ENV: &str = "AGENTWIRE_FAULTS_PG_OUTAGE_SECS";
 const DEFAULT_OUTAGE: Duration = Duration::from_secs(60);
-/// Agents under load in the database-outage and kill tests.
-const AGENTS: usize = 6;
-/// Pause between two rounds of an agent's calls: steady load without saturating two cores.
-const ROUND_PAUSE: Duration = Duration::from_millis(50);
-/// Bound on every wait for progress (warm-up, recovery, reconnects).
-const PROGRESS_WAIT: Duration = Duration::from_secs(120);
 
 fn outage() -> Duration {
     std::env::var(OUTAGE_ENV)
         .ok()
         .map(|v| Duration::from_secs(v.parse().unwrap_or_else(|_| panic!("{OUTAGE_ENV}={v:?} is not a number"))))
         .unwrap_or(DEFAULT_OUTAGE)
-}
-
-/// Waits until `done` holds, checking every 50 ms, failing after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A field written last-writer-wins: what the database holds must be the last acknowledged value or a value
@@ -138,18 +125,6 @@ struct TelemetryLedger {
     last_metadata: String,
 }
 
-/// Progress an agent publishes while it runs.
-#[derive(Default)]
-struct Progress {
-    rounds: AtomicU64,
-    acked_logs: AtomicU64,
-}
-
-/// Marks a stats report of agent `agent`, call `seq`, in a column the batcher stores verbatim.
-fn stats_marker(agent: usize, seq: u64) -> i64 {
-    ((agent as i64) << 32) | seq as i64
-}
-
 /// Durable writes, one after another as an agent's log sender and lifecycle reporter make them: logs every round,
 /// startup and lifecycle now and then, until `stop`.
 async fn durable_load(
@@ -189,6 +164,7 @@ async fn durable_load(
             let ok = ledger.calls.call(agent, "UpdateLifecycle", guard, client.update_lifecycle(&request)).await;
             ledger.lifecycle_started_at.record(micros, ok);
         }
+        // Pacing, not synchronisation: an agent's steady rate (ROUND_PAUSE).
         tokio::time::sleep(ROUND_PAUSE).await;
     }
     ledger
@@ -223,6 +199,7 @@ async fn telemetry_load(
             ledger.last_metadata = value;
         }
         progress.rounds.fetch_add(1, Ordering::Relaxed);
+        // Pacing, not synchronisation: an agent's steady rate (ROUND_PAUSE).
         tokio::time::sleep(ROUND_PAUSE).await;
     }
     ledger
@@ -261,7 +238,7 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
         let telemetry = tokio::spawn(telemetry_load(i, client.clone(), hang_guard, p, stop.clone()));
         tasks.push((durable, telemetry, client));
     }
-    wait_until("every agent's warm-up", PROGRESS_WAIT, || {
+    eventually_within("every agent's warm-up", PROGRESS_WAIT, || {
         progress.iter().all(|p| p.acked_logs.load(Ordering::Relaxed) >= 10)
     })
     .await;
@@ -274,6 +251,7 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
     let mut tasks_during_outage = 0;
     let outage_ends = Instant::now() + outage;
     while Instant::now() < outage_ends {
+        // The outage's length is the scenario: the live tasks are sampled while it lasts.
         tokio::time::sleep(Duration::from_millis(500).min(outage_ends - Instant::now())).await;
         tasks_during_outage = tasks_during_outage.max(alive_tasks());
     }
@@ -292,12 +270,22 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
     let restarted_at = agentwire_store::now_micros();
     let logs_at_restart: Vec<u64> = progress.iter().map(|p| p.acked_logs.load(Ordering::Relaxed)).collect();
     // Recovery: every agent's durable writes succeed again on its old session, with no server restart.
-    wait_until("durable writes after the restart", hang_guard + PROGRESS_WAIT, || {
+    eventually_within("durable writes after the restart", hang_guard + PROGRESS_WAIT, || {
         progress.iter().zip(&logs_at_restart).all(|(p, at)| p.acked_logs.load(Ordering::Relaxed) >= at + 5)
     })
     .await;
-    // A few heartbeat intervals, so refreshes made after the restart reach the database too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Heartbeats made after the restart reach the database too: every session refreshes its agent's
+    // last_connected_at each heartbeat interval, and the heartbeat batcher flushes each second.
+    within("a heartbeat after the restart stored for every agent", async {
+        for agent in &agents {
+            let resolved = store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap();
+            let scope = store.agent(&resolved);
+            while scope.state().await.unwrap().unwrap().last_connected_at.unwrap_or(0) < restarted_at {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    })
+    .await;
     stop.cancel();
     let mut ledgers = Vec::new();
     let mut clients = Vec::new();
@@ -367,175 +355,6 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
     store.close().await;
 }
 
-/// One agent of the kill test: dials (again after every failure), then writes logs and stats until `stop`.
-#[derive(Debug, Default)]
-struct KillLedger {
-    connects: u64,
-    acked_logs: Vec<String>,
-    /// (marker, the session it was acknowledged on, when).
-    acked_stats: Vec<(i64, u64, Instant)>,
-    /// When each session was dialled.
-    dialled_at: Vec<Instant>,
-}
-
-async fn reconnecting_load(
-    agent: usize,
-    addr: std::net::SocketAddr,
-    token: String,
-    progress: Arc<Progress>,
-    stop: CancellationToken,
-) -> KillLedger {
-    // The Go agent backs off up to 10 s between dials; shorter here, and bounded.
-    const DIAL_ATTEMPTS: usize = 300;
-    let mut ledger = KillLedger::default();
-    let source = bytes::Bytes::from_static(&[0u8; 16]);
-    let mut seq = 0u64;
-    let mut client: Option<pb::AgentClient> = None;
-    while !stop.is_cancelled() {
-        let current = match client.take() {
-            Some(c) => c,
-            None => {
-                let mut dialled = None;
-                for _ in 0..DIAL_ATTEMPTS {
-                    if let Ok(c) = dial(addr, &token).await {
-                        dialled = Some(c);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                ledger.connects += 1;
-                ledger.dialled_at.push(Instant::now());
-                dialled.unwrap_or_else(|| panic!("agent {agent} could not reconnect"))
-            }
-        };
-        seq += 1;
-        let line = format!("k{agent}-{seq}");
-        let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
-        let request = pb::BatchCreateLogsRequest { log_source_id: source.clone(), logs: vec![log] };
-        if current.batch_create_logs(&request).await.is_err() {
-            continue; // the session is gone: dial again
-        }
-        ledger.acked_logs.push(line);
-        progress.acked_logs.fetch_add(1, Ordering::Relaxed);
-        let marker = stats_marker(agent, seq);
-        let stats = pb::Stats { rx_bytes: marker, ..Default::default() };
-        if current.update_stats(&pb::UpdateStatsRequest { stats: Some(stats) }).await.is_err() {
-            continue;
-        }
-        ledger.acked_stats.push((marker, ledger.connects, Instant::now()));
-        progress.rounds.fetch_add(1, Ordering::Relaxed);
-        client = Some(current);
-        tokio::time::sleep(ROUND_PAUSE / 2).await;
-    }
-    ledger
-}
-
-/// §4.4 item 34: `kill -9` of the server mid-load on SQLite, restarted on the same port and file.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_load_then_restart_loses_no_acknowledged_write() {
-    const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-    let dir = std::env::temp_dir().join(format!("agentwire-kill9-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.join("agentwire.db").display());
-    let mut tokens = Vec::new();
-    for i in 0..AGENTS {
-        tokens.push(create_agent(&db, &format!("kill-{i}"), "main").await.0);
-    }
-    let flush_ms = FLUSH_INTERVAL.as_millis().to_string();
-    // The acquire timeout bounds how long a call can wait on the single SQLite writer.
-    let flags = ["--stats-flush-interval-ms", flush_ms.as_str(), "--db-acquire-timeout-ms", "10000"];
-    let mut first = ServerProcess::start(&db, "127.0.0.1:0", &flags).await.expect("the server starts");
-    let addr = first.addr;
-
-    let stop = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let mut progress = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        let p = Arc::new(Progress::default());
-        progress.push(p.clone());
-        tasks.push(tokio::spawn(reconnecting_load(i, addr, token.clone(), p, stop.clone())));
-    }
-    // Several flush windows of load first, so the window lost at the kill is a small part of what was sent.
-    let started = Instant::now();
-    wait_until("every agent's warm-up", PROGRESS_WAIT, || {
-        started.elapsed() >= FLUSH_INTERVAL * 5 && progress.iter().all(|p| p.rounds.load(Ordering::Relaxed) >= 40)
-    })
-    .await;
-
-    let killed_at = Instant::now();
-    first.signal("-KILL");
-    let status = first.wait().await;
-    assert!(!status.success(), "the server was killed: {status}");
-    // The same port again; the old listener is gone with the process, so only a stray taker can make this fail.
-    let mut second = None;
-    for _ in 0..20 {
-        second = ServerProcess::start(&db, &addr.to_string(), &flags).await;
-        if second.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let mut second = second.expect("the server restarts on the same port");
-    let rounds_at_restart: Vec<u64> = progress.iter().map(|p| p.rounds.load(Ordering::Relaxed)).collect();
-    wait_until("every agent back at work", PROGRESS_WAIT, || {
-        progress.iter().zip(&rounds_at_restart).all(|(p, at)| p.rounds.load(Ordering::Relaxed) >= at + 10)
-    })
-    .await;
-    stop.cancel();
-    let mut ledgers = Vec::new();
-    for task in tasks {
-        ledgers.push(task.await.unwrap());
-    }
-    // A clean stop flushes what the second server holds.
-    second.signal("-TERM");
-    assert!(second.wait().await.success());
-
-    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let landed: BTreeSet<i64> = sqlx::query_scalar("SELECT rx_bytes FROM workspace_agent_stats")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    pool.close().await;
-    // One flush window, plus one flush in flight when the process died.
-    let window = FLUSH_INTERVAL * 2;
-    let (mut lost, mut in_window, mut landed_before) = (0usize, 0usize, 0usize);
-    for (i, (token, ledger)) in tokens.iter().zip(&ledgers).enumerate() {
-        assert!(ledger.connects >= 2, "agent {i} reconnected: {} sessions", ledger.connects);
-        let resolved = store.resolve_agent_by_token(token).await.unwrap().unwrap();
-        let stored: BTreeSet<String> =
-            store.agent(&resolved).logs_after(0).await.unwrap().into_iter().map(|l| l.output).collect();
-        for line in &ledger.acked_logs {
-            assert!(stored.contains(line), "agent {i}: log {line:?} was acknowledged but is not stored");
-        }
-        // Sessions dialled before the kill were served by the killed process.
-        let first_sessions = ledger.dialled_at.iter().filter(|t| **t < killed_at).count() as u64;
-        let (before, after): (Vec<_>, Vec<_>) = ledger.acked_stats.iter().partition(|(_, s, _)| *s <= first_sessions);
-        for (marker, _, _) in &after {
-            assert!(landed.contains(marker), "agent {i}: stats {marker} acknowledged after the restart were lost");
-        }
-        // Stats land in order, so what the kill lost is the tail of what the first process acknowledged.
-        let kept = before.iter().take_while(|(m, _, _)| landed.contains(m)).count();
-        assert!(
-            before[kept..].iter().all(|(m, _, _)| !landed.contains(m)),
-            "agent {i}: the stats lost are not a tail of those acknowledged"
-        );
-        lost += before.len() - kept;
-        landed_before += kept;
-        // What this agent had acknowledged in the last window before the kill.
-        in_window += before.iter().filter(|(_, _, at)| *at + window >= killed_at).count();
-    }
-    eprintln!(
-        "kill -9: {landed_before} stats rows landed before the kill, {lost} lost ({in_window} in the last window)"
-    );
-    assert!(landed_before > in_window, "the load ran for several flush windows before the kill");
-    assert!(lost <= in_window, "{lost} stats reports lost: more than one flush window ({in_window})");
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 /// The TCP connection under a live session vanishes (FIN or RST; no WebSocket close, no GoAway).
 async fn drop_tcp_under_session(reset: bool) {
     let store = memory_store().await;
@@ -555,7 +374,7 @@ async fn drop_tcp_under_session(reset: bool) {
     assert_eq!(connected.disconnected_at, None);
 
     proxy.cut(reset);
-    wait_until("the session to end", Duration::from_secs(30), || server.state.metrics().sessions_active() == 0).await;
+    eventually("the session to end", || server.state.metrics().sessions_active() == 0).await;
     let state = scope.state().await.unwrap().unwrap();
     let disconnected_at = state.disconnected_at.expect("the disconnection was recorded");
     assert!(disconnected_at >= connected_at, "disconnected {disconnected_at} before connected {connected_at}");

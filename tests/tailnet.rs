@@ -129,35 +129,6 @@ async fn derp_map_change_reaches_an_open_stream() {
     assert!(tokio::time::timeout(Duration::from_millis(300), maps.recv()).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn derp_set_command_stores_the_map() {
-    let dir = std::env::temp_dir().join(format!("aw-derp-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
-    let file = dir.join("derp.json");
-    std::fs::write(&file, DERP_B).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
-        .args(["derp", "set", "--db", &db])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "DERP map set: 2 regions, 1 nodes");
-    std::fs::write(&file, "{\"Regions\": 5}").unwrap();
-    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
-        .args(["derp", "set", "--db", &db])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    assert!(!bad.status.success());
-    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
-    assert_eq!(store.derp_map().await.unwrap().as_deref(), Some(DERP_B));
-    store.close().await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 struct Pair {
     server: TestServer,
     agent: CreatedAgent,

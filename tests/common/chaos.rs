@@ -1,74 +1,40 @@
-//! Tools for the fault tests: the server binary as a child process, a TCP proxy whose connections can be cut,
-//! agents dialled from Rust, and the batcher counters read off `/metrics`.
+//! Tools for the fault tests, here (`tests/faults.rs`) and in the binary's package (`cli/tests/faults.rs`, which
+//! includes this file): the load's pace and progress, agents dialled from Rust, a TCP proxy whose connections can
+//! be cut, and the batcher counters read off `/metrics`.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use agentwire::proto::agent::v2 as pb;
 use agentwire_transport::client::Client;
 use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
 use agentwire_transport::Limits;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_agentwire");
 /// Every single wait on the server (start, a scrape, a connect) is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
+/// Agents under load in the database-outage and kill tests.
+pub const AGENTS: usize = 6;
+/// Pause between two rounds of an agent's calls: steady load without saturating two cores.
+pub const ROUND_PAUSE: Duration = Duration::from_millis(50);
+/// Bound on every wait for progress (warm-up, recovery, reconnects): load on two cores shared with a database, far
+/// slower than a test kit's wait.
+pub const PROGRESS_WAIT: Duration = Duration::from_secs(120);
 
-/// `agentwire agent create` on `db`: (token, agent id).
-pub async fn create_agent(db: &str, workspace: &str, name: &str) -> (String, Uuid) {
-    let out = Command::new(BIN)
-        .args(["agent", "create", "--db", db, "--workspace", workspace, "--name", name, "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "agent create: {}", String::from_utf8_lossy(&out.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    (token, Uuid::parse_str(created["agent_id"].as_str().unwrap()).unwrap())
+/// Progress an agent publishes while it runs.
+#[derive(Default)]
+pub struct Progress {
+    pub rounds: AtomicU64,
+    pub acked_logs: AtomicU64,
 }
 
-/// `agentwire serve` as a child process (killed if dropped).
-pub struct ServerProcess {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts `serve --db db --listen listen` plus `extra`, and waits for the address it prints. `None` when it
-    /// exits first (e.g. the port is still taken).
-    pub async fn start(db: &str, listen: &str, extra: &[&str]) -> Option<ServerProcess> {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--db", db, "--listen", listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("serve printed its address in time");
-        let line = line.ok().flatten()?;
-        let addr = line.rsplit("http://").next()?.trim().parse().ok()?;
-        // Keep reading stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(ServerProcess { child, addr })
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the server is running");
-        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    pub async fn wait(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(WAIT, self.child.wait()).await.expect("the server exited in time").unwrap()
-    }
+/// Marks a stats report of agent `agent`, call `seq`, in a column the batcher stores verbatim.
+pub fn stats_marker(agent: usize, seq: u64) -> i64 {
+    ((agent as i64) << 32) | seq as i64
 }
 
 /// Dials the agent endpoint at `addr` as the agent of `token`.

@@ -4,19 +4,10 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use agentwire::proto::agent::v2 as pb;
 use agentwire_store::{NewMetadata, Store, StoreOptions};
-use agentwire_transport::client::Client;
-use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
-use agentwire_transport::Limits;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const BIN: &str = env!("CARGO_BIN_EXE_agentwire");
+use common::chaos::dial;
+use common::{create_agent, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_answered_write() {
@@ -24,15 +15,7 @@ async fn sigterm_under_load_loses_no_answered_write() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.join("agentwire.db").display());
 
-    let created = Command::new(BIN)
-        .args(["agent", "create", "--db", &db, "--workspace", "w", "--name", "main", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let agent_id = uuid::Uuid::parse_str(created["agent_id"].as_str().unwrap()).unwrap();
+    let (token, agent_id) = create_agent(&db, "w", "main").await;
     {
         let store = Store::open(&db, StoreOptions::default()).await.unwrap();
         let key = NewMetadata { key: "progress".into(), display_name: "progress".into(), ..NewMetadata::default() };
@@ -40,8 +23,8 @@ async fn sigterm_under_load_loses_no_answered_write() {
         store.close().await;
     }
 
-    let (mut server, addr) = serve(&db).await;
-    let client = connect(&addr, &token).await;
+    let mut server = ServerProcess::start(&db, "127.0.0.1:0", &[]).await.expect("the server starts");
+    let client = dial(server.addr, &token).await.unwrap();
     let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
     // No scripts on this agent: the nil source, which Coder files under "External".
     assert!(manifest.scripts.is_empty());
@@ -50,11 +33,9 @@ async fn sigterm_under_load_loses_no_answered_write() {
     // Durable logs and batched metadata, one after the other, until the server goes away.
     let mut answered_logs = Vec::new();
     let mut answered_metadata = None;
-    let pid = server.id().unwrap();
     for i in 0..100_000u32 {
         if i == 200 {
-            let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-            assert!(status.success());
+            server.signal("-TERM");
         }
         let line = format!("line-{i}");
         let log = pb::Log { created_at: None, output: line.clone(), level: pb::log::Level::Info as i32 };
@@ -78,13 +59,13 @@ async fn sigterm_under_load_loses_no_answered_write() {
         }
     }
     assert!(answered_logs.len() >= 200, "the load ran before the signal");
-    let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.unwrap().unwrap();
+    let status = server.wait().await;
     assert!(status.success(), "the server exited with {status}");
 
     // A new process on the same database: everything answered before is there while it runs, and the agent picks
     // up where it left off through it.
-    let (mut server, addr) = serve(&db).await;
-    let client = connect(&addr, &token).await;
+    let mut server = ServerProcess::start(&db, "127.0.0.1:0", &[]).await.expect("the server restarts");
+    let client = dial(server.addr, &token).await.unwrap();
     let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
     assert!(manifest.metadata.iter().any(|m| m.key == "progress"), "the restarted server reads the agent's rows");
     let store = Store::open(&db, StoreOptions::default()).await.unwrap();
@@ -109,30 +90,8 @@ async fn sigterm_under_load_loses_no_answered_write() {
     assert!(stored.contains(&line), "the write through the restarted server is stored");
     let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "every line is stored once");
-    server.start_kill().unwrap();
+    server.signal("-KILL");
     let _ = server.wait().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// `agentwire serve` on `db` and an ephemeral port: the child and the address it printed.
-async fn serve(db: &str) -> (tokio::process::Child, String) {
-    let mut server = Command::new(BIN)
-        .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    (server, line.rsplit("http://").next().unwrap().to_owned())
-}
-
-async fn connect(addr: &str, token: &str) -> pb::AgentClient {
-    let url = format!("ws://{addr}/api/v2/workspaceagents/me/rpc?version=2.10");
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
-    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
-    pb::AgentClient::new(Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, Limits::default()))
 }

@@ -1,16 +1,16 @@
 //! `agentwire`: serve Coder agents, and the operator commands around it. This file parses the command line and
-//! dispatches; each command's flags and body are in its module under `cli/`.
+//! dispatches; each command's flags and body are in its module under `commands/`.
 
-mod cli;
+mod commands;
 
 use clap::{Parser, Subcommand};
 
-use cli::agent::AgentCommand;
-use cli::demo_data::DemoDataArgs;
-use cli::derp::DerpCommand;
-use cli::loadgen::LoadgenCommand;
-use cli::serve::ServeArgs;
-use cli::user::UserCommand;
+use commands::agent::AgentCommand;
+use commands::demo_data::DemoDataArgs;
+use commands::derp::DerpCommand;
+use commands::loadgen::LoadgenCommand;
+use commands::serve::ServeArgs;
+use commands::user::UserCommand;
 
 #[derive(Parser)]
 #[command(name = "agentwire", version, about = "A wire-compatible server for Coder's workspace agent endpoint")]
@@ -58,12 +58,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(*args).await,
-            Command::Agent { command } => cli::agent::run(command).await,
-            Command::User { command } => cli::user::run(command).await,
-            Command::DemoData(args) => cli::demo_data::run(args).await,
-            Command::Derp { command } => cli::derp::run(command).await,
-            Command::Loadgen(args) => cli::loadgen::run(*args).await,
+            Command::Serve(args) => commands::serve::run(*args).await,
+            Command::Agent { command } => commands::agent::run(command).await,
+            Command::User { command } => commands::user::run(command).await,
+            Command::DemoData(args) => commands::demo_data::run(args).await,
+            Command::Derp { command } => commands::derp::run(command).await,
+            Command::Loadgen(args) => commands::loadgen::run(*args).await,
         }
     })
 }
