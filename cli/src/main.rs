@@ -3,7 +3,7 @@
 
 mod commands;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use commands::agent::AgentCommand;
 use commands::demo_data::DemoDataArgs;
@@ -17,6 +17,19 @@ use commands::user::UserCommand;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    observability: ObservabilityArgs,
+}
+
+/// What the process tells about itself. Every command logs; `serve` also answers `/metrics` (Prometheus) and
+/// `/healthz` on its `--listen` address, which need no flag.
+#[derive(Args)]
+#[command(next_help_heading = "Observability")]
+struct ObservabilityArgs {
+    /// Which log lines go to stderr: a tracing filter, e.g. `debug` or `info,agentwire_store=debug`. One that does
+    /// not parse is reported and `info` used.
+    #[arg(long = "log", env = "AGENTWIRE_LOG", default_value = "info", global = true)]
+    log: String,
 }
 
 #[derive(Subcommand)]
@@ -47,14 +60,16 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AGENTWIRE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let log = &cli.observability.log;
+    let (filter, unparsed) = match tracing_subscriber::EnvFilter::try_new(log) {
+        Ok(filter) => (filter, None),
+        Err(err) => (tracing_subscriber::EnvFilter::new("info"), Some(err)),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Some(err) = unparsed {
+        tracing::warn!("the log filter {log:?} (--log, AGENTWIRE_LOG) does not parse, logging at info: {err}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
