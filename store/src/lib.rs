@@ -21,7 +21,7 @@
 //! | --- | --- |
 //! | `lib.rs` | this map: [`Store`], [`StoreOptions`], the re-exports |
 //! | `scope.rs` | [`AgentScope`]: validation of what an agent sends, then the per-agent contract |
-//! | `admin.rs` | [`Admin`]: the operator's writes |
+//! | `admin.rs`, `definition.rs` | [`Admin`]: the operator's writes; agents created from and updated to a definition ([`AgentDefinition`]) |
 //! | `api_key.rs`, `site_config.rs` | user API keys (shape, hash, lookup); `site_configs` keys and reads |
 //! | `backend/` | the contract below, the engines (`sqlite.rs`, `postgres.rs`), and `agentwire/`, the backend of agentwire's own schema with its SQL |
 //! | [`batch`], [`aggregates`], [`pubsub`], `counting.rs` | write batchers, metrics-cache reads, notifications, statement counters |
@@ -100,6 +100,7 @@ pub mod batch;
 #[doc(hidden)]
 pub mod bench_support;
 mod counting;
+mod definition;
 mod engine;
 pub mod enums;
 mod error;
@@ -119,6 +120,10 @@ pub use api_key::{API_KEY_ID_LEN, API_KEY_SECRET_LEN};
 pub use backend::DEFAULT_SQLITE_BUSY_TIMEOUT;
 pub use batch::{BatchOptions, BatcherStats};
 pub use counting::{QueryCounters, QuerySnapshot};
+pub use definition::{
+    AgentDefinition, AgentPlacement, AppDefinition, DefinedAgent, MonitorDefinition, ScriptDefinition,
+    VolumeMonitorDefinition,
+};
 pub use engine::Engine;
 pub use enums::{AppHealth, LifecycleState, LogLevel, Subsystem};
 pub use error::StoreError;

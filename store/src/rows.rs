@@ -103,9 +103,11 @@ pub struct NewMetadata {
     pub key: String,
     pub display_name: String,
     pub script: String,
-    /// Nanoseconds.
+    /// Seconds for a Coder agent: coderd stores the template's seconds and GetManifest sends the number as a Go
+    /// `time.Duration`, which the agent multiplies by a second again (coderd/agentapi/manifest.go:172,
+    /// agent/agent.go:648 in v2.30.0).
     pub interval: i64,
-    /// Nanoseconds.
+    /// Seconds, as `interval`.
     pub timeout: i64,
     pub display_order: i64,
 }

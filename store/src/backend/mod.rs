@@ -1,12 +1,13 @@
 //! Where the store meets a database: the contract a backend implements (`AgentSql`, `AdminSql`,
-//! `LookupSql`, `BatchSql`, `AggregateSql`), the engines and how a URL picks one, and the counted query and
-//! transaction helpers.
+//! `LookupSql`, `BatchSql`, `AggregateSql`; `DefinitionSql` in `definition.rs`), the engines and how a URL picks
+//! one, and the counted query and transaction helpers.
 //!
 //! The traits are the whole of what the rooms above ask of a database: domain values in, rows out, every
 //! statement counted under its name. `agentwire/` implements them for agentwire's own schema on both engines;
 //! a backend on another schema (Coder's) implements them in a module of its own.
 
 mod agentwire;
+mod definition;
 mod postgres;
 mod sqlite;
 
@@ -28,6 +29,7 @@ use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
 
 pub use crate::engine::Engine;
 pub(crate) use agentwire::{with_pool, Db, Pools};
+pub(crate) use definition::DefinitionSql;
 pub use sqlite::SQLITE_READ_ROW_BUFFER;
 
 /// `sqlx::query` for a named statement, counting it.

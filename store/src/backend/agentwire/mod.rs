@@ -8,6 +8,8 @@ mod agent_sql;
 mod aggregates;
 mod aggregates_sql;
 mod batch;
+mod definition;
+mod definition_sql;
 mod lookup;
 mod owner;
 
