@@ -9,6 +9,8 @@ use agentwire::proto::agent::v2 as pb;
 use agentwire::server::{AppState, ServeConfig};
 use agentwire_loadgen::{self as loadgen, LoadgenConfig, Mode, Report, RpcName, Target, TokenSource};
 use agentwire_store::{Store, StoreOptions};
+// The server counts a call just after its reply leaves: its counts are waited for, boundedly.
+use agentwire_transport::testing::wait::eventually;
 use common::server::{memory_store, start, TestServer};
 
 fn ws_target(server: &TestServer) -> Target {
@@ -17,17 +19,6 @@ fn ws_target(server: &TestServer) -> Target {
 
 async fn agents(store: &Store, n: usize) -> Vec<String> {
     agentwire::provision::create_load_agents(store, n, 2).await.unwrap()
-}
-
-/// Waits (bounded) until `f` holds; the server counts a call just after its reply leaves.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never: {what}");
 }
 
 fn ok(report: &Report, method: &str) -> u64 {
