@@ -1,5 +1,6 @@
 //! The HTTP surface: the agent endpoint, health and metrics.
 
+pub mod agent_me;
 pub mod agent_rpc;
 pub mod coordinate;
 pub mod error;
@@ -58,7 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/workspaceagents/{id}/coordinate", get(coordinate::coordinate))
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(agent_me::routes(state))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
