@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_store::{ResolvedAgent, Store};
+use agentwire_store::{AgentScope, Store};
 use agentwire_transport::budget::MemoryBudget;
 use agentwire_transport::limits::MIB;
 use agentwire_transport::server::{Router, Server, ServerConfig, SessionEnd};
@@ -255,13 +255,20 @@ impl AppState {
     /// Serves one agent over `io` until it leaves or the server shuts down. Connection bookkeeping as coderd does
     /// it: connected (first/last, replica) at start, `last_connected_at` kept fresh through the heartbeat batcher,
     /// disconnected at the end.
-    pub async fn run_agent_session<T>(&self, io: T, agent: ResolvedAgent, version: ApiVersion, permit: SessionPermit)
+    ///
+    /// Not an `async fn`: an async fn keeps its arguments for as long as its future lives, and this one lives as long
+    /// as the session. Everything is moved into the one future it returns, which is all an idle session's task holds.
+    pub fn run_agent_session<T>(
+        &self,
+        io: T,
+        scope: AgentScope,
+        version: ApiVersion,
+        permit: SessionPermit,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let span = tracing::info_span!("session", agent_id = %agent.id, agent_name = %agent.name);
-        // The scope holds the session's one copy of the agent from here on.
-        let scope = self.0.store.into_agent_scope(agent);
+        let span = tracing::info_span!("session", agent_id = %scope.agent().id, agent_name = %scope.agent().name);
         let replica = self.0.config.replica_id;
         let session = Arc::new(Session { scope, api_version: version, replica_id: replica });
         let state = self.clone();
@@ -276,21 +283,22 @@ impl AppState {
             if let Err(err) = Box::pin(session.scope.mark_connected(replica, &version.to_string())).await {
                 tracing::warn!(error = %err, "recording the connection");
             }
-            let heartbeat = {
-                let scope = session.scope.clone();
-                let every = state.0.config.heartbeat_interval;
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                    loop {
-                        tick.tick().await;
-                        if !scope.heartbeat(replica) {
+            let serve = state.0.rpc.serve_session_in(io, session.clone(), state.0.shutdown.child_token(), memory);
+            tokio::pin!(serve);
+            // The heartbeat ticks in this task, beside the calls: a task of its own would cost every idle session
+            // another task's allocation.
+            let every = state.0.config.heartbeat_interval;
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let end = loop {
+                tokio::select! {
+                    end = &mut serve => break end,
+                    _ = heartbeat.tick() => {
+                        if !session.scope.heartbeat(replica) {
                             tracing::warn!("heartbeat dropped: the heartbeat batcher is full");
                         }
                     }
-                })
+                }
             };
-            let end = state.0.rpc.serve_session_in(io, session.clone(), state.0.shutdown.child_token(), memory).await;
-            heartbeat.abort();
             if let Err(err) = Box::pin(session.scope.mark_disconnected(replica)).await {
                 tracing::warn!(error = %err, "recording the disconnection");
             }
@@ -303,7 +311,7 @@ impl AppState {
                 end => tracing::info!(?end, "agent disconnected"),
             }
         };
-        self.0.sessions.track_future(run.instrument(span)).await;
+        self.0.sessions.track_future(run.instrument(span))
     }
 
     /// Stops: no new sessions, calls in flight get `shutdown_grace` to finish, then the batchers flush.
@@ -365,7 +373,10 @@ pub async fn serve_tcp(state: AppState, listener: TcpListener, token: String) {
                 }
             };
             match state.admit(agent.id) {
-                Ok(permit) => state.run_agent_session(tcp, agent, ApiVersion::CURRENT, permit).await,
+                Ok(permit) => {
+                    let scope = state.store().into_agent_scope(agent);
+                    state.run_agent_session(tcp, scope, ApiVersion::CURRENT, permit).await
+                }
                 Err(limit) => tracing::warn!(%peer, %limit, "refusing a TCP session"),
             }
         });

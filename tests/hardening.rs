@@ -1224,7 +1224,9 @@ async fn stats_with_absurd_counters_are_taken() {
 
 /// What an idle session holds, both ends in this process: each of 48 sessions makes one call and stays open.
 /// tungstenite's default read buffer alone would be 128 KiB per end, zero-filled and so resident; the bound is set by
-/// `--ws-read-buffer` (4 KiB by default) and the session's own state.
+/// `--ws-read-buffer` (4 KiB by default) and the session's own state. The bound is close to what a session holds
+/// (19.2 KiB in a debug build): when the session's task kept the resolved agent by value in two async layers and
+/// spawned a task of its own for the heartbeat, it held 22.9 KiB, and that must fail here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_hold_bounded_memory() {
     const SESSIONS: usize = 48;
@@ -1243,7 +1245,7 @@ async fn idle_sessions_hold_bounded_memory() {
     env.until_sessions(SESSIONS as i64 + 2, "every idle session is admitted").await;
     let per_session = CURRENT.load(Ordering::Relaxed).saturating_sub(before) / SESSIONS;
     println!("idle session, both ends: {per_session} bytes allocated");
-    assert!(per_session <= 32 * KIB, "an idle session holds {per_session} bytes (client and server ends together)");
+    assert!(per_session <= 20 * KIB, "an idle session holds {per_session} bytes (client and server ends together)");
     drop(idle);
     drop(first);
     env.until_sessions(1, "the idle sessions are released").await;

@@ -158,10 +158,11 @@ pub async fn agent_rpc(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    // The scope holds the session's one copy of the agent from here on; the closure below and the session's task
+    // carry only pointers to it.
+    let scope = state.store().into_agent_scope(agent);
     let session_state = state.clone();
-    super::upgrade_with_limits(upgrade, &state, move |io| async move {
-        session_state.run_agent_session(io, agent, version, permit).await;
-    })
+    super::upgrade_with_limits(upgrade, &state, move |io| session_state.run_agent_session(io, scope, version, permit))
 }
 
 #[cfg(test)]
