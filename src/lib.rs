@@ -5,6 +5,7 @@
 //! (`agentwire-store`) batches hot writes; the dRPC transport (`agentwire-transport`) speaks Go's wire.
 
 pub mod agentapi;
+pub mod derp;
 pub mod http;
 pub mod metrics;
 pub mod metrics_cache;

@@ -1,6 +1,7 @@
 //! The DERP map as StreamDERPMaps serves it: one poller per server reads the store's map every check interval
 //! (coderd's `DERPMapUpdateFrequency`, 5 s) while at least one stream is open, and every stream watches the
-//! poller's value. Streams never touch the database; a server with no stream open does not poll.
+//! poller's value. Streams never touch the database; a server with no stream open does not poll. With no map stored,
+//! the map is the default one (the embedded relay's region), or an empty map when there is none.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub type Current = Option<Arc<pb::DerpMap>>;
 pub struct DerpMaps {
     store: Store,
     interval: Duration,
+    /// Served while no map is stored.
+    default: Option<Arc<pb::DerpMap>>,
     tx: watch::Sender<Current>,
     /// Whether the poller runs; checked and set under this lock together with the subscriber count.
     running: Mutex<bool>,
@@ -26,7 +29,17 @@ pub struct DerpMaps {
 
 impl DerpMaps {
     pub fn new(store: Store, interval: Duration, stop: CancellationToken) -> Arc<Self> {
-        Arc::new(DerpMaps { store, interval, tx: watch::channel(None).0, running: Mutex::new(false), stop })
+        Self::with_default(store, interval, None, stop)
+    }
+
+    /// As [`DerpMaps::new`], serving `default` while no map is stored.
+    pub fn with_default(
+        store: Store,
+        interval: Duration,
+        default: Option<Arc<pb::DerpMap>>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(DerpMaps { store, interval, default, tx: watch::channel(None).0, running: Mutex::new(false), stop })
     }
 
     /// A view of the current map (`None` until the first read succeeded); starts the poller if it is idle.
@@ -47,10 +60,14 @@ impl DerpMaps {
                 Ok(json) => {
                     let json = json.unwrap_or_default();
                     if last.as_deref() != Some(json.as_str()) || self.tx.borrow().is_none() {
-                        let map = if json.is_empty() { Ok(empty_derp_map()) } else { parse_derp_map(&json) };
+                        let map = match (json.is_empty(), &self.default) {
+                            (true, Some(default)) => Ok(default.clone()),
+                            (true, None) => Ok(Arc::new(empty_derp_map())),
+                            (false, _) => parse_derp_map(&json).map(Arc::new),
+                        };
                         match map {
                             Ok(map) => {
-                                self.tx.send_replace(Some(Arc::new(map)));
+                                self.tx.send_replace(Some(map));
                                 last = Some(json);
                             }
                             Err(err) => {

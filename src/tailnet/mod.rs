@@ -69,6 +69,8 @@ pub struct TailnetConfig {
     pub replica_heartbeat: Duration,
     /// See [`DEFAULT_REPLICA_TIMEOUT`].
     pub replica_timeout: Duration,
+    /// The embedded DERP relay and the default DERP map that points at it.
+    pub derp: crate::derp::DerpConfig,
 }
 
 impl Default for TailnetConfig {
@@ -82,6 +84,7 @@ impl Default for TailnetConfig {
             publish_queue: DEFAULT_PUBLISH_QUEUE,
             replica_heartbeat: DEFAULT_REPLICA_HEARTBEAT,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
+            derp: crate::derp::DerpConfig::default(),
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct TailnetStats {
     pub coordinator: CoordinatorStats,
     /// Local peers now (agents + clients).
     pub peers: std::sync::atomic::AtomicI64,
+    /// The embedded DERP relay's counters.
+    pub derp: Arc<crate::derp::RelayStats>,
 }
 
 impl TailnetStats {
@@ -153,6 +158,7 @@ impl TailnetStats {
         );
         let _ = writeln!(out, "# TYPE agentwire_tailnet_publish_dropped_total counter");
         let _ = writeln!(out, "agentwire_tailnet_publish_dropped_total {}", c.publish_dropped.load(Ordering::Relaxed));
+        self.derp.render(out);
     }
 }
 
@@ -190,10 +196,12 @@ impl TailnetPeer for Arc<ClientPeer> {
     }
 }
 
-/// Everything tailnet of one server: the coordinator, the DERP map poller, the client-side dRPC server.
+/// Everything tailnet of one server: the coordinator, the DERP map poller, the embedded DERP relay, the
+/// client-side dRPC server.
 pub struct Tailnet {
     coordinator: Coordinator,
     derp_maps: Arc<DerpMaps>,
+    derp_relay: Option<Arc<crate::derp::Relay>>,
     stats: Arc<TailnetStats>,
     clients: Server<Arc<ClientPeer>>,
     /// The server's pool, under which every client session reads.
@@ -213,7 +221,19 @@ impl Tailnet {
         observer: Option<Arc<dyn agentwire_transport::server::CallObserver>>,
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
-        let derp_maps = DerpMaps::new(store.clone(), config.derp_map_check_interval, stop.clone());
+        let derp = &config.derp;
+        // The embedded relay's region is the map until the operator sets one, as in coderd.
+        let default_map = match derp.enabled.then(|| crate::derp::embedded_derp_map(&derp.region, &derp.access_url)) {
+            Some(Ok(map)) => Some(Arc::new(map)),
+            Some(Err(err)) => {
+                tracing::error!(error = %err, "no default DERP map");
+                None
+            }
+            None => None,
+        };
+        let derp_relay = derp.enabled.then(|| crate::derp::Relay::new(derp.relay.clone(), stats.derp.clone()));
+        let derp_maps =
+            DerpMaps::with_default(store.clone(), config.derp_map_check_interval, default_map, stop.clone());
         let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), remote::start);
         let mut router = Router::new();
         pb::register_tailnet(
@@ -224,7 +244,7 @@ impl Tailnet {
         if let Some(observer) = observer {
             clients = clients.with_observer(observer);
         }
-        Arc::new(Tailnet { coordinator, derp_maps, stats, clients, memory, stop })
+        Arc::new(Tailnet { coordinator, derp_maps, derp_relay, stats, clients, memory, stop })
     }
 
     /// The service as registered on the agent connection.
@@ -235,6 +255,11 @@ impl Tailnet {
     /// The DERP map poller that StreamDERPMaps and the manifest watch.
     pub fn derp_maps(&self) -> &Arc<DerpMaps> {
         &self.derp_maps
+    }
+
+    /// The embedded DERP relay, unless it is off.
+    pub fn derp_relay(&self) -> Option<&Arc<crate::derp::Relay>> {
+        self.derp_relay.as_ref()
     }
 
     pub fn coordinator(&self) -> &Coordinator {

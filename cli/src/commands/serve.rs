@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use agentwire::agentapi::{self, AgentApiConfig};
+use agentwire::derp;
 use agentwire::metrics_cache as mc;
 use agentwire::provision;
 use agentwire::server::{self, AppState, ServeConfig};
@@ -44,6 +45,8 @@ pub struct ServeArgs {
     tailnet: TailnetArgs,
     #[command(flatten)]
     metrics_cache: MetricsCacheArgs,
+    #[command(flatten)]
+    derp: DerpArgs,
 }
 
 /// Who reaches the server, and how it names itself.
@@ -296,6 +299,7 @@ impl ServeArgs {
 
     fn config(&self, access_url: String) -> anyhow::Result<ServeConfig> {
         let (l, m, t) = (&self.limits, &self.memory, &self.timers);
+        let derp = self.derp.config(&access_url)?;
         let mut config = ServeConfig {
             listen: self.listen,
             replica_id: self.listening.replica_id.unwrap_or_else(Uuid::new_v4),
@@ -333,6 +337,7 @@ impl ServeArgs {
             timeout: secs(t.keepalive_timeout),
             write_timeout: (t.write_timeout > 0).then(|| secs(t.write_timeout)),
         };
+        config.tailnet.derp = derp;
         Ok(config)
     }
 }
@@ -348,6 +353,7 @@ impl TailnetArgs {
             publish_queue: self.tailnet_publish_queue,
             replica_heartbeat: secs(self.tailnet_replica_heartbeat.max(1)),
             replica_timeout: secs(self.tailnet_replica_timeout.max(1)),
+            ..tailnet::TailnetConfig::default()
         }
     }
 }
@@ -445,4 +451,79 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The embedded DERP relay at `/derp` and the default DERP map that names it (coderd's `--derp-server-*` flags);
+/// `agentwire derp set` overrides the map.
+#[derive(Args)]
+#[command(next_help_heading = "DERP relay")]
+struct DerpArgs {
+    /// Serve the embedded DERP relay and make it the default DERP map (`--derp-server-enable=false`: no relay, and
+    /// an empty map until `derp set`).
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    derp_server_enable: bool,
+    /// Region ID of the embedded relay in the default map (coderd: 999).
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_REGION_ID", default_value_t = derp::region::DEFAULT_REGION_ID)]
+    derp_server_region_id: i64,
+    /// Region code of the embedded relay (coderd: coder).
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_REGION_CODE", default_value = derp::region::DEFAULT_REGION_CODE)]
+    derp_server_region_code: String,
+    /// Region name of the embedded relay (coderd: Coder Embedded Relay).
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_REGION_NAME", default_value = derp::region::DEFAULT_REGION_NAME)]
+    derp_server_region_name: String,
+    /// Relay connections held at once; past it upgrades get 503.
+    #[arg(long, env = "AGENTWIRE_DERP_MAX_CONNECTIONS", default_value_t = derp::relay::DEFAULT_MAX_CONNECTIONS)]
+    derp_max_connections: usize,
+    /// Largest packet a client may relay, in bytes (tailscale: 64 KiB); a larger frame ends its connection.
+    #[arg(long, env = "AGENTWIRE_DERP_MAX_PACKET_SIZE", default_value_t = derp::frame::DEFAULT_MAX_PACKET_SIZE)]
+    derp_max_packet_size: usize,
+    /// Packets queued to one client, per queue (data, disco), before its oldest is dropped (Coder: 512).
+    #[arg(long, env = "AGENTWIRE_DERP_QUEUE_DEPTH", default_value_t = derp::relay::DEFAULT_QUEUE_DEPTH)]
+    derp_queue_depth: usize,
+    /// Packet bytes queued to one client before its oldest packet is dropped.
+    #[arg(long, env = "AGENTWIRE_DERP_MAX_CLIENT_QUEUED_BYTES",
+          default_value_t = derp::relay::DEFAULT_MAX_CLIENT_QUEUED_BYTES)]
+    derp_max_client_queued_bytes: usize,
+    /// Packet bytes queued to all clients together before packets are dropped.
+    #[arg(long, env = "AGENTWIRE_DERP_MAX_QUEUED_BYTES", default_value_t = derp::relay::DEFAULT_MAX_QUEUED_BYTES)]
+    derp_max_queued_bytes: usize,
+    /// Seconds a client has to log in after the upgrade (tailscale: 10).
+    #[arg(long, env = "AGENTWIRE_DERP_LOGIN_TIMEOUT", default_value_t = derp::relay::DEFAULT_LOGIN_TIMEOUT.as_secs())]
+    derp_login_timeout: u64,
+    /// Seconds one write to a client may block before the client is dropped (tailscale: 2).
+    #[arg(long, env = "AGENTWIRE_DERP_WRITE_TIMEOUT", default_value_t = derp::relay::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    derp_write_timeout: u64,
+    /// Seconds between keep-alive frames to an idle client (tailscale: 60).
+    #[arg(long, env = "AGENTWIRE_DERP_KEEPALIVE", default_value_t = derp::relay::DEFAULT_KEEPALIVE.as_secs())]
+    derp_keepalive: u64,
+}
+
+impl DerpArgs {
+    fn config(&self, access_url: &str) -> anyhow::Result<derp::DerpConfig> {
+        let region = derp::EmbeddedRegion {
+            region_id: self.derp_server_region_id,
+            region_code: self.derp_server_region_code.clone(),
+            region_name: self.derp_server_region_name.clone(),
+        };
+        if self.derp_server_enable {
+            // The default map is built from it on every replica: a bad URL should stop the start, not the relay.
+            derp::embedded_derp_map(&region, access_url).context("--access-url for the DERP relay")?;
+        }
+        Ok(derp::DerpConfig {
+            enabled: self.derp_server_enable,
+            region,
+            access_url: access_url.to_owned(),
+            relay: derp::RelayConfig {
+                max_packet_size: self.derp_max_packet_size,
+                queue_depth: self.derp_queue_depth.max(1),
+                max_client_queued_bytes: self.derp_max_client_queued_bytes,
+                max_queued_bytes: self.derp_max_queued_bytes,
+                max_connections: self.derp_max_connections,
+                login_timeout: secs(self.derp_login_timeout.max(1)),
+                write_timeout: secs(self.derp_write_timeout.max(1)),
+                keepalive: secs(self.derp_keepalive.max(1)),
+                ..derp::RelayConfig::default()
+            },
+        })
+    }
 }
