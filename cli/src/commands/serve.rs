@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 
+use agentwire::agent_spec;
 use agentwire::agentapi::{self, AgentApiConfig};
 use agentwire::derp;
 use agentwire::metrics_cache as mc;
-use agentwire::provision;
 use agentwire::server::{self, AppState, ServeConfig};
 use agentwire::tailnet;
-use agentwire_store::StoreOptions;
+use agentwire_store::{AgentPlacement, StoreOptions};
 use agentwire_transport::io::{self as tio, keepalive, KeepaliveConfig};
 use agentwire_transport::{budget, limits};
 use anyhow::Context;
@@ -383,13 +383,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.db.db, args.store_options()).await?;
     let access_url = args.listening.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     if args.demo && store.admin().user_id("demo").await?.is_none() {
-        let created = provision::create_agent(&store, "demo", "demo", "demo", "main").await?;
-        println!("demo agent created; connect a Coder agent with:");
-        println!("  CODER_AGENT_URL={access_url} CODER_AGENT_TOKEN={} coder agent", created.token);
+        // The shipped example, built in: startup and shutdown scripts, metadata, an app with a health check, env.
+        let example = agent_spec::parse(agent_spec::EXAMPLE, "examples/agent.toml")?;
+        let placement = AgentPlacement { owner: "demo", template: "demo", workspace: "demo", agent: "main" };
+        let token = agent_spec::create_agent(&store, placement, &example.spec).await?.agent.auth_token;
+        println!("demo agent created from examples/agent.toml; connect a Coder agent with:");
+        println!("  CODER_AGENT_URL={access_url} CODER_AGENT_TOKEN={token} coder agent");
         println!("or the Go test client:");
         println!(
             "  scripts/build-go-interop.sh && target/go-interop/interop agent --url ws://{}/api/v2/workspaceagents/me/rpc --token {}",
-            args.listen, created.token
+            args.listen, token
         );
     }
     let config = args.config(access_url)?;
