@@ -60,27 +60,14 @@ impl Db {
     }
 }
 
-/// Run `$body` once per engine of a [`Db`] with `$pool` bound to the reading or the writing pool and `$eng`
-/// to the [`Engine`]. The body is written once and type-checked against each driver, which is
-/// how one set of SQL serves both engines without sqlx's type-erased `Any` driver.
+/// Run `$body` once per engine of a [`Db`] with `$pool` bound to the reading (`read`) or the writing (`write`) pool
+/// and `$eng` to the [`Engine`]. The body is written once and type-checked against each driver, which is
+/// how one set of SQL serves both engines without sqlx's type-erased `Any` driver. PostgreSQL has one pool for both.
 macro_rules! with_pool {
-    ($db:expr, read, |$eng:ident, $pool:ident| $body:expr) => {
+    ($db:expr, $side:ident, |$eng:ident, $pool:ident| $body:expr) => {
         match &($db).pools {
-            $crate::backend::Pools::Sqlite { read: $pool, .. } => {
-                #[allow(unused_variables)]
-                let $eng = $crate::engine::Engine::Sqlite;
-                $body
-            }
-            $crate::backend::Pools::Postgres($pool) => {
-                #[allow(unused_variables)]
-                let $eng = $crate::engine::Engine::Postgres;
-                $body
-            }
-        }
-    };
-    ($db:expr, write, |$eng:ident, $pool:ident| $body:expr) => {
-        match &($db).pools {
-            $crate::backend::Pools::Sqlite { write: $pool, .. } => {
+            // `$side` names the field: `read` or `write`, anything else does not compile.
+            $crate::backend::Pools::Sqlite { $side: $pool, .. } => {
                 #[allow(unused_variables)]
                 let $eng = $crate::engine::Engine::Sqlite;
                 $body
