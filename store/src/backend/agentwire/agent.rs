@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::agent_sql::*;
 use crate::backend::{begin, commit, q, qa, qs, rollback, rows_per_statement, with_pool, AgentSql, Db, LogBatch};
+use crate::counting::Stmt;
 use crate::model::*;
 use crate::scope::EXTERNAL_LOG_SOURCE_ID;
 use crate::{AgentScope, StoreError};
@@ -33,47 +34,61 @@ pub(crate) fn json_string_array(items: &[String]) -> String {
     out
 }
 
-impl AgentSql for Db {
-    async fn agent_state(&self, a: &AgentScope) -> Result<Option<AgentState>, StoreError> {
+/// A row type both engines' rows decode into (every `#[derive(sqlx::FromRow)]` of the model).
+trait FromEngineRow:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+
+impl<T> FromEngineRow for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin
+{
+}
+
+impl Db {
+    /// Every row `stmt` reads for the scope's agent, whose key is the statement's one parameter.
+    async fn agent_rows<T: FromEngineRow>(&self, a: &AgentScope, stmt: &Stmt) -> Result<Vec<T>, StoreError> {
+        let rows = with_pool!(self, read, |eng, pool| {
+            qa!(self.counters, eng, *stmt, T).bind(&a.agent_key).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// The row `stmt` reads for the scope's agent, if any, as [`Db::agent_rows`].
+    async fn agent_row<T: FromEngineRow>(&self, a: &AgentScope, stmt: &Stmt) -> Result<Option<T>, StoreError> {
         let row = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, GET_STATE, AgentState).bind(&a.agent_key).fetch_optional(pool).await?
+            qa!(self.counters, eng, *stmt, T).bind(&a.agent_key).fetch_optional(pool).await?
         });
         Ok(row)
     }
+}
+
+impl AgentSql for Db {
+    async fn agent_state(&self, a: &AgentScope) -> Result<Option<AgentState>, StoreError> {
+        self.agent_row(a, &GET_STATE).await
+    }
 
     async fn list_apps(&self, a: &AgentScope) -> Result<Vec<App>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_APPS, App).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_APPS).await
     }
 
     async fn list_scripts(&self, a: &AgentScope) -> Result<Vec<Script>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_SCRIPTS, Script).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_SCRIPTS).await
     }
 
     async fn list_metadata(&self, a: &AgentScope) -> Result<Vec<Metadata>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_METADATA, Metadata).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_METADATA).await
     }
 
     async fn list_devcontainers(&self, a: &AgentScope) -> Result<Vec<Devcontainer>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_DEVCONTAINERS, Devcontainer).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_DEVCONTAINERS).await
     }
 
     async fn list_log_sources(&self, a: &AgentScope) -> Result<Vec<LogSource>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_LOG_SOURCES, LogSource).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_LOG_SOURCES).await
     }
 
     async fn update_lifecycle(
@@ -298,17 +313,11 @@ impl AgentSql for Db {
     }
 
     async fn memory_monitor(&self, a: &AgentScope) -> Result<Option<MemoryMonitor>, StoreError> {
-        let row = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, GET_MEMORY_MONITOR, MemoryMonitor).bind(&a.agent_key).fetch_optional(pool).await?
-        });
-        Ok(row)
+        self.agent_row(a, &GET_MEMORY_MONITOR).await
     }
 
     async fn volume_monitors(&self, a: &AgentScope) -> Result<Vec<VolumeMonitor>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, GET_VOLUME_MONITORS, VolumeMonitor).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &GET_VOLUME_MONITORS).await
     }
 
     async fn update_memory_monitor(
@@ -376,10 +385,7 @@ impl AgentSql for Db {
     }
 
     async fn list_sub_agents(&self, a: &AgentScope) -> Result<Vec<SubAgent>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_SUB_AGENTS, SubAgent).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_SUB_AGENTS).await
     }
 
     async fn delete_sub_agent(&self, a: &AgentScope, sub_agent_id: Uuid) -> Result<bool, StoreError> {
@@ -517,10 +523,7 @@ impl AgentSql for Db {
     }
 
     async fn script_timings(&self, a: &AgentScope) -> Result<Vec<ScriptTiming>, StoreError> {
-        let rows = with_pool!(self, read, |eng, pool| {
-            qa!(self.counters, eng, LIST_SCRIPT_TIMINGS, ScriptTiming).bind(&a.agent_key).fetch_all(pool).await?
-        });
-        Ok(rows)
+        self.agent_rows(a, &LIST_SCRIPT_TIMINGS).await
     }
 
     async fn connection_logs(&self, a: &AgentScope) -> Result<Vec<ConnectionLogEntry>, StoreError> {
