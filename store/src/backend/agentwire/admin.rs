@@ -7,9 +7,145 @@ use uuid::Uuid;
 
 use super::admin_sql::*;
 use crate::backend::{begin, commit, q, qa, qs, with_pool, AdminSql, Db};
-use crate::model::{id, now_micros};
+use crate::model::{id, now_micros, UnixMicros};
 use crate::rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
 use crate::StoreError;
+
+/// A template's rows: the import job that made its version (succeeded at `now`), the template, and the version,
+/// made active. Ids of existing rows as stored (text).
+pub(super) struct TemplateRows<'a> {
+    pub org: &'a str,
+    pub name: &'a str,
+    pub template_id: Uuid,
+    pub version_id: Uuid,
+    pub job_id: Uuid,
+    pub now: UnixMicros,
+}
+
+/// A workspace of `template_id` (and of its organization), without builds.
+pub(super) struct WorkspaceRow<'a> {
+    pub workspace_id: Uuid,
+    pub owner: &'a str,
+    pub name: &'a str,
+    pub template_id: Uuid,
+    pub now: UnixMicros,
+}
+
+/// A build's rows: its provisioner job (started and completed as given), the build, and its one resource.
+pub(super) struct BuildRows<'a> {
+    pub org: &'a str,
+    pub workspace_id: Uuid,
+    pub version: &'a str,
+    pub owner: &'a str,
+    pub number: i64,
+    pub transition: &'a str,
+    pub build_id: Uuid,
+    pub job_id: Uuid,
+    pub resource_id: Uuid,
+    pub now: UnixMicros,
+    pub started: Option<UnixMicros>,
+    pub completed: Option<UnixMicros>,
+}
+
+/// Writes [`TemplateRows`] inside the open transaction `$tx`: for `create_template`, and for an agent definition's
+/// first write (`definition.rs`). Macros, like `write_definition_rows!` there, because they expand inside each
+/// engine's arm of [`with_pool!`], where the transaction has that driver's concrete type.
+macro_rules! insert_template_rows {
+    ($db:expr, $eng:expr, $tx:expr, $rows:expr) => {{
+        use $crate::backend::agentwire::admin_sql::{
+            INSERT_JOB, INSERT_TEMPLATE, INSERT_TEMPLATE_VERSION, SET_ACTIVE_VERSION,
+        };
+        use $crate::model::id;
+        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::TemplateRows) =
+            ($db, $eng, $rows);
+        $crate::backend::q!(db.counters, eng, INSERT_JOB)
+            .bind(id(r.job_id))
+            .bind(r.org)
+            .bind("template_version_import")
+            .bind(r.now)
+            .bind(Some(r.now))
+            .bind(Some(r.now))
+            .execute(&mut *$tx)
+            .await?;
+        $crate::backend::q!(db.counters, eng, INSERT_TEMPLATE)
+            .bind(id(r.template_id))
+            .bind(r.org)
+            .bind(r.name)
+            .bind(r.now)
+            .execute(&mut *$tx)
+            .await?;
+        $crate::backend::q!(db.counters, eng, INSERT_TEMPLATE_VERSION)
+            .bind(id(r.version_id))
+            .bind(id(r.template_id))
+            .bind(r.org)
+            .bind("v1")
+            .bind(id(r.job_id))
+            .bind(r.now)
+            .execute(&mut *$tx)
+            .await?;
+        $crate::backend::q!(db.counters, eng, SET_ACTIVE_VERSION)
+            .bind(id(r.template_id))
+            .bind(id(r.version_id))
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(super) use insert_template_rows;
+
+/// Writes a [`WorkspaceRow`] through `$exec` (a pool, or `&mut *tx`), as [`insert_template_rows!`] does its rows.
+macro_rules! insert_workspace_row {
+    ($db:expr, $eng:expr, $exec:expr, $row:expr) => {{
+        use $crate::model::id;
+        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::WorkspaceRow) =
+            ($db, $eng, $row);
+        $crate::backend::q!(db.counters, eng, $crate::backend::agentwire::admin_sql::INSERT_WORKSPACE)
+            .bind(id(r.workspace_id))
+            .bind(r.now)
+            .bind(r.owner)
+            .bind(r.name)
+            .bind(id(r.template_id))
+            .execute($exec)
+            .await?;
+    }};
+}
+pub(super) use insert_workspace_row;
+
+/// Writes [`BuildRows`] inside the open transaction `$tx`, as [`insert_template_rows!`] does its rows.
+macro_rules! insert_build_rows {
+    ($db:expr, $eng:expr, $tx:expr, $rows:expr) => {{
+        use $crate::backend::agentwire::admin_sql::{INSERT_BUILD, INSERT_JOB, INSERT_RESOURCE};
+        use $crate::model::id;
+        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::BuildRows) = ($db, $eng, $rows);
+        $crate::backend::q!(db.counters, eng, INSERT_JOB)
+            .bind(id(r.job_id))
+            .bind(r.org)
+            .bind("workspace_build")
+            .bind(r.now)
+            .bind(r.started)
+            .bind(r.completed)
+            .execute(&mut *$tx)
+            .await?;
+        $crate::backend::q!(db.counters, eng, INSERT_BUILD)
+            .bind(id(r.build_id))
+            .bind(r.now)
+            .bind(id(r.workspace_id))
+            .bind(r.version)
+            .bind(r.number)
+            .bind(r.transition)
+            .bind(r.owner)
+            .bind(id(r.job_id))
+            .execute(&mut *$tx)
+            .await?;
+        $crate::backend::q!(db.counters, eng, INSERT_RESOURCE)
+            .bind(id(r.resource_id))
+            .bind(r.now)
+            .bind(id(r.job_id))
+            .bind(r.transition)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(super) use insert_build_rows;
 
 impl AdminSql for Db {
     async fn ensure_organization(&self, name: &str) -> Result<Uuid, StoreError> {
@@ -48,38 +184,11 @@ impl AdminSql for Db {
     async fn create_template(&self, organization_id: Uuid, name: &str) -> Result<TemplateIds, StoreError> {
         let (template_id, version_id, job_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let now = now_micros();
+        let org = id(organization_id);
+        let rows = TemplateRows { org: &org, name, template_id, version_id, job_id, now };
         with_pool!(self, write, |eng, pool| {
             let mut tx = begin(&self.counters, eng, pool).await?;
-            q!(self.counters, eng, INSERT_JOB)
-                .bind(id(job_id))
-                .bind(id(organization_id))
-                .bind("template_version_import")
-                .bind(now)
-                .bind(Some(now))
-                .bind(Some(now))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_TEMPLATE)
-                .bind(id(template_id))
-                .bind(id(organization_id))
-                .bind(name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_TEMPLATE_VERSION)
-                .bind(id(version_id))
-                .bind(id(template_id))
-                .bind(id(organization_id))
-                .bind("v1")
-                .bind(id(job_id))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, SET_ACTIVE_VERSION)
-                .bind(id(template_id))
-                .bind(id(version_id))
-                .execute(&mut *tx)
-                .await?;
+            insert_template_rows!(self, eng, tx, &rows);
             commit(&self.counters, tx).await?;
         });
         Ok(TemplateIds { organization_id, template_id, version_id })
@@ -87,16 +196,9 @@ impl AdminSql for Db {
 
     async fn create_workspace(&self, owner_id: Uuid, template_id: Uuid, name: &str) -> Result<Uuid, StoreError> {
         let workspace_id = Uuid::new_v4();
-        with_pool!(self, write, |eng, pool| {
-            q!(self.counters, eng, INSERT_WORKSPACE)
-                .bind(id(workspace_id))
-                .bind(now_micros())
-                .bind(id(owner_id))
-                .bind(name)
-                .bind(id(template_id))
-                .execute(pool)
-                .await?;
-        });
+        let owner = id(owner_id);
+        let rows = WorkspaceRow { workspace_id, owner: &owner, name, template_id, now: now_micros() };
+        with_pool!(self, write, |eng, pool| insert_workspace_row!(self, eng, pool, &rows));
         Ok(workspace_id)
     }
 
@@ -123,15 +225,21 @@ impl AdminSql for Db {
             let version = version.ok_or_else(|| StoreError::Invalid("template has no active version".into()))?;
             let number =
                 qs!(self.counters, eng, NEXT_BUILD_NUMBER, i64).bind(id(workspace_id)).fetch_one(&mut *tx).await?;
-            q!(self.counters, eng, INSERT_JOB)
-                .bind(id(job_id))
-                .bind(&org)
-                .bind("workspace_build")
-                .bind(now)
-                .bind(started)
-                .bind(completed)
-                .execute(&mut *tx)
-                .await?;
+            let rows = BuildRows {
+                org: &org,
+                workspace_id,
+                version: &version,
+                owner: &owner,
+                number,
+                transition,
+                build_id,
+                job_id,
+                resource_id,
+                now,
+                started,
+                completed,
+            };
+            insert_build_rows!(self, eng, tx, &rows);
             if state == JobState::Failed {
                 q!(self.counters, eng, SET_JOB_STATE)
                     .bind(id(job_id))
@@ -142,24 +250,6 @@ impl AdminSql for Db {
                     .execute(&mut *tx)
                     .await?;
             }
-            q!(self.counters, eng, INSERT_BUILD)
-                .bind(id(build_id))
-                .bind(now)
-                .bind(id(workspace_id))
-                .bind(&version)
-                .bind(number)
-                .bind(transition)
-                .bind(&owner)
-                .bind(id(job_id))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_RESOURCE)
-                .bind(id(resource_id))
-                .bind(now)
-                .bind(id(job_id))
-                .bind(transition)
-                .execute(&mut *tx)
-                .await?;
             commit(&self.counters, tx).await?;
             number
         });

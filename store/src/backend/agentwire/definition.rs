@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::admin_sql::{
-    INSERT_BUILD, INSERT_JOB, INSERT_RESOURCE, INSERT_SCRIPT, INSERT_TEMPLATE, INSERT_TEMPLATE_VERSION, INSERT_USER,
-    INSERT_WORKSPACE, SELECT_USER_ID, SET_ACTIVE_VERSION, UPSERT_ORG,
+use super::admin::{
+    insert_build_rows, insert_template_rows, insert_workspace_row, BuildRows, TemplateRows, WorkspaceRow,
 };
+use super::admin_sql::{INSERT_SCRIPT, INSERT_USER, SELECT_USER_ID, UPSERT_ORG};
 use super::agent::json_string_array;
 use super::definition_sql::*;
 use crate::backend::{begin, commit, q, qa, qs, rollback, with_pool, Db, DefinitionSql};
@@ -173,6 +173,23 @@ macro_rules! write_definition_rows {
     }};
 }
 
+/// Binds the agent row's defined columns to `$query`, in the order INSERT_DEFINED_AGENT and UPDATE_AGENT_DEFINITION
+/// both end with: architecture through display apps.
+macro_rules! bind_defined_columns {
+    ($query:expr, $def:expr, $display_apps:expr) => {{
+        let def: &AgentDefinition = $def;
+        $query
+            .bind(&def.architecture)
+            .bind(&def.operating_system)
+            .bind(&def.environment_variables)
+            .bind(&def.directory)
+            .bind(def.connection_timeout_seconds)
+            .bind(&def.troubleshooting_url)
+            .bind(&def.motd_file)
+            .bind($display_apps)
+    }};
+}
+
 impl DefinitionSql for Db {
     async fn create_defined_agent(
         &self,
@@ -209,87 +226,34 @@ impl DefinitionSql for Db {
                         owner
                     }
                 };
-            q!(self.counters, eng, INSERT_JOB)
-                .bind(id(import_job))
-                .bind(&org)
-                .bind("template_version_import")
-                .bind(now)
-                .bind(Some(now))
-                .bind(Some(now))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_TEMPLATE)
-                .bind(id(template_id))
-                .bind(&org)
-                .bind(p.template)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_TEMPLATE_VERSION)
-                .bind(id(version_id))
-                .bind(id(template_id))
-                .bind(&org)
-                .bind("v1")
-                .bind(id(import_job))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, SET_ACTIVE_VERSION)
-                .bind(id(template_id))
-                .bind(id(version_id))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_WORKSPACE)
-                .bind(id(workspace_id))
-                .bind(now)
-                .bind(&owner)
-                .bind(p.workspace)
-                .bind(id(template_id))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_JOB)
-                .bind(id(build_job))
-                .bind(&org)
-                .bind("workspace_build")
-                .bind(now)
-                .bind(Some(now))
-                .bind(Some(now))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_BUILD)
-                .bind(id(build_id))
-                .bind(now)
-                .bind(id(workspace_id))
-                .bind(id(version_id))
-                .bind(1_i64)
-                .bind("start")
-                .bind(&owner)
-                .bind(id(build_job))
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_RESOURCE)
-                .bind(id(resource_id))
-                .bind(now)
-                .bind(id(build_job))
-                .bind("start")
-                .execute(&mut *tx)
-                .await?;
-            q!(self.counters, eng, INSERT_DEFINED_AGENT)
+            let template =
+                TemplateRows { org: &org, name: p.template, template_id, version_id, job_id: import_job, now };
+            insert_template_rows!(self, eng, tx, &template);
+            let workspace = WorkspaceRow { workspace_id, owner: &owner, name: p.workspace, template_id, now };
+            insert_workspace_row!(self, eng, &mut *tx, &workspace);
+            // The first build, succeeded: the agent is as a provisioner would leave it.
+            let build = BuildRows {
+                org: &org,
+                workspace_id,
+                version: &id(version_id),
+                owner: &owner,
+                number: 1,
+                transition: "start",
+                build_id,
+                job_id: build_job,
+                resource_id,
+                now,
+                started: Some(now),
+                completed: Some(now),
+            };
+            insert_build_rows!(self, eng, tx, &build);
+            let insert = q!(self.counters, eng, INSERT_DEFINED_AGENT)
                 .bind(&agent_key)
                 .bind(now)
                 .bind(p.agent)
                 .bind(id(resource_id))
-                .bind(id(agent.auth_token))
-                .bind(&def.architecture)
-                .bind(&def.operating_system)
-                .bind(&def.environment_variables)
-                .bind(&def.directory)
-                .bind(def.connection_timeout_seconds)
-                .bind(&def.troubleshooting_url)
-                .bind(&def.motd_file)
-                .bind(&display_apps)
-                .execute(&mut *tx)
-                .await?;
+                .bind(id(agent.auth_token));
+            bind_defined_columns!(insert, def, &display_apps).execute(&mut *tx).await?;
             write_definition_rows!(self, eng, tx, &agent_key, def, now);
             commit(&self.counters, tx).await?;
         });
@@ -302,20 +266,8 @@ impl DefinitionSql for Db {
         let display_apps = json_string_array(&def.display_apps);
         let replaced = with_pool!(self, write, |eng, pool| {
             let mut tx = begin(&self.counters, eng, pool).await?;
-            let updated = q!(self.counters, eng, UPDATE_AGENT_DEFINITION)
-                .bind(&agent_key)
-                .bind(now)
-                .bind(&def.architecture)
-                .bind(&def.operating_system)
-                .bind(&def.environment_variables)
-                .bind(&def.directory)
-                .bind(def.connection_timeout_seconds)
-                .bind(&def.troubleshooting_url)
-                .bind(&def.motd_file)
-                .bind(&display_apps)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let update = q!(self.counters, eng, UPDATE_AGENT_DEFINITION).bind(&agent_key).bind(now);
+            let updated = bind_defined_columns!(update, def, &display_apps).execute(&mut *tx).await?.rows_affected();
             if updated == 0 {
                 rollback(&self.counters, tx).await?;
                 false
