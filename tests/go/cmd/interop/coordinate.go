@@ -14,6 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/coder/coder/v2/tailnet"
 	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
 
 	"agentwire.test/interop/internal/link"
@@ -55,25 +58,32 @@ func coordinate(args []string) int {
 		return exitFail
 	}
 	node := func(n int64) *tailnetproto.CoordinateRequest {
-		var addr netip.Addr
+		var prefixes []netip.Prefix
 		if *as == "agent" {
-			// Coder's TailscaleServicePrefix.AddrFromUUID: fd7a:115c:a1e0 + the id's last ten bytes.
-			b := [16]byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0}
-			copy(b[6:], agent[6:])
-			addr = netip.AddrFrom16(b)
+			// What Coder's agent claims (agent/agent.go, wireguardAddresses): its id under both service
+			// prefixes, computed by Coder's own tailnet package.
+			prefixes = []netip.Prefix{
+				tailnet.TailscaleServicePrefix.PrefixFromUUID(uuid.UUID(agent)),
+				tailnet.CoderServicePrefix.PrefixFromUUID(uuid.UUID(agent)),
+			}
 		} else {
-			b := [16]byte{0xfd, 0x60, 0x62, 0x7a, 0x48, 0x3e}
-			b[15] = byte(n)
-			addr = netip.AddrFrom16(b)
+			// Coder's client takes a random address under the Tailscale prefix (codersdk/workspacesdk,
+			// DialAgent); a node-numbered one keeps the output reproducible.
+			var id uuid.UUID
+			id[15] = byte(n)
+			prefixes = []netip.Prefix{tailnet.TailscaleServicePrefix.PrefixFromUUID(id)}
 		}
-		prefix := netip.PrefixFrom(addr, 128).String()
+		addresses := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			addresses[i] = p.String()
+		}
 		return &tailnetproto.CoordinateRequest{UpdateSelf: &tailnetproto.CoordinateRequest_UpdateSelf{Node: &tailnetproto.Node{
 			Id:            n,
 			Key:           make([]byte, 32),
 			Disco:         fmt.Sprintf("discokey:%s-%d", *as, n),
 			PreferredDerp: 999,
-			Addresses:     []string{prefix},
-			AllowedIps:    []string{prefix},
+			Addresses:     addresses,
+			AllowedIps:    addresses,
 			Endpoints:     []string{fmt.Sprintf("192.0.2.1:%d", 41641+n)},
 		}}}
 	}

@@ -7,6 +7,7 @@
 //	interop call  --transport tcp --addr HOST:PORT | --transport ws --url URL [flags]
 //	interop agent --url URL --token T [--version V] [--rpc NAME]
 //	interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
+//	interop constants [--coder-src DIR]
 //
 // See README.md for the full contract.
 package main
@@ -40,6 +41,8 @@ func main() {
 		os.Exit(agent(args))
 	case "coordinate":
 		os.Exit(coordinate(args))
+	case "constants":
+		os.Exit(constants(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -58,6 +61,7 @@ func usage() {
   interop call  --transport ws --url URL [--token T] [flags]
   interop agent --url URL --token T [--version V] [--rpc NAME]
   interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
+  interop constants [--coder-src DIR]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }

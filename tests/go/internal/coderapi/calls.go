@@ -2,6 +2,7 @@ package coderapi
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	agentproto "github.com/coder/coder/v2/agent/proto"
@@ -9,8 +10,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// AgentService is the dRPC path prefix of Coder's Agent service.
-const AgentService = "/coder.agent.v2.Agent/"
+// AgentService is the dRPC path prefix of Coder's Agent service, taken from
+// the generated description ("/coder.agent.v2.Agent/").
+var AgentService = func() string {
+	rpc, _, _, _, _ := agentproto.DRPCAgentDescription{}.Method(0)
+	return rpc[:strings.LastIndex(rpc, "/")+1]
+}()
 
 // Call is one Agent RPC as a real agent would issue it.
 type Call struct {

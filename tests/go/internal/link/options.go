@@ -7,29 +7,32 @@ import (
 	"storj.io/drpc/drpcconn"
 	"storj.io/drpc/drpcmanager"
 	"storj.io/drpc/drpcserver"
-	"storj.io/drpc/drpcwire"
+
+	"github.com/coder/coder/v2/codersdk"
+	"github.com/coder/coder/v2/codersdk/drpcsdk"
+
+	"agentwire.test/interop/internal/coderconst"
 )
 
-// MaxMessageSize matches codersdk/drpcsdk.MaxMessageSize: the largest dRPC
-// packet either side accepts.
-const MaxMessageSize = 4 << 20
+// MaxMessageSize is codersdk/drpcsdk.MaxMessageSize: the largest dRPC packet
+// either side accepts.
+const MaxMessageSize = drpcsdk.MaxMessageSize
 
-// RPCPath is the coderd endpoint the agent dials.
-const RPCPath = "/api/v2/workspaceagents/me/rpc"
+// RPCPath is the coderd endpoint the agent dials. Coder has it only as a
+// literal; coderconst keeps the copy and checks it against Coder's source.
+const RPCPath = coderconst.RPCPath
 
 // SessionTokenHeader and SessionTokenCookie are the two ways coderd accepts
-// the agent token on the RPC endpoint.
-const (
-	SessionTokenHeader = "Coder-Session-Token"
-	SessionTokenCookie = "coder_session_token"
-)
+// the agent token on the RPC endpoint: codersdk's own names (the cookie's is
+// a variable there).
+const SessionTokenHeader = codersdk.SessionTokenHeader
 
-// managerOptions mirrors drpcsdk.DefaultDRPCOptions: defaults except for the
-// reader limit, which Coder raises explicitly.
+var SessionTokenCookie = codersdk.SessionTokenCookie
+
+// managerOptions are drpcsdk.DefaultDRPCOptions: defaults except for the
+// reader limit, which Coder raises to MaxMessageSize.
 func managerOptions() drpcmanager.Options {
-	return drpcmanager.Options{
-		Reader: drpcwire.ReaderOptions{MaximumBufferSize: MaxMessageSize},
-	}
+	return drpcsdk.DefaultDRPCOptions(nil)
 }
 
 // ServerOptions are the drpcserver options coderd uses.

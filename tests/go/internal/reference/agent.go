@@ -5,35 +5,49 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"regexp"
 	"sync"
 	"time"
 
 	agentproto "github.com/coder/coder/v2/agent/proto"
+	"github.com/coder/coder/v2/provisioner"
+	"golang.org/x/mod/semver"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"agentwire.test/interop/internal/coderconst"
 )
 
-// Settings coderd applies on this endpoint (its defaults).
+// Settings coderd applies on this endpoint (its defaults), from Coder's
+// packages, or from internal/coderconst where Coder keeps them unexported
+// (each copy there names its place in Coder's source and is checked
+// against it).
+// agentNameRegex is provisioner.AgentNameRegex, which CreateSubAgent checks.
+var agentNameRegex = provisioner.AgentNameRegex
+
+// statsReportInterval is UpdateStatsResponse.report_interval: coderd's
+// AgentStatsRefreshInterval, whose default is the deployment option's.
+func statsReportInterval() (time.Duration, error) {
+	vals, err := coderconst.DeploymentDefaults()
+	if err != nil {
+		return 0, err
+	}
+	return vals.AgentStatRefreshInterval.Value(), nil
+}
+
 const (
-	// StatsReportInterval is UpdateStatsResponse.report_interval
-	// (coderd's AgentStatsRefreshInterval).
-	StatsReportInterval = 30 * time.Second
 	// logsLimit is the per-agent budget of log output bytes (the check
 	// constraint on workspace_agents.logs_length); past it BatchCreateLogs
 	// answers log_limit_exceeded.
-	logsLimit = 1 << 20
-	// Metadata limits of coderd's BatchUpdateMetadata.
-	maxMetadataKeysLen  = 6144
-	maxMetadataValueLen = 2048
+	logsLimit = coderconst.LogsLimit
+	// Metadata limits of coderd's BatchUpdateMetadata (maxErrorLen is
+	// maxValueLen).
+	maxMetadataKeysLen  = coderconst.MaxMetadataKeysLen
+	maxMetadataValueLen = coderconst.MaxMetadataValueLen
 	// Resources monitoring settings coderd hands out.
-	monitoringDatapoints = 20
-	monitoringInterval   = 10 // seconds
+	monitoringDatapoints = coderconst.ResourcesMonitoringNumDatapoints
+	monitoringInterval   = int32(coderconst.ResourcesMonitoringInterval / time.Second)
 )
-
-// agentNameRegex is provisioner.AgentNameRegex, which CreateSubAgent checks.
-var agentNameRegex = regexp.MustCompile(`(?i)^[a-z0-9](-?[a-z0-9])*$`)
 
 // agentAPI answers every Agent RPC of Coder v2.30.0 for one connection. The
 // state coderd keeps in rows lives here for the connection's life.
@@ -81,7 +95,11 @@ func (a *agentAPI) GetServiceBanner(context.Context, *agentproto.GetServiceBanne
 }
 
 func (a *agentAPI) UpdateStats(_ context.Context, req *agentproto.UpdateStatsRequest) (*agentproto.UpdateStatsResponse, error) {
-	res := &agentproto.UpdateStatsResponse{ReportInterval: durationpb.New(StatsReportInterval)}
+	interval, err := statsReportInterval()
+	if err != nil {
+		return nil, err
+	}
+	res := &agentproto.UpdateStatsResponse{ReportInterval: durationpb.New(interval)}
 	if req.Stats == nil {
 		// An empty report only asks for the interval.
 		return res, nil
@@ -141,13 +159,10 @@ func (a *agentAPI) BatchUpdateAppHealths(_ context.Context, req *agentproto.Batc
 	return &agentproto.BatchUpdateAppHealthResponse{}, nil
 }
 
-// semverRegex is the shape of a Go semver (golang.org/x/mod/semver.IsValid,
-// which coderd checks UpdateStartup's version with), loosely.
-var semverRegex = regexp.MustCompile(`^v[0-9]+(\.[0-9]+(\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?)?)?$`)
-
 func (a *agentAPI) UpdateStartup(_ context.Context, req *agentproto.UpdateStartupRequest) (*agentproto.Startup, error) {
 	s := req.GetStartup()
-	if !semverRegex.MatchString(s.GetVersion()) {
+	// coderd's check (coderd/agentapi/lifecycle.go).
+	if !semver.IsValid(s.GetVersion()) {
 		return nil, fmt.Errorf("invalid agent semver version %q", s.GetVersion())
 	}
 	for _, sub := range s.GetSubsystems() {

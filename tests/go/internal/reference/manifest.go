@@ -4,12 +4,18 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	agentproto "github.com/coder/coder/v2/agent/proto"
 	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"agentwire.test/interop/internal/coderconst"
 )
 
 // The deployment settings the manifest reflects.
@@ -119,6 +125,10 @@ func buildManifest(id Identity) (*agentproto.Manifest, error) {
 			Timeout:     durationpb.New(r.timeout),
 		}
 	}
+	derp, err := derpMapToProto()
+	if err != nil {
+		return nil, err
+	}
 	return &agentproto.Manifest{
 		AgentId:              id.AgentID,
 		AgentName:            id.AgentName,
@@ -129,7 +139,7 @@ func buildManifest(id Identity) (*agentproto.Manifest, error) {
 		Directory:            "/home/coder",
 		VsCodePortProxyUri:   "http://" + strings.ReplaceAll(appHostname, "*", subdomain("{{port}}", id)),
 		MotdPath:             "/etc/motd",
-		DerpMap:              derpMapToProto(),
+		DerpMap:              derp,
 		Scripts:              scripts,
 		Apps:                 apps,
 		Metadata:             metadata,
@@ -190,29 +200,57 @@ type derpRegion struct {
 	homeParamScore float64
 }
 
-// derpMap is coderd's default: the embedded relay region 999 on the access
-// URL, with the five Google STUN servers coderd adds to it by default.
-var derpMap = []derpRegion{{
-	id: 999, code: "coder", name: "Coder Embedded Relay", embeddedRelay: true,
-	nodes: []derpNode{
-		{name: "999stun0", hostName: "stun.l.google.com", stunPort: 19302, stunOnly: true},
-		{name: "999stun1", hostName: "stun1.l.google.com", stunPort: 19302, stunOnly: true},
-		{name: "999stun2", hostName: "stun2.l.google.com", stunPort: 19302, stunOnly: true},
-		{name: "999stun3", hostName: "stun3.l.google.com", stunPort: 19302, stunOnly: true},
-		{name: "999stun4", hostName: "stun4.l.google.com", stunPort: 19302, stunOnly: true},
-		{name: "999b", hostName: "127.0.0.1", stunPort: -1, derpPort: 3000},
-	},
-}}
-
-// DERPRegionID is the one region of the reference DERP map.
-const DERPRegionID = 999
+// derpMap is coderd's default region: the embedded relay on the access URL,
+// with the region's ID, code and name and the STUN servers taken from
+// codersdk's deployment defaults (999, "coder", "Coder Embedded Relay", five
+// Google STUN servers). Coder v2.30 gives each STUN server a region of its
+// own (tailnet.NewDERPMap, tailnet.STUNRegions); this map keeps them as nodes
+// of the one region, the shape tests/go_reference.rs and the benchmarks'
+// figures were taken with.
+var derpMap = sync.OnceValues(func() ([]derpRegion, error) {
+	vals, err := coderconst.DeploymentDefaults()
+	if err != nil {
+		return nil, err
+	}
+	id := int(vals.DERP.Server.RegionID.Value())
+	var nodes []derpNode
+	for i, addr := range vals.DERP.Server.STUNAddresses.Value() {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("default STUN address %q: %w", addr, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("default STUN address %q: %w", addr, err)
+		}
+		nodes = append(nodes, derpNode{name: fmt.Sprintf("%dstun%d", id, i), hostName: host, stunPort: p, stunOnly: true})
+	}
+	u, err := url.Parse(accessURL)
+	if err != nil {
+		return nil, err
+	}
+	derpPort, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return nil, fmt.Errorf("access URL port: %w", err)
+	}
+	// The relay's node as cli/server.go names it.
+	nodes = append(nodes, derpNode{name: fmt.Sprintf("%db", id), hostName: u.Hostname(), stunPort: -1, derpPort: derpPort})
+	return []derpRegion{{
+		id: id, code: vals.DERP.Server.RegionCode.Value(), name: vals.DERP.Server.RegionName.Value(),
+		embeddedRelay: true, nodes: nodes,
+	}}, nil
+})
 
 // derpMapToProto is tailnet.DERPMapToProto over derpMap: a fresh message per
 // call, as coderd builds one.
-func derpMapToProto() *tailnetproto.DERPMap {
-	regions := make(map[int64]*tailnetproto.DERPMap_Region, len(derpMap))
+func derpMapToProto() (*tailnetproto.DERPMap, error) {
+	derpRegions, err := derpMap()
+	if err != nil {
+		return nil, err
+	}
+	regions := make(map[int64]*tailnetproto.DERPMap_Region, len(derpRegions))
 	scores := make(map[int64]float64)
-	for _, r := range derpMap {
+	for _, r := range derpRegions {
 		nodes := make([]*tailnetproto.DERPMap_Region_Node, len(r.nodes))
 		for i, n := range r.nodes {
 			nodes[i] = &tailnetproto.DERPMap_Region_Node{
@@ -239,5 +277,5 @@ func derpMapToProto() *tailnetproto.DERPMap {
 	return &tailnetproto.DERPMap{
 		HomeParams: &tailnetproto.DERPMap_HomeParams{RegionScore: scores},
 		Regions:    regions,
-	}
+	}, nil
 }

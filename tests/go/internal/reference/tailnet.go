@@ -9,23 +9,26 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/coder/v2/tailnet"
 	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"agentwire.test/interop/internal/coderconst"
 )
 
 const (
 	// DERPMapUpdateFrequency is how often coderd re-reads the DERP map for
 	// an open StreamDERPMaps (its default); a map is sent only when changed.
-	DERPMapUpdateFrequency = 5 * time.Second
+	DERPMapUpdateFrequency = coderconst.DERPMapUpdateFrequency
 	// ResumeTokenExpiry is tailnet.DefaultResumeTokenExpiry; clients are told
 	// to refresh at half of it.
-	ResumeTokenExpiry = 24 * time.Hour
+	ResumeTokenExpiry = tailnet.DefaultResumeTokenExpiry
 )
 
 // resumeKey signs resume tokens; one per process, like coderd's signing key.
@@ -40,13 +43,16 @@ var resumeKey = func() []byte {
 type tailnetAPI struct {
 	tailnetproto.DRPCTailnetUnimplementedServer
 	id Identity
+	// auth is coderd's own check of an agent's coordinate requests.
+	auth tailnet.AgentCoordinateeAuth
 	// telemetryEvents counts PostTelemetry events; coderd batches them for
 	// its telemetry reporter.
 	telemetryEvents atomic.Uint64
 }
 
 func newTailnetAPI(id Identity) *tailnetAPI {
-	return &tailnetAPI{id: id}
+	// AgentID is 16 bytes by construction (IdentityFor).
+	return &tailnetAPI{id: id, auth: tailnet.AgentCoordinateeAuth{ID: uuid.UUID(id.AgentID)}}
 }
 
 var _ tailnetproto.DRPCTailnetServer = (*tailnetAPI)(nil)
@@ -65,7 +71,10 @@ func (t *tailnetAPI) StreamDERPMaps(_ *tailnetproto.StreamDERPMapsRequest, strea
 	defer ticker.Stop()
 	var last *tailnetproto.DERPMap
 	for {
-		current := derpMapToProto()
+		current, err := derpMapToProto()
+		if err != nil {
+			return err
+		}
 		if last == nil || !proto.Equal(last, current) {
 			if err := stream.Send(current); err != nil {
 				return fmt.Errorf("send derp map: %w", err)
@@ -100,10 +109,11 @@ var errGraceful = errors.New("graceful disconnect")
 
 // Coordinate holds the agent's coordination stream. No client ever tunnels to
 // a reference agent, so there are no peer updates to send; each request is
-// checked as coderd's coordinator checks an agent's (its node's addresses, no
-// tunnels of its own, handshakes only with tunnelled peers). A rejected
-// request is answered with the reason and ends the call, Disconnect ends it
-// cleanly, and otherwise it lasts as long as the agent keeps it open.
+// checked as coderd's coordinator checks an agent's, with coderd's own
+// tailnet.AgentCoordinateeAuth (its node's addresses, no tunnels of its own),
+// and handshakes are answered as with no tunnelled peers. A rejected request
+// is answered with the reason and ends the call, Disconnect ends it cleanly,
+// and otherwise it lasts as long as the agent keeps it open.
 func (t *tailnetAPI) Coordinate(stream tailnetproto.DRPCTailnet_CoordinateStream) error {
 	defer func() { _ = stream.Close() }()
 	for {
@@ -129,21 +139,20 @@ func (t *tailnetAPI) Coordinate(stream tailnetproto.DRPCTailnet_CoordinateStream
 	}
 }
 
-// handle applies one request: notes are non-fatal errors to send back, err
-// ends the call.
+// handle applies one request in coderd's order (tailnet/coordinator.go,
+// core.handleRequest): notes are non-fatal errors to send back, err ends the
+// call.
 func (t *tailnetAPI) handle(req *tailnetproto.CoordinateRequest) (notes []string, err error) {
-	if req.AddTunnel != nil {
-		return nil, errors.New("authorization: agents cannot open tunnels")
+	if upd := req.UpdateSelf; upd != nil && upd.Node == nil {
+		// AgentCoordinateeAuth reads upd.Node.Addresses without a nil check;
+		// refuse here rather than let it panic.
+		return nil, errors.New("update_self without a node")
 	}
-	if upd := req.UpdateSelf; upd != nil {
-		for _, a := range upd.GetNode().GetAddresses() {
-			if err := t.checkAddress(a); err != nil {
-				return nil, fmt.Errorf("authorization: %w", err)
-			}
-		}
+	if err := t.auth.Authorize(context.Background(), req); err != nil {
+		return nil, tailnet.AuthorizationError{Wrapped: err}
 	}
 	if rt := req.RemoveTunnel; rt != nil {
-		if _, err := uuidString(rt.Id); err != nil {
+		if _, err := uuid.FromBytes(rt.Id); err != nil {
 			return nil, fmt.Errorf("unable to convert bytes to UUID: %w", err)
 		}
 	}
@@ -151,44 +160,13 @@ func (t *tailnetAPI) handle(req *tailnetproto.CoordinateRequest) (notes []string
 		return nil, errGraceful
 	}
 	for _, rfh := range req.ReadyForHandshake {
-		id, err := uuidString(rfh.Id)
+		id, err := uuid.FromBytes(rfh.Id)
 		if err != nil {
 			return notes, fmt.Errorf("handle ack: unable to convert bytes to UUID: %w", err)
 		}
 		// No tunnels exist here. Not fatal in coderd either: the client may
 		// just have left.
-		notes = append(notes, fmt.Sprintf("ready for handshake error: you do not share a tunnel with %q", id))
+		notes = append(notes, fmt.Sprintf("%s: you do not share a tunnel with %q", tailnet.ReadyForHandshakeError, id.String()))
 	}
 	return notes, nil
-}
-
-// Agent node addresses coderd accepts: the agent's id under either service
-// prefix, or the legacy fixed agent address.
-var (
-	tailscalePrefix = [6]byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0}
-	coderPrefix     = [6]byte{0xfd, 0x60, 0x62, 0x7a, 0xa4, 0x2b}
-	legacyAgentIP   = netip.MustParseAddr("fd7a:115c:a1e0:49d6:b259:b7ac:b1b2:48f4")
-)
-
-func (t *tailnetAPI) checkAddress(s string) error {
-	pre, err := netip.ParsePrefix(s)
-	if err != nil {
-		return fmt.Errorf("parse node address: %w", err)
-	}
-	if pre.Bits() != 128 {
-		return fmt.Errorf("invalid address bits, expected 128, got %d", pre.Bits())
-	}
-	addr := pre.Addr()
-	if addr == legacyAgentIP {
-		return nil
-	}
-	for _, p := range [][6]byte{tailscalePrefix, coderPrefix} {
-		var want [16]byte
-		copy(want[:], t.id.AgentID)
-		copy(want[:6], p[:])
-		if addr == netip.AddrFrom16(want) {
-			return nil
-		}
-	}
-	return fmt.Errorf("invalid node address, got %s", addr)
 }
