@@ -16,8 +16,8 @@ use pb::AppHealth;
 pub const DEFAULT_MAX_APP_STATUS_MESSAGE_BYTES: usize = 160;
 
 /// Coder's `WorkspaceEvent` kinds published here (both carry the agent id).
-const APP_HEALTH_KIND: &str = "app_health";
-pub(crate) const APP_STATUS_KIND: &str = "agt_app_status_update";
+pub const APP_HEALTH_KIND: &str = "app_health";
+pub const APP_STATUS_KIND: &str = "agt_app_status_update";
 
 pub(super) async fn batch_update_app_healths(
     _api: &AgentApi,

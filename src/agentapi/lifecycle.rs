@@ -14,7 +14,7 @@ use pb::lifecycle::State;
 use pb::startup::Subsystem;
 
 /// Coder's `WorkspaceEvent` kind for a lifecycle change; it must carry the agent id.
-const LIFECYCLE_UPDATE_KIND: &str = "agt_lifecycle_update";
+pub const LIFECYCLE_UPDATE_KIND: &str = "agt_lifecycle_update";
 /// Go's zero `time.Time` as a protobuf timestamp (0001-01-01T00:00:00Z): what a Go agent sends for "unset".
 const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 

@@ -29,7 +29,19 @@ use std::time::Duration;
 use agentwire_store::Store;
 use agentwire_transport::server::Status;
 
+pub use self::apps::{APP_HEALTH_KIND, APP_STATUS_KIND, DEFAULT_MAX_APP_STATUS_MESSAGE_BYTES};
 pub use self::error::RpcError;
+pub use self::lifecycle::LIFECYCLE_UPDATE_KIND;
+pub use self::logs::{EVENT_FIRST_LOGS, EVENT_LOGS_OVERFLOW};
+pub use self::metadata::{
+    DEFAULT_MAX_METADATA_ERROR_BYTES, DEFAULT_MAX_METADATA_KEYS_BYTES, DEFAULT_MAX_METADATA_KEY_CHARS,
+    DEFAULT_MAX_METADATA_VALUE_BYTES,
+};
+pub use self::resources::{
+    CONSECUTIVE_NOKS_PERCENT, DEFAULT_RESOURCES_MONITORING_COLLECTION_INTERVAL, DEFAULT_RESOURCES_MONITORING_DEBOUNCE,
+    DEFAULT_RESOURCES_MONITORING_NUM_DATAPOINTS, MINIMUM_NOKS_PERCENT,
+};
+pub use self::subagents::AGENT_NAME_REGEX;
 use crate::proto::agent::v2 as pb;
 use crate::session::Session;
 

@@ -53,10 +53,10 @@ pub const READY_FOR_HANDSHAKE_ERROR: &str = "ready for handshake error";
 
 /// coderd's Tailscale service prefix (`fd7a:115c:a1e0::/48`) and Coder service prefix (`fd60:627a:a42b::/48`):
 /// an agent's address is one of them followed by the last ten bytes of its id.
-const TAILSCALE_SERVICE_PREFIX: [u8; 6] = [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0];
-const CODER_SERVICE_PREFIX: [u8; 6] = [0xfd, 0x60, 0x62, 0x7a, 0xa4, 0x2b];
+pub const TAILSCALE_SERVICE_PREFIX: [u8; 6] = [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0];
+pub const CODER_SERVICE_PREFIX: [u8; 6] = [0xfd, 0x60, 0x62, 0x7a, 0xa4, 0x2b];
 /// coderd's `legacyWorkspaceAgentIP`, still accepted from agents.
-const LEGACY_AGENT_IP: [u8; 16] =
+pub const LEGACY_AGENT_IP: [u8; 16] =
     [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, 0x49, 0xd6, 0xb2, 0x59, 0xb7, 0xac, 0xb1, 0xb2, 0x48, 0xf4];
 
 /// What a peer is, which decides what it may ask for.

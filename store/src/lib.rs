@@ -130,7 +130,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
 pub use rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
-pub use scope::AgentScope;
+pub use scope::{AgentScope, EXTERNAL_LOG_SOURCE_ID};
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
 use backend::{Db, LookupSql, Pools};
