@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# cargo-fuzz targets of the dRPC layer (fuzz/), of the WebSocket adapter (fuzz/ws/) and of the Agent RPC handlers on
-# an in-memory SQLite store (fuzz/agentapi/).
+# cargo-fuzz targets of the dRPC layer (fuzz/), of the WebSocket adapter (fuzz/ws/), of the Agent RPC handlers on
+# an in-memory SQLite store (fuzz/agentapi/) and of the DERP relay's frame decoder (fuzz/derp/).
 #
 #   scripts/fuzz.sh build                 build every target (libFuzzer + ASan, release with debug assertions)
 #   scripts/fuzz.sh run SECONDS [TARGET…]  run each target (default: all) for SECONDS, one after another, from a
 #                                         temporary copy of fuzz/seeds/TARGET; prints each target's executions;
 #                                         exits non-zero if any target crashed (the reproducer is left in
-#                                         fuzz/artifacts/TARGET/, fuzz/ws/artifacts/TARGET/ or
-#                                         fuzz/agentapi/artifacts/TARGET/)
+#                                         fuzz/artifacts/TARGET/, fuzz/ws/artifacts/TARGET/,
+#                                         fuzz/agentapi/artifacts/TARGET/ or fuzz/derp/artifacts/TARGET/)
 #   scripts/fuzz.sh replay                replay every seed and fuzz/regressions/ input without libFuzzer
 #                                         (plain `cargo test`, stable toolchain)
 #   scripts/fuzz.sh seed                  regenerate fuzz/seeds/ from tests/fixtures/go-wire (python3)
@@ -24,7 +24,8 @@ cd "$ROOT"
 DRPC_TARGETS=(drpc_frame drpc_packet drpc_conn drpc_conn_client)
 WS_TARGETS=(ws_bytes)
 AGENTAPI_TARGETS=(agentapi_requests)
-ALL_TARGETS=("${DRPC_TARGETS[@]}" "${WS_TARGETS[@]}" "${AGENTAPI_TARGETS[@]}")
+DERP_TARGETS=(derp_frames)
+ALL_TARGETS=("${DRPC_TARGETS[@]}" "${WS_TARGETS[@]}" "${AGENTAPI_TARGETS[@]}" "${DERP_TARGETS[@]}")
 
 log() { echo "fuzz.sh: $*" >&2; }
 
@@ -32,6 +33,7 @@ fuzz_dir() {
     case "$1" in
         ws_*) echo fuzz/ws ;;
         agentapi_*) echo fuzz/agentapi ;;
+        derp_*) echo fuzz/derp ;;
         drpc_*) echo fuzz ;;
         *) log "unknown target $1 (targets: ${ALL_TARGETS[*]})"; exit 2 ;;
     esac
@@ -55,7 +57,7 @@ setup() {
 
 build() {
     setup
-    for dir in fuzz fuzz/ws fuzz/agentapi; do
+    for dir in fuzz fuzz/ws fuzz/agentapi fuzz/derp; do
         log "building targets in $dir"
         "${CARGO[@]}" fuzz build --fuzz-dir "$dir" >&2
     done
