@@ -376,3 +376,33 @@ async fn the_default_map_is_the_embedded_relay_until_derp_set() {
     assert_eq!(map.regions.len(), 1);
 }
 
+/// The referee: tailscale's own client (Coder's fork, `derphttp`) in the Go driver, two of them exchanging packets
+/// through this relay over `Upgrade: DERP`, over the WebSocket fallback and one of each (`interop derp`).
+#[tokio::test]
+async fn tailscales_derphttp_clients_relay_through_us() {
+    let server = server(RelayConfig::default()).await;
+    let url = format!("http://{}/derp", server.addr);
+    let output = tokio::process::Command::new(common::go_interop::binary())
+        .args(["derp", "--url", &url])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output).await.expect("interop derp hung").unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut passed = Vec::new();
+    for line in stdout.lines() {
+        if let Ok(check) = serde_json::from_str::<serde_json::Value>(line) {
+            assert_eq!(check["pass"], true, "{line}");
+            passed.push(check["check"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(output.status.success(), "{stdout}");
+    for mode in ["upgrade", "websocket", "mixed"] {
+        for check in ["server-key", "a-to-b", "b-to-a", "max-packet", "ping", "peer-gone"] {
+            assert!(passed.contains(&format!("{mode}/{check}")), "{mode}/{check} missing: {stdout}");
+        }
+    }
+    let relay = server.state.tailnet().derp_relay().unwrap().clone();
+    assert_eq!(relay.stats().packets_sent.load(Ordering::Relaxed), 9);
+    assert_eq!(relay.stats().protocol_errors.load(Ordering::Relaxed), 0);
+}

@@ -7,6 +7,7 @@
 //	interop call  --transport tcp --addr HOST:PORT | --transport ws --url URL [flags]
 //	interop agent --url URL --token T [--version V] [--rpc NAME]
 //	interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
+//	interop derp --url http://HOST:PORT/derp
 //	interop constants [--coder-src DIR]
 //
 // See README.md for the full contract.
@@ -41,6 +42,8 @@ func main() {
 		os.Exit(agent(args))
 	case "coordinate":
 		os.Exit(coordinate(args))
+	case "derp":
+		os.Exit(derpReferee(args))
 	case "constants":
 		os.Exit(constants(args))
 	case "-h", "--help", "help":
@@ -61,6 +64,7 @@ func usage() {
   interop call  --transport ws --url URL [--token T] [flags]
   interop agent --url URL --token T [--version V] [--rpc NAME]
   interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
+  interop derp --url http://HOST:PORT/derp
   interop constants [--coder-src DIR]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
