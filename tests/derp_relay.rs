@@ -305,6 +305,30 @@ async fn a_slow_reader_loses_packets_and_nobody_else_does() {
     sloth.buf.clear();
 }
 
+#[tokio::test]
+async fn a_client_that_does_not_log_in_is_dropped_and_an_idle_one_kept_alive() {
+    let relay = RelayConfig {
+        login_timeout: Duration::from_millis(300),
+        keepalive: Duration::from_millis(200),
+        ..RelayConfig::default()
+    };
+    let server = server(relay).await;
+    let mut silent = open(&server, Style::Derp).await;
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, silent.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert_eq!(rest.len(), 5 + 40, "the greeting, then the end");
+    // Not before the timeout (which started a moment before the 101 reached us).
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert_eq!(server.state.tailnet().derp_relay().unwrap().stats().protocol_errors.load(Ordering::Relaxed), 1);
+
+    let mut idle = Client::connect(&server, Style::WebSocket).await;
+    for _ in 0..2 {
+        let frame = idle.frame().await.expect("a keep-alive");
+        assert_eq!((frame.kind, frame.body.len()), (kind::KEEP_ALIVE, 0));
+    }
+}
+
 /// A plain HTTP/1.1 request; the status line and the body.
 async fn get(server: &TestServer, path: &str, headers: &str) -> (String, String) {
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();

@@ -183,7 +183,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
 async fn write_loop<W: AsyncWrite + Unpin>(writer: &mut W, relay: &Relay, client: &Client) -> Result<(), ConnError> {
     let config = relay.config();
     let mut out = BytesMut::with_capacity(WRITE_BATCH);
-    let keepalive = || config.keepalive + Duration::from_millis(fastrand::u64(0..5000));
+    // tailscale's jitter is up to 5 s on 60 s: a twelfth, so keep-alives of many clients do not fall together.
+    let jitter = (config.keepalive / 12).as_millis().max(1) as u64;
+    let keepalive = || config.keepalive + Duration::from_millis(fastrand::u64(0..jitter));
     let mut next_keepalive = tokio::time::Instant::now() + keepalive();
     loop {
         if !client.has_pending() {
