@@ -134,8 +134,8 @@ async fn example_then_update(store: Store) {
     assert_eq!(metadata.len(), 2);
     let load = metadata["load"];
     assert_eq!((load.display_name.as_str(), load.script.as_str()), ("Load average", "cut -d' ' -f1 /proc/loadavg"));
-    assert_eq!((load.interval, load.timeout), (coder_seconds(5), coder_seconds(1)));
-    assert_eq!((metadata["home_disk"].interval, metadata["home_disk"].timeout), (coder_seconds(30), coder_seconds(5)));
+    assert_eq!((load.interval, load.timeout), (coder_seconds(5), coder_seconds(3)));
+    assert_eq!((metadata["home_disk"].interval, metadata["home_disk"].timeout), (coder_seconds(10), coder_seconds(5)));
 
     let monitors = first_client
         .get_resources_monitoring_configuration(&pb::GetResourcesMonitoringConfigurationRequest {})
