@@ -9,6 +9,7 @@
 //	interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
 //	interop derp --url http://HOST:PORT/derp
 //	interop constants [--coder-src DIR]
+//	interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
 //
 // See README.md for the full contract.
 package main
@@ -46,6 +47,8 @@ func main() {
 		os.Exit(derpReferee(args))
 	case "constants":
 		os.Exit(constants(args))
+	case "agent-http":
+		os.Exit(agentHTTP(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -66,6 +69,7 @@ func usage() {
   interop coordinate --url URL --token T --as agent|client --agent-id ID [--node-id N]
   interop derp --url http://HOST:PORT/derp
   interop constants [--coder-src DIR]
+  interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }
