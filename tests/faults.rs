@@ -311,7 +311,11 @@ async fn postgres_outage_under_load_loses_no_acknowledged_write_and_recovers() {
         fresh.get_manifest(&pb::GetManifestRequest {}).await.expect("a new session's first call");
     }
 
-    // Every item the batchers were offered is written, superseded or counted as dropped; nothing is pending.
+    // Every item the batchers were offered is written, superseded or counted as dropped; nothing is pending. Live
+    // sessions enqueue a heartbeat every interval, one of which could land between the flush and the scrape: the
+    // sessions end first, and a session's heartbeats stop before it counts as ended.
+    drop(clients);
+    eventually("every session ended", || server.state.metrics().sessions_active() == 0).await;
     store.flush().await;
     let (_, metrics) = http_get(server.addr, "/metrics").await;
     let [stats, metadata, heartbeats] = ["stats", "metadata", "heartbeats"].map(|b| BatcherCounts::scrape(&metrics, b));
