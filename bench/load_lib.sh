@@ -7,7 +7,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${BENCH_OUT:-$ROOT/target/bench-load}"
 mkdir -p "$OUT"
-AW="$ROOT/target/release/agentwire"
+# Overridable, for A/B runs across revisions: AGENTWIRE_BIN serves (and creates its own tokens, so its database is
+# migrated by its own schema); LOADGEN_BIN drives the load, so both rows are measured by one load generator.
+AW="${AGENTWIRE_BIN:-$ROOT/target/release/agentwire}"
+LOADGEN_BIN="${LOADGEN_BIN:-$AW}"
 GO="$ROOT/target/go-interop/interop"
 # Most seconds any server may take to print its listening line.
 START_TIMEOUT=30
@@ -85,7 +88,7 @@ stop_pid() {
 }
 
 loadgen() {
-    "$AW" loadgen --quiet "$@"
+    "$LOADGEN_BIN" loadgen --quiet "$@"
 }
 
 # tokens DB ADDR N: a file of N agent tokens in DB (created through the running server's database once, reused).
@@ -93,8 +96,8 @@ tokens() {
     local db="$1" addr="$2" n="$3"
     local file="$OUT/tokens-$n"
     if [[ ! -s "$file" || "$(wc -l <"$file")" -lt "$n" || "$(cat "$OUT/tokens-$n.db" 2>/dev/null)" != "$db" ]]; then
-        loadgen --url "ws://$addr" --db "$db" --write-tokens "$file" --agents "$n" --mode idle --duration 1 \
-            --connect-rate 5000 >/dev/null
+        "$AW" loadgen --quiet --url "ws://$addr" --db "$db" --write-tokens "$file" --agents "$n" --mode idle \
+            --duration 1 --connect-rate 5000 >/dev/null
         echo "$db" >"$OUT/tokens-$n.db"
     fi
     echo "$file"
