@@ -91,6 +91,31 @@ pub struct ServeConfig {
     /// A plain-TCP yamux listener whose sessions are all the agent of `tcp_agent_token` (tests, benchmarks).
     pub tcp_listen: Option<SocketAddr>,
     pub tcp_agent_token: Option<String>,
+    /// Limits of the agent's HTTP endpoints beside the RPC one (`crate::http::agent_me`).
+    pub agent_http: AgentHttpLimits,
+}
+
+/// What the agent's `me/…` HTTP endpoints may hold. Here rather than beside the handlers so the server's settings
+/// stay in one place that the HTTP layer reads, not the other way round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentHttpLimits {
+    /// The largest request body read (`PATCH me/logs` and the like); past it, 413. coderd sets none: the dRPC
+    /// message limit, so a log batch the RPC path takes fits here too.
+    pub max_request_body: usize,
+    /// Open `me/reinit` streams in the whole server; past it, 503. Coder has no limit: as many as sessions.
+    pub max_reinit_streams: usize,
+    /// Open `me/reinit` streams per agent; past it, the agent's oldest is closed. As many as its sessions.
+    pub max_reinit_streams_per_agent: usize,
+}
+
+impl Default for AgentHttpLimits {
+    fn default() -> Self {
+        AgentHttpLimits {
+            max_request_body: agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE,
+            max_reinit_streams: DEFAULT_MAX_SESSIONS,
+            max_reinit_streams_per_agent: DEFAULT_MAX_SESSIONS_PER_AGENT,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -116,6 +141,7 @@ impl Default for ServeConfig {
             tailnet: TailnetConfig::default(),
             tcp_listen: None,
             tcp_agent_token: None,
+            agent_http: AgentHttpLimits::default(),
         }
     }
 }

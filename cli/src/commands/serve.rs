@@ -145,6 +145,18 @@ struct LimitArgs {
     /// Bytes of logs one agent may store (Coder: 1 MiB).
     #[arg(long, env = "AGENTWIRE_MAX_LOGS_LENGTH", default_value_t = StoreOptions::default().max_logs_length)]
     max_logs_length: i64,
+    /// Largest request body the agent's `me/…` HTTP endpoints read (`PATCH me/logs` and the like), in bytes.
+    #[arg(long, env = "AGENTWIRE_MAX_AGENT_REQUEST_BODY",
+          default_value_t = server::AgentHttpLimits::default().max_request_body)]
+    max_agent_request_body: usize,
+    /// Most `me/reinit` streams open at once in the server.
+    #[arg(long, env = "AGENTWIRE_MAX_REINIT_STREAMS",
+          default_value_t = server::AgentHttpLimits::default().max_reinit_streams)]
+    max_reinit_streams: usize,
+    /// Most `me/reinit` streams one agent may hold; a new one closes its oldest.
+    #[arg(long, env = "AGENTWIRE_MAX_REINIT_STREAMS_PER_AGENT",
+          default_value_t = server::AgentHttpLimits::default().max_reinit_streams_per_agent)]
+    max_reinit_streams_per_agent: usize,
 }
 
 /// Memory budgets for undispatched bytes (README, "Limits").
@@ -324,6 +336,11 @@ impl ServeArgs {
             tcp_agent_token: self.listening.tcp_agent_token.clone(),
             metrics_cache: self.metrics_cache.config()?,
             tailnet: self.tailnet.config(),
+            agent_http: server::AgentHttpLimits {
+                max_request_body: l.max_agent_request_body,
+                max_reinit_streams: l.max_reinit_streams,
+                max_reinit_streams_per_agent: l.max_reinit_streams_per_agent,
+            },
             ..ServeConfig::default()
         };
         config.rpc.session.max_streams = l.max_streams_per_session;
@@ -528,5 +545,41 @@ impl DerpArgs {
                 ..derp::RelayConfig::default()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: super::ServeArgs,
+    }
+
+    fn config(argv: &[&str]) -> agentwire::server::ServeConfig {
+        let parsed = Serve::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
+        parsed.args.config("http://127.0.0.1:3000".into()).unwrap()
+    }
+
+    /// The agent HTTP endpoints' limits reach the server from their flags, and default to the server's own.
+    #[test]
+    fn agent_http_limits_come_from_their_flags() {
+        assert_eq!(config(&[]).agent_http, agentwire::server::AgentHttpLimits::default());
+        let set = config(&[
+            "--max-agent-request-body",
+            "65536",
+            "--max-reinit-streams",
+            "7",
+            "--max-reinit-streams-per-agent",
+            "2",
+        ]);
+        let want = agentwire::server::AgentHttpLimits {
+            max_request_body: 65_536,
+            max_reinit_streams: 7,
+            max_reinit_streams_per_agent: 2,
+        };
+        assert_eq!(set.agent_http, want);
     }
 }

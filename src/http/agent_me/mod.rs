@@ -73,6 +73,18 @@ impl Default for AgentMeConfig {
     }
 }
 
+impl AgentMeConfig {
+    /// The settings `serve` was given ([`crate::server::ServeConfig::agent_http`]), with coderd's heartbeat.
+    pub fn from_limits(limits: &crate::server::AgentHttpLimits) -> Self {
+        AgentMeConfig {
+            max_request_body: limits.max_request_body,
+            max_reinit_streams: limits.max_reinit_streams,
+            max_reinit_streams_per_agent: limits.max_reinit_streams_per_agent,
+            ..AgentMeConfig::default()
+        }
+    }
+}
+
 /// What the `me/…` handlers share: the server, their settings and the open reinit streams.
 #[derive(Clone)]
 pub struct MeState {
@@ -89,9 +101,10 @@ impl MeState {
     }
 }
 
-/// The endpoints with their default settings.
+/// The endpoints with the server's settings.
 pub fn routes(app: AppState) -> Router {
-    routes_with(MeState::new(app, AgentMeConfig::default()))
+    let config = AgentMeConfig::from_limits(&app.config().agent_http);
+    routes_with(MeState::new(app, config))
 }
 
 /// The endpoints over `state`.
@@ -238,5 +251,30 @@ mod tests {
         let fields: Vec<&str> = err.validations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["signature", "document"]);
         assert_eq!(err.validations[0].detail, r#"Validation failed for tag "required" with value: """#);
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn the_server_limits_reach_every_endpoint_setting() {
+        let limits = crate::server::AgentHttpLimits {
+            max_request_body: 1,
+            max_reinit_streams: 2,
+            max_reinit_streams_per_agent: 3,
+        };
+        let config = AgentMeConfig::from_limits(&limits);
+        assert_eq!(
+            (config.max_request_body, config.max_reinit_streams, config.max_reinit_streams_per_agent),
+            (1, 2, 3)
+        );
+        assert_eq!(config.reinit_heartbeat, AgentMeConfig::default().reinit_heartbeat);
+        // The defaults agree however they are reached.
+        let defaults = AgentMeConfig::from_limits(&crate::server::AgentHttpLimits::default());
+        assert_eq!(defaults.max_request_body, DEFAULT_MAX_REQUEST_BODY);
+        assert_eq!(defaults.max_reinit_streams, reinit::DEFAULT_MAX_REINIT_STREAMS);
+        assert_eq!(defaults.max_reinit_streams_per_agent, reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT);
     }
 }
