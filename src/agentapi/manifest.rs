@@ -59,8 +59,10 @@ pub(super) async fn get_manifest(
     let derp_map = match (watched, stored_derp_map) {
         (Some(map), _) => (*map).clone(),
         (None, Some(json)) => parse_derp_map(&json).map_err(|e| RpcError::invalid(format!("decode DERP map: {e}")))?,
-        // No DERP map configured: send an empty one rather than none, as agents expect the field.
-        (None, None) => empty_derp_map(),
+        // Nothing stored: the default map (the embedded relay's region) even before the poller's first read, so an
+        // agent that connects in the server's first instant is reachable; without one, an empty map rather than none,
+        // as agents expect the field.
+        (None, None) => api.derp_default.as_deref().cloned().unwrap_or_else(empty_derp_map),
     };
 
     Ok(pb::Manifest {
@@ -443,6 +445,32 @@ mod tests {
         let m = get_manifest(&api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
         let after = f.store.queries().snapshot();
         assert_eq!(after.since(&before).total(), 4, "the manifest read more than the agent's four lists");
+        assert_eq!(m.derp_map.expect("derp map").regions[&999].region_code, "coder");
+        stop.cancel();
+    }
+
+    /// Before the poller's first read, with nothing stored, the manifest carries the default map (the embedded
+    /// relay), not an empty one: an agent that connects in the server's first instant must still be reachable.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_default_derp_map_is_served_before_the_first_read() {
+        let f = fixture().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut default = empty_derp_map();
+        let region = crate::proto::tailnet::v2::derp_map::Region {
+            region_id: 999,
+            region_code: "coder".into(),
+            ..Default::default()
+        };
+        default.regions.insert(999, region);
+        let maps = crate::tailnet::derp_map::DerpMaps::with_default(
+            f.store.clone(),
+            std::time::Duration::from_secs(60),
+            Some(std::sync::Arc::new(default)),
+            stop.clone(),
+        );
+        // On this one thread the poller cannot run before get_manifest takes its view of the watched map.
+        let api = AgentApi::new(f.store.clone(), AgentApiConfig::default()).with_derp_maps(&maps);
+        let m = get_manifest(&api, &f.session, pb::GetManifestRequest {}).await.expect("manifest");
         assert_eq!(m.derp_map.expect("derp map").regions[&999].region_code, "coder");
         stop.cancel();
     }

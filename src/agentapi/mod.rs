@@ -107,17 +107,20 @@ pub struct AgentApi {
     log_overflow: logs::OverflowedAgents,
     /// The DERP map as the tailnet's poller last read it; without it, GetManifest reads the store.
     derp_map: Option<tokio::sync::watch::Receiver<crate::tailnet::derp_map::Current>>,
+    /// Served while no map is stored and the watched one is not read yet (the embedded relay's region).
+    derp_default: Option<Arc<crate::proto::tailnet::v2::DerpMap>>,
 }
 
 impl AgentApi {
     pub fn new(store: Store, config: AgentApiConfig) -> Self {
-        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default(), derp_map: None }
+        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default(), derp_map: None, derp_default: None }
     }
 
     /// Serves the manifest's DERP map from `maps`, the poller StreamDERPMaps watches, instead of reading it per call.
     /// Keeps the poller running for as long as this service lives.
     pub fn with_derp_maps(mut self, maps: &Arc<crate::tailnet::derp_map::DerpMaps>) -> Self {
         self.derp_map = Some(maps.subscribe());
+        self.derp_default = maps.default_map();
         self
     }
 }

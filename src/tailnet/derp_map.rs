@@ -42,6 +42,11 @@ impl DerpMaps {
         Arc::new(DerpMaps { store, interval, default, tx: watch::channel(None).0, running: Mutex::new(false), stop })
     }
 
+    /// The map served while none is stored (the embedded relay's region), if any.
+    pub fn default_map(&self) -> Option<Arc<pb::DerpMap>> {
+        self.default.clone()
+    }
+
     /// A view of the current map (`None` until the first read succeeded); starts the poller if it is idle.
     pub fn subscribe(self: &Arc<Self>) -> watch::Receiver<Current> {
         let Ok(mut running) = self.running.lock() else { return self.tx.subscribe() };
