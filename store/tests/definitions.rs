@@ -8,27 +8,6 @@ use agentwire_store::*;
 use common::{open, quiet_options, Kind};
 use uuid::Uuid;
 
-macro_rules! dual {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 dual!(
     create_then_replace_round_trips_every_part,
     a_failed_create_leaves_nothing_behind,

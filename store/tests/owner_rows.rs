@@ -6,27 +6,6 @@ mod common;
 use agentwire_store::*;
 use common::{fixture, open, quiet_options, second_agent, Kind};
 
-macro_rules! dual {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 dual!(git_ssh_key_is_the_owners_and_the_first_stored_wins, workspace_activity_bump_moves_the_latest_deadline);
 
 mod cases {

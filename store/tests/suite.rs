@@ -13,27 +13,6 @@ use agentwire_store::*;
 use common::{fixture, open, quiet_options, second_agent, Kind};
 use uuid::Uuid;
 
-macro_rules! dual {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(super::Kind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 dual!(
     resolve_token_is_one_query,
     resolve_token_rules,

@@ -5,6 +5,30 @@ use agentwire_store::{Admin, BuildIds, CreatedAgent, ResolvedAgent, Store, Store
 use sqlx::Connection;
 use uuid::Uuid;
 
+/// Declares each named case of the including file's `cases` module (an `async fn(Kind)`) as two tests,
+/// `sqlite::NAME` and `postgres::NAME`, so every case runs on both engines.
+#[macro_export]
+macro_rules! dual {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::cases::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::cases::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,
