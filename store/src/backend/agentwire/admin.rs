@@ -147,6 +147,33 @@ macro_rules! insert_build_rows {
 }
 pub(super) use insert_build_rows;
 
+/// Binds a script's run settings to `$query`, in the order INSERT_SCRIPT and UPDATE_SCRIPT both give them: script,
+/// cron, start_blocks_login, run_on_start, run_on_stop, timeout_seconds. `$s` is a [`NewScript`] (`add_script`) or a
+/// definition's script (`definition.rs`), whose fields are named alike.
+macro_rules! bind_script_run {
+    ($query:expr, $s:expr) => {{
+        let s = $s;
+        $query
+            .bind(&s.script)
+            .bind(&s.cron)
+            .bind(s.start_blocks_login)
+            .bind(s.run_on_start)
+            .bind(s.run_on_stop)
+            .bind(s.timeout_seconds)
+    }};
+}
+pub(super) use bind_script_run;
+
+/// Binds a [`NewMetadata`]'s columns to `$query`, in the order INSERT_METADATA and a definition's UPSERT_METADATA
+/// both end with: display name through display order.
+macro_rules! bind_metadata_description {
+    ($query:expr, $m:expr) => {{
+        let m: &$crate::rows::NewMetadata = $m;
+        $query.bind(&m.display_name).bind(&m.key).bind(&m.script).bind(m.timeout).bind(m.interval).bind(m.display_order)
+    }};
+}
+pub(super) use bind_metadata_description;
+
 impl AdminSql for Db {
     async fn ensure_organization(&self, name: &str) -> Result<Uuid, StoreError> {
         let got = with_pool!(self, write, |eng, pool| {
@@ -368,21 +395,13 @@ impl AdminSql for Db {
                 .bind(&s.display_name)
                 .execute(&mut *tx)
                 .await?;
-            q!(self.counters, eng, INSERT_SCRIPT)
+            let insert = q!(self.counters, eng, INSERT_SCRIPT)
                 .bind(id(script_id))
                 .bind(id(agent_id))
                 .bind(id(source_id))
                 .bind(&s.log_path)
-                .bind(now)
-                .bind(&s.script)
-                .bind(&s.cron)
-                .bind(s.start_blocks_login)
-                .bind(s.run_on_start)
-                .bind(s.run_on_stop)
-                .bind(s.timeout_seconds)
-                .bind(&s.display_name)
-                .execute(&mut *tx)
-                .await?;
+                .bind(now);
+            bind_script_run!(insert, s).bind(&s.display_name).execute(&mut *tx).await?;
             commit(&self.counters, tx).await?;
         });
         Ok(script_id)
@@ -390,16 +409,8 @@ impl AdminSql for Db {
 
     async fn add_metadata_description(&self, agent_id: Uuid, m: &NewMetadata) -> Result<(), StoreError> {
         with_pool!(self, write, |eng, pool| {
-            q!(self.counters, eng, INSERT_METADATA)
-                .bind(id(agent_id))
-                .bind(&m.display_name)
-                .bind(&m.key)
-                .bind(&m.script)
-                .bind(m.timeout)
-                .bind(m.interval)
-                .bind(m.display_order)
-                .execute(pool)
-                .await?;
+            let insert = q!(self.counters, eng, INSERT_METADATA).bind(id(agent_id));
+            bind_metadata_description!(insert, m).execute(pool).await?;
         });
         Ok(())
     }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::admin::{
-    insert_build_rows, insert_template_rows, insert_workspace_row, BuildRows, TemplateRows, WorkspaceRow,
+    bind_metadata_description, bind_script_run, insert_build_rows, insert_template_rows, insert_workspace_row,
+    BuildRows, TemplateRows, WorkspaceRow,
 };
 use super::admin_sql::{INSERT_SCRIPT, INSERT_USER, SELECT_USER_ID, UPSERT_ORG};
 use super::agent::json_string_array;
@@ -77,18 +78,8 @@ macro_rules! write_definition_rows {
         for s in &def.scripts {
             match kept.get(s.display_name.as_str()) {
                 Some((script_id, source_id)) => {
-                    q!(db.counters, eng, UPDATE_SCRIPT)
-                        .bind(*script_id)
-                        .bind(agent_key)
-                        .bind(&s.log_path)
-                        .bind(&s.script)
-                        .bind(&s.cron)
-                        .bind(s.start_blocks_login)
-                        .bind(s.run_on_start)
-                        .bind(s.run_on_stop)
-                        .bind(s.timeout_seconds)
-                        .execute(&mut *$tx)
-                        .await?;
+                    let update = q!(db.counters, eng, UPDATE_SCRIPT).bind(*script_id).bind(agent_key).bind(&s.log_path);
+                    bind_script_run!(update, s).execute(&mut *$tx).await?;
                     q!(db.counters, eng, UPDATE_LOG_SOURCE_ICON)
                         .bind(agent_key)
                         .bind(*source_id)
@@ -106,21 +97,13 @@ macro_rules! write_definition_rows {
                         .bind(&s.icon)
                         .execute(&mut *$tx)
                         .await?;
-                    q!(db.counters, eng, INSERT_SCRIPT)
+                    let insert = q!(db.counters, eng, INSERT_SCRIPT)
                         .bind(&script_id)
                         .bind(agent_key)
                         .bind(&source_id)
                         .bind(&s.log_path)
-                        .bind(now)
-                        .bind(&s.script)
-                        .bind(&s.cron)
-                        .bind(s.start_blocks_login)
-                        .bind(s.run_on_start)
-                        .bind(s.run_on_stop)
-                        .bind(s.timeout_seconds)
-                        .bind(&s.display_name)
-                        .execute(&mut *$tx)
-                        .await?;
+                        .bind(now);
+                    bind_script_run!(insert, s).bind(&s.display_name).execute(&mut *$tx).await?;
                 }
             }
         }
@@ -130,16 +113,8 @@ macro_rules! write_definition_rows {
             q!(db.counters, eng, DELETE_METADATA).bind(agent_key).bind(key).execute(&mut *$tx).await?;
         }
         for m in &def.metadata {
-            q!(db.counters, eng, UPSERT_METADATA)
-                .bind(agent_key)
-                .bind(&m.display_name)
-                .bind(&m.key)
-                .bind(&m.script)
-                .bind(m.timeout)
-                .bind(m.interval)
-                .bind(m.display_order)
-                .execute(&mut *$tx)
-                .await?;
+            let upsert = q!(db.counters, eng, UPSERT_METADATA).bind(agent_key);
+            bind_metadata_description!(upsert, m).execute(&mut *$tx).await?;
         }
 
         match &def.memory_monitor {
