@@ -15,6 +15,7 @@ use agentwire_store::{BuildIds, CreatedAgent, JobState, NewApp, ResolvedAgent, S
 use base64::Engine as _;
 use common::pg::fresh_pg_url;
 use common::server::{memory_store, start};
+use common::sse::{dechunk, read_head, Events};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,39 +43,6 @@ impl Reply {
         let body = self.json();
         let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
         (self.status, text("message"), text("detail"))
-    }
-}
-
-/// Reads a response head off `stream`: status, lowercased head, and the bytes already read past it.
-async fn read_head(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
-    let mut raw = Vec::new();
-    let end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed inside the response head");
-        raw.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), raw[end + 4..].to_vec())
-}
-
-/// The payload of a chunked body's complete chunks; `true` once the last chunk was seen.
-fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
-    loop {
-        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else { return false };
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return true;
-        }
-        if raw.len() < eol + 2 + size + 2 {
-            return false;
-        }
-        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw.drain(..eol + 2 + size + 2);
     }
 }
 
@@ -123,15 +91,8 @@ async fn call(addr: SocketAddr, agent: &CreatedAgent, method: &str, path: &str, 
     request(addr, method, &format!("{ME}/{path}"), &[("Coder-Session-Token", &token)], body.as_deref()).await
 }
 
-/// A server-sent event stream.
-struct Events {
-    stream: TcpStream,
-    raw: Vec<u8>,
-    body: Vec<u8>,
-    ended: bool,
-}
-
 impl Events {
+    /// Opens `agent`'s reinit stream: the answer, and the stream when it is a 200.
     async fn open(addr: SocketAddr, agent: &CreatedAgent) -> (Reply, Option<Events>) {
         let token = token_header(agent);
         tokio::time::timeout(WAIT, async {
@@ -146,35 +107,10 @@ impl Events {
                 return (Reply { status, head, body }, None);
             }
             let reply = Reply { status, head, body: Vec::new() };
-            (reply, Some(Events { stream, raw, body: Vec::new(), ended: false }))
+            (reply, Some(Events::new(stream, raw)))
         })
         .await
         .expect("the reinit answer in time")
-    }
-
-    /// The next event block (`event: …` lines up to the blank line), or `None` when the stream ended.
-    async fn next(&mut self, wait: Duration) -> Option<String> {
-        tokio::time::timeout(wait, async {
-            loop {
-                self.ended |= dechunk(&mut self.raw, &mut self.body);
-                if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
-                    let block = String::from_utf8(self.body[..i + 2].to_vec()).unwrap();
-                    self.body.drain(..i + 2);
-                    return Some(block);
-                }
-                if self.ended {
-                    return None;
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.stream.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    return None;
-                }
-                self.raw.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .expect("an event or the end in time")
     }
 }
 

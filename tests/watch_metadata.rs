@@ -13,6 +13,7 @@ use agentwire::server::ServeConfig;
 use agentwire_store::{CreatedAgent, Store, StoreOptions};
 use common::pg::fresh_pg_url;
 use common::server::{agent_with_rows, connect, memory_store, owner_token, start, TestServer};
+use common::sse::{read_head, Events};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,20 +40,8 @@ async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
         }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        let end = loop {
-            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "connection closed inside the response head");
-            raw.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8(raw[..end].to_vec()).unwrap();
-        let rest = raw[end + 4..].to_vec();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Reply { status, headers: head.to_ascii_lowercase(), stream, raw: rest }
+        let (status, headers, raw) = read_head(&mut stream).await;
+        Reply { status, headers, stream, raw }
     })
     .await
     .expect("response head in time")
@@ -86,74 +75,30 @@ impl Reply {
         assert_eq!(self.status, 200, "{}", self.headers);
         assert!(self.headers.contains("content-type: text/event-stream"), "{}", self.headers);
         assert!(self.headers.contains("transfer-encoding: chunked"), "{}", self.headers);
-        Events { stream: self.stream, raw: self.raw, body: Vec::new(), ended: false }
+        Events::new(self.stream, self.raw)
     }
-}
-
-/// A server-sent event stream over HTTP/1.1 chunked encoding.
-struct Events {
-    stream: TcpStream,
-    raw: Vec<u8>,
-    body: Vec<u8>,
-    ended: bool,
 }
 
 impl Events {
-    /// Moves every complete chunk from `raw` to `body`; notes the last (empty) chunk.
-    fn dechunk(&mut self) {
-        loop {
-            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
-            let size = usize::from_str_radix(std::str::from_utf8(&self.raw[..eol]).unwrap().trim(), 16).unwrap();
-            if size == 0 {
-                self.ended = true;
-                return;
-            }
-            if self.raw.len() < eol + 2 + size + 2 {
-                return;
-            }
-            self.body.extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
-            self.raw.drain(..eol + 2 + size + 2);
-        }
-    }
-
     /// The next event as (type, data), or `None` when the stream ends.
-    async fn next(&mut self) -> Option<(String, Option<String>)> {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                self.dechunk();
-                if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
-                    let block = String::from_utf8(self.body[..i].to_vec()).unwrap();
-                    self.body.drain(..i + 2);
-                    let mut kind = String::from("message");
-                    let mut data = None;
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event: ") {
-                            kind = v.to_owned();
-                        } else if let Some(v) = line.strip_prefix("data: ") {
-                            data = Some(v.to_owned());
-                        }
-                    }
-                    return Some((kind, data));
-                }
-                if self.ended {
-                    return None;
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.stream.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    return None;
-                }
-                self.raw.extend_from_slice(&chunk[..n]);
+    async fn event(&mut self) -> Option<(String, Option<String>)> {
+        let block = self.next(WAIT).await?;
+        let mut kind = String::from("message");
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                kind = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(v.to_owned());
             }
-        })
-        .await
-        .expect("an event in time")
+        }
+        Some((kind, data))
     }
 
     /// The next `data` event's JSON array (pings are skipped).
     async fn data(&mut self) -> Vec<Value> {
         loop {
-            let (kind, data) = self.next().await.expect("the stream ended");
+            let (kind, data) = self.event().await.expect("the stream ended");
             match kind.as_str() {
                 "ping" => continue,
                 "data" => return serde_json::from_str::<Vec<Value>>(&data.expect("data")).unwrap(),
@@ -255,7 +200,7 @@ async fn sqlite_watcher_gets_the_state_then_every_update() {
     // Shutdown ends the stream.
     server.state.shutdown_token().cancel();
     loop {
-        match events.next().await {
+        match events.event().await {
             None => break,
             Some((kind, data)) => assert!(kind == "ping" || kind == "data", "{kind}: {data:?}"),
         }
@@ -334,7 +279,7 @@ async fn postgres_update_on_replica_a_reaches_a_watcher_on_replica_b() {
     assert_eq!((value_of(&update, "cpu"), value_of(&update, "mem")), ("77%".into(), "3 GiB".into()));
 
     replica_b.state.shutdown_token().cancel();
-    while let Some((kind, _)) = events.next().await {
+    while let Some((kind, _)) = events.event().await {
         assert!(kind == "ping" || kind == "data", "{kind}");
     }
     replica_a.state.shutdown().await;

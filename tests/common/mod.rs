@@ -6,6 +6,7 @@ pub mod pg;
 pub mod pg_cluster;
 pub mod recorded;
 pub mod server;
+pub mod sse;
 
 use std::path::PathBuf;
 
