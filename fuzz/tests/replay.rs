@@ -1,27 +1,13 @@
 //! Replays every checked-in seed and regression input through the targets' logic, without libFuzzer:
 //! `cargo test` here (or `scripts/fuzz.sh replay`) works on stable and keeps fixed crashes fixed.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
 fn replay(target: &str, run: impl Fn(&[u8])) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut count = 0;
-    for dir in ["seeds", "regressions"] {
-        let Ok(entries) = fs::read_dir(root.join(dir).join(target)) else { continue };
-        let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        paths.sort();
-        for path in paths {
-            if path.extension().is_some_and(|e| e == "md" || e == "txt") {
-                continue;
-            }
-            let data = fs::read(&path).unwrap();
-            eprintln!("{target}: {}", path.display());
-            run(&data);
-            count += 1;
-        }
-    }
-    count
+    common::replay(Path::new(env!("CARGO_MANIFEST_DIR")), target, run)
 }
 
 #[test]
