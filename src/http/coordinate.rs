@@ -4,7 +4,10 @@
 //!
 //! The caller is a user with an API token (header, cookie or query parameter, as `watch-metadata`) who must own
 //! the agent's workspace; otherwise coderd's 401 / 400 / 404 answers come before the upgrade. A `version` query
-//! parameter, when given, must be a tailnet API version this server speaks (2.x).
+//! parameter, when given, must be a tailnet API version this server speaks (2.x). A `resume_token` query parameter
+//! (from RefreshResumeToken, see [`crate::tailnet::resume`]) gives the connection the peer id it names instead of
+//! a fresh one; a token that does not verify is coderd's 401 with a `resume_token` validation, on which Coder's
+//! client drops the token and dials again; a token without a key id is ignored, as coderd ignores it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,10 +18,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::agent_access::user_and_agent;
 use super::error::ApiError;
-use super::user_auth::{agent_id_param, authenticate_user, RESOURCE_NOT_FOUND};
 use crate::server::AppState;
+use crate::tailnet::resume::ResumeError;
 use crate::tailnet::ClientPeer;
+
+/// coderd's `workspacesdk.CoordinateAPIInvalidResumeToken`.
+pub const INVALID_RESUME_TOKEN: &str = "Invalid resume token";
 
 pub async fn coordinate(
     State(state): State<AppState>,
@@ -27,16 +34,8 @@ pub async fn coordinate(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let internal = |what: &str, err: agentwire_store::StoreError| {
-        tracing::error!(error = %err, "{what}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Internal error {what}.")).detail(err.to_string())
-    };
-    let user_id = match authenticate_user(&state, &headers, &query).await {
-        Ok(user) => user,
-        Err(err) => return err.into_response(),
-    };
-    let agent_id = match agent_id_param(&agent) {
-        Ok(id) => id,
+    let (user_id, agent_id) = match user_and_agent(&state, &headers, &query, &agent).await {
+        Ok(ids) => ids,
         Err(err) => return err.into_response(),
     };
     if let Some(version) = query.get("version") {
@@ -48,12 +47,10 @@ pub async fn coordinate(
                 .into_response();
         }
     }
-    // One query: the agent exists, is not deleted, and its workspace is the caller's.
-    match state.store().agent_metadata_for_user(user_id, agent_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return ApiError::new(StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND).into_response(),
-        Err(err) => return internal("fetching workspace agent", err).into_response(),
-    }
+    let peer_id = match resumed_peer_id(&state, &query).await {
+        Ok(peer_id) => peer_id,
+        Err(err) => return err.into_response(),
+    };
     if state.shutdown_token().is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down.").into_response();
     }
@@ -64,7 +61,7 @@ pub async fn coordinate(
     let session_state = state.clone();
     super::upgrade_with_limits(upgrade, &state, move |io| async move {
         let state = session_state;
-        let peer = Arc::new(ClientPeer { user_id, agent_id, peer_id: Uuid::new_v4() });
+        let peer = Arc::new(ClientPeer { user_id, agent_id, peer_id });
         let span = tracing::info_span!("coordinate", %agent_id, peer_id = %peer.peer_id, %user_id);
         let _enter = span.enter();
         tracing::info!("client coordinating");
@@ -72,4 +69,19 @@ pub async fn coordinate(
         let end = state.tailnet().serve_client(io, peer, state.shutdown_token().child_token()).await;
         tracing::debug!(?end, %agent_id, "client coordination ended");
     })
+}
+
+/// The peer id of a connection: the one its `resume_token` names, or a fresh one (coderd's `handleResumeToken`).
+async fn resumed_peer_id(state: &AppState, query: &HashMap<String, String>) -> Result<Uuid, ApiError> {
+    let Some(token) = query.get("resume_token").filter(|t| !t.is_empty()) else { return Ok(Uuid::new_v4()) };
+    match state.tailnet().resume_tokens().verify(token).await {
+        Ok(peer_id) => {
+            tracing::debug!(%peer_id, "accepted coordinate resume token for peer");
+            Ok(peer_id)
+        }
+        Err(ResumeError::MissingKeyId) => Ok(Uuid::new_v4()),
+        Err(err) => Err(ApiError::new(StatusCode::UNAUTHORIZED, INVALID_RESUME_TOKEN)
+            .detail(format!("verify payload: {err}"))
+            .validation("resume_token", INVALID_RESUME_TOKEN)),
+    }
 }

@@ -1,7 +1,9 @@
 //! The HTTP surface: the agent endpoint, health and metrics.
 
+pub mod agent_access;
 pub mod agent_me;
 pub mod agent_rpc;
+pub mod connection;
 pub mod coordinate;
 pub mod error;
 pub mod insights;
@@ -57,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/templates/{id}", get(insights::template))
         .route("/api/v2/templates/{id}/daus", get(insights::template_daus))
         .route("/api/v2/workspaceagents/{id}/coordinate", get(coordinate::coordinate))
+        .route("/api/v2/workspaceagents/{id}/connection", get(connection::agent_connection))
+        .route("/api/v2/workspaceagents/connection", get(connection::connection_generic))
         .route("/derp", get(crate::derp::http::derp))
         .route("/derp/", get(crate::derp::http::derp))
         .route("/derp/latency-check", get(crate::derp::http::latency_check))

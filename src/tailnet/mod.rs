@@ -4,8 +4,11 @@
 //! * Coordinate: a bridge between the dRPC stream and the [`coordinator`], which has coderd's semantics and
 //!   spans replicas through the store's pubsub ([`remote`]).
 //! * PostTelemetry: accepted and counted (`agentwire_tailnet_telemetry_events_total`).
-//! * RefreshResumeToken and WorkspaceUpdates answer Unimplemented, as coderd's agent endpoint effectively does
-//!   (no resume token provider or workspace updates provider is configured there).
+//! * RefreshResumeToken: for clients, a token for their peer id that the coordinate endpoint takes back on
+//!   reconnection ([`resume`], coderd's format and key semantics). Agents get Unimplemented, as coderd's agent
+//!   endpoint has no resume token provider.
+//! * WorkspaceUpdates answers Unimplemented, as coderd's agent and per-agent coordinate endpoints have no workspace
+//!   updates provider.
 //!
 //! The same service answers agents (context: their [`Session`], peer id = agent id) and clients (context: a
 //! [`ClientPeer`], a fresh peer id per connection, tunnels only to the agent in the URL).
@@ -15,6 +18,7 @@ pub mod derp_json;
 pub mod derp_map;
 pub mod remote;
 pub mod replica_wire;
+pub mod resume;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +34,7 @@ use uuid::Uuid;
 
 use self::coordinator::{CoordinateError, Coordinator, CoordinatorStats, Role};
 use self::derp_map::DerpMaps;
+use self::resume::ResumeTokens;
 use crate::proto::tailnet::v2 as pb;
 use crate::session::Session;
 
@@ -204,6 +209,7 @@ pub struct Tailnet {
     derp_relay: Option<Arc<crate::derp::Relay>>,
     stats: Arc<TailnetStats>,
     clients: Server<Arc<ClientPeer>>,
+    resume_tokens: Arc<ResumeTokens>,
     /// The server's pool, under which every client session reads.
     memory: MemoryBudget,
     stop: CancellationToken,
@@ -234,17 +240,17 @@ impl Tailnet {
         let derp_relay = derp.enabled.then(|| crate::derp::Relay::new(derp.relay.clone(), stats.derp.clone()));
         let derp_maps =
             DerpMaps::with_default(store.clone(), config.derp_map_check_interval, default_map, stop.clone());
+        let resume_tokens = Arc::new(ResumeTokens::new(store.clone()));
         let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), remote::start);
         let mut router = Router::new();
-        pb::register_tailnet(
-            &mut router,
-            Arc::new(TailnetApi::<Arc<ClientPeer>>::with(&coordinator, &derp_maps, &stats)),
-        );
+        let mut client_api = TailnetApi::<Arc<ClientPeer>>::with(&coordinator, &derp_maps, &stats);
+        client_api.resume_tokens = Some(resume_tokens.clone());
+        pb::register_tailnet(&mut router, Arc::new(client_api));
         let mut clients = Server::new(router, rpc);
         if let Some(observer) = observer {
             clients = clients.with_observer(observer);
         }
-        Arc::new(Tailnet { coordinator, derp_maps, derp_relay, stats, clients, memory, stop })
+        Arc::new(Tailnet { coordinator, derp_maps, derp_relay, stats, clients, resume_tokens, memory, stop })
     }
 
     /// The service as registered on the agent connection.
@@ -264,6 +270,11 @@ impl Tailnet {
 
     pub fn coordinator(&self) -> &Coordinator {
         &self.coordinator
+    }
+
+    /// The resume tokens clients get from RefreshResumeToken and give back to the coordinate endpoint.
+    pub fn resume_tokens(&self) -> &Arc<ResumeTokens> {
+        &self.resume_tokens
     }
 
     /// Serves one client connection (yamux over `io`) until it leaves or `shutdown` fires.
@@ -291,6 +302,8 @@ pub struct TailnetApi<C> {
     coordinator: Coordinator,
     derp_maps: Arc<DerpMaps>,
     stats: Arc<TailnetStats>,
+    /// Set for clients only (see [`resume`]).
+    resume_tokens: Option<Arc<ResumeTokens>>,
     _peer: std::marker::PhantomData<fn(C)>,
 }
 
@@ -300,6 +313,7 @@ impl<C> TailnetApi<C> {
             coordinator: coordinator.clone(),
             derp_maps: derp_maps.clone(),
             stats: stats.clone(),
+            resume_tokens: None,
             _peer: std::marker::PhantomData,
         }
     }
@@ -352,10 +366,14 @@ impl<C: TailnetPeer> pb::TailnetServer for TailnetApi<C> {
 
     async fn refresh_resume_token(
         &self,
-        _: &C,
+        peer: &C,
         _: pb::RefreshResumeTokenRequest,
     ) -> Result<pb::RefreshResumeTokenResponse, Status> {
-        Err(Status::unimplemented())
+        let Some(tokens) = &self.resume_tokens else { return Err(Status::unimplemented()) };
+        tokens.generate(peer.peer_id()).await.map_err(|err| {
+            tracing::error!(error = %err, "generating a resume token");
+            Status::error(format!("generate resume token: {err}"))
+        })
     }
 
     async fn coordinate(
