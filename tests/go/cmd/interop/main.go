@@ -10,6 +10,7 @@
 //	interop derp --url http://HOST:PORT/derp
 //	interop constants [--coder-src DIR]
 //	interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
+//	interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct]
 //
 // See README.md for the full contract.
 package main
@@ -49,6 +50,8 @@ func main() {
 		os.Exit(constants(args))
 	case "agent-http":
 		os.Exit(agentHTTP(args))
+	case "ssh":
+		os.Exit(sshCmd(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -70,6 +73,7 @@ func usage() {
   interop derp --url http://HOST:PORT/derp
   interop constants [--coder-src DIR]
   interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
+  interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct] [--command CMD]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }
