@@ -4,7 +4,7 @@
 mod common;
 
 use agentwire_store::*;
-use common::{fixture, open, quiet_options, second_agent, Kind};
+use common::{fixture, fixture_due_in_ten_minutes, open, quiet_options, second_agent, Kind, ACTIVITY_BUMP};
 
 dual!(git_ssh_key_is_the_owners_and_the_first_stored_wins, workspace_activity_bump_moves_the_latest_deadline);
 
@@ -51,18 +51,15 @@ mod cases {
         let env = open(kind, quiet_options()).await;
         let store = &env.store;
         let admin = store.admin();
-        let f = fixture(store, "bumpy").await;
+        let (f, now) = fixture_due_in_ten_minutes(store, "bumpy").await;
         let scope = store.agent(&f.agent);
-        let hour = 3_600_000_000i64; // the template's default activity bump, in µs
-        let now = now_micros();
-        admin.set_build_deadline(f.build.build_id, now + 10 * 60_000_000, 0).await.unwrap();
 
         let before = store.queries().snapshot();
         scope.bump_workspace_activity().await.unwrap();
         let d = store.queries().snapshot().since(&before);
         assert_eq!((d.total(), d.get("ActivityBumpWorkspace")), (1, 1), "{d:?}");
         let (bumped, _) = admin.build_activity(f.build.build_id).await.unwrap().unwrap();
-        assert!(bumped >= now + hour && bumped <= now_micros() + hour, "{bumped}");
+        assert!(bumped >= now + ACTIVITY_BUMP && bumped <= now_micros() + ACTIVITY_BUMP, "{bumped}");
 
         // Another workspace's build is untouched.
         let other = fixture(store, "other").await;

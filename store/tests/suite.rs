@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agentwire_store::pubsub::{decode_metadata_batch_payload, METADATA_BATCH_CHANNEL};
 use agentwire_store::*;
-use common::{fixture, open, quiet_options, second_agent, Kind};
+use common::{fixture, fixture_due_in_ten_minutes, open, quiet_options, second_agent, Kind, ACTIVITY_BUMP};
 use uuid::Uuid;
 
 dual!(
@@ -250,11 +250,8 @@ mod cases {
         let env = open(kind, quiet_options()).await;
         let store = &env.store;
         let admin = store.admin();
-        let f = fixture(store, "bumpy").await;
+        let (f, now) = fixture_due_in_ten_minutes(store, "bumpy").await;
         let scope = store.agent(&f.agent);
-        let hour = 3_600_000_000i64; // the template's default activity bump, in µs
-        let now = agentwire_store::now_micros();
-        admin.set_build_deadline(f.build.build_id, now + 10 * 60_000_000, 0).await.unwrap();
 
         // No connection: no activity, the deadline stays.
         assert!(scope.enqueue_stats(StatsReport { connection_count: 0, ..Default::default() }));
@@ -273,7 +270,7 @@ mod cases {
         assert_eq!(d.by_name.get("ActivityBumpWorkspace"), Some(&1), "one bump per workspace per flush: {d:?}");
         assert_eq!(d.notifications, 1, "one stats_update event per workspace per flush: {d:?}");
         let (bumped, last_used) = admin.build_activity(f.build.build_id).await.unwrap().unwrap();
-        assert!(bumped >= now + hour && bumped <= agentwire_store::now_micros() + hour, "{bumped}");
+        assert!(bumped >= now + ACTIVITY_BUMP && bumped <= agentwire_store::now_micros() + ACTIVITY_BUMP, "{bumped}");
         assert!(last_used >= now);
 
         // Within 5 % of the interval nothing moves again.

@@ -134,6 +134,18 @@ pub async fn fixture(store: &Store, username: &str) -> Fixture {
     Fixture { build, created, agent, template_id: t.template_id, owner_id }
 }
 
+/// The template's default activity bump, in µs: how far past now a bump moves a build's deadline.
+pub const ACTIVITY_BUMP: i64 = 3_600_000_000;
+
+/// A [`fixture`] whose build's deadline is ten minutes past `now` (returned with it), without a max deadline: a
+/// workspace the activity bump moves.
+pub async fn fixture_due_in_ten_minutes(store: &Store, username: &str) -> (Fixture, i64) {
+    let f = fixture(store, username).await;
+    let now = agentwire_store::now_micros();
+    store.admin().set_build_deadline(f.build.build_id, now + 10 * 60_000_000, 0).await.unwrap();
+    (f, now)
+}
+
 /// Another agent on the same resource as `f`.
 pub async fn second_agent(store: &Store, f: &Fixture, name: &str) -> ResolvedAgent {
     let created = store
