@@ -16,12 +16,17 @@
 //! `agentwire-proto` (the messages and typed clients), never on the server or the store: it loads coderd as well as
 //! agentwire, and creating agents in the server's database for `--db` is the `agentwire` binary's job, which hands
 //! their tokens in ([`TokenSource::List`]). Its own dependencies: `hdrhistogram` (latency percentiles), `fastrand`
-//! (phase jitter), `libc` (`RLIMIT_NOFILE`, clock ticks), `tokio-tungstenite` (dialing from a chosen source address),
-//! `clap` (its flags, which the binary flattens into `agentwire loadgen`) and `serde` (the JSON report).
+//! (phase jitter), `libc` (`RLIMIT_NOFILE`, clock ticks, the pacer's timer slack), `tokio-tungstenite` (dialing from
+//! a chosen source address), `clap` (its flags, which the binary flattens into `agentwire loadgen`) and `serde` (the
+//! JSON report).
+//!
+//! The fixed-rate mode's send times come from one pacing thread (`pace.rs`), not tokio's millisecond timer, and
+//! every latency figure of the report carries the send lag beside it.
 
 mod agent;
 pub mod config;
 mod connect;
+mod pace;
 pub mod plot;
 pub mod procfs;
 mod progress;
@@ -154,12 +159,21 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
         measured_errors: totals.measured_errors,
         throughput_per_second: if measured_seconds > 0.0 { totals.measured_ok as f64 / measured_seconds } else { 0.0 },
     };
+    let fixed_rate = match config.mode {
+        Mode::FixedRate { rpc, .. } => Some(scenario::method(rpc)),
+        _ => None,
+    };
+    let send_lag = fixed_rate.map(|_| Percentiles::of(&totals.send_lag));
     let rpcs = totals
         .methods
         .iter()
         .map(|(method, m)| {
-            let figures =
-                RpcFigures { ok: m.ok, errors: m.errors, latency_us: m.latency.as_ref().map(Percentiles::of) };
+            let figures = RpcFigures {
+                ok: m.ok,
+                errors: m.errors,
+                latency_us: m.latency.as_ref().map(Percentiles::of),
+                send_lag_us: send_lag.filter(|_| fixed_rate == Some(*method)),
+            };
             ((*method).to_owned(), figures)
         })
         .collect();
@@ -174,7 +188,6 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
             recovered_after_ms: s.recovered.map(|r| r.duration_since(s.started).as_millis() as u64),
         })
         .collect();
-    let fixed_rate = matches!(config.mode, Mode::FixedRate { .. });
     let server = pid.map(|pid| {
         let cpu_seconds = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
         ServerFigures {
@@ -203,8 +216,8 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
         rpcs,
         errors: totals.errors.clone(),
         latency_us: Percentiles::of(&totals.measured),
-        service_latency_us: fixed_rate.then(|| Percentiles::of(&totals.service)),
-        send_lag_us: fixed_rate.then(|| Percentiles::of(&totals.send_lag)),
+        service_latency_us: fixed_rate.map(|_| Percentiles::of(&totals.service)),
+        send_lag_us: send_lag,
         connect_us: Percentiles::of(&totals.connect),
         sessions: SessionFigures {
             agents: config.agents,
@@ -248,6 +261,7 @@ async fn sample(shared: Arc<Shared>, started: Instant, stop: CancellationToken) 
             errors: second.errors,
             p50_us: if latency.is_empty() { 0 } else { latency.value_at_quantile(0.5) },
             p99_us: if latency.is_empty() { 0 } else { latency.value_at_quantile(0.99) },
+            send_lag_p99_us: (!second.send_lag.is_empty()).then(|| second.send_lag.value_at_quantile(0.99)),
             connected: shared.recorder.sessions.connected.load(Ordering::Relaxed),
             measured: shared.recorder.is_measuring(),
         };
@@ -266,6 +280,7 @@ async fn sample(shared: Arc<Shared>, started: Instant, stop: CancellationToken) 
             errors_per_s: point.errors,
             p50_us: point.p50_us,
             p99_us: point.p99_us,
+            send_lag_p99_us: point.send_lag_p99_us,
             total_ok,
         });
         if !last || point.ok > 0 || point.errors > 0 {

@@ -1,6 +1,7 @@
-//! A hand-written SVG of the per-second series: throughput on top, p50 and p99 latency below, one point per
-//! second, the measured phase shaded. Not `plotters`: three polylines, two axes and their labels are a page of
-//! `write!`, and a charting library (with its text and colour stacks) would weigh more than the chart it draws.
+//! A hand-written SVG of the per-second series: throughput on top, p50 and p99 latency below (with the fixed-rate
+//! mode's send lag p99 beside them), one point per second, the measured phase shaded. Not `plotters`: a few
+//! polylines, two axes and their labels are a page of `write!`, and a charting library (with its text and colour
+//! stacks) would weigh more than the chart it draws.
 
 use std::fmt::Write as _;
 
@@ -141,11 +142,14 @@ pub fn render(report: &Report) -> String {
         series.iter().filter(|p| p.ok > 0).map(|p| (p.t as f64, p.p50_us as f64 / 1000.0)).collect();
     let p99: Vec<(f64, f64)> =
         series.iter().filter(|p| p.ok > 0).map(|p| (p.t as f64, p.p99_us as f64 / 1000.0)).collect();
+    // Fixed-rate mode: the send lag beside the latencies it is part of.
+    let lag: Vec<(f64, f64)> =
+        series.iter().filter_map(|p| p.send_lag_p99_us.map(|us| (p.t as f64, us as f64 / 1000.0))).collect();
     let top = Panel { top: TOP, x_max, y_max: nice_ceiling(throughput.iter().map(|p| p.1).fold(0.0, f64::max)) };
     let bottom = Panel {
         top: TOP + PANEL_HEIGHT + GAP,
         x_max,
-        y_max: nice_ceiling(p99.iter().chain(&p50).map(|p| p.1).fold(0.0, f64::max)),
+        y_max: nice_ceiling(p99.iter().chain(&p50).chain(&lag).map(|p| p.1).fold(0.0, f64::max)),
     };
     let height = TOP + 2.0 * PANEL_HEIGHT + GAP + 40.0;
     let c = &report.config;
@@ -169,6 +173,9 @@ pub fn render(report: &Report) -> String {
     bottom.frame(&mut out, "latency per second", "ms", shade);
     bottom.line(&mut out, &p50, "#2ca02c", "p50", 0);
     bottom.line(&mut out, &p99, "#d62728", "p99", 1);
+    if !lag.is_empty() {
+        bottom.line(&mut out, &lag, "#7f7f7f", "send lag p99", 2);
+    }
     let _ = writeln!(out, "</svg>");
     out
 }

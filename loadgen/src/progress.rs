@@ -22,6 +22,8 @@ pub(crate) struct Line {
     pub errors_per_s: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// Fixed-rate mode: printed beside the latencies.
+    pub send_lag_p99_us: Option<u64>,
     pub total_ok: u64,
 }
 
@@ -35,7 +37,7 @@ impl Progress {
             return;
         }
         let text = format!(
-            "{:>4}s {:<8} sessions {}/{}  {} rpc/s  {} err/s  p50 {:.2} ms  p99 {:.2} ms  total {}",
+            "{:>4}s {:<8} sessions {}/{}  {} rpc/s  {} err/s  p50 {:.2} ms  p99 {:.2} ms{}  total {}",
             line.t,
             line.phase,
             line.connected,
@@ -44,6 +46,7 @@ impl Progress {
             line.errors_per_s,
             line.p50_us as f64 / 1000.0,
             line.p99_us as f64 / 1000.0,
+            line.send_lag_p99_us.map(|us| format!(" (send lag p99 {:.2} ms)", us as f64 / 1000.0)).unwrap_or_default(),
             line.total_ok
         );
         let mut err = std::io::stderr().lock();

@@ -42,6 +42,8 @@ struct Shard {
     second: Histogram<u64>,
     second_ok: u64,
     second_errors: u64,
+    /// Fixed-rate mode: the current second's send lag (whole run), beside its latencies.
+    second_send_lag: Histogram<u64>,
     connect: Histogram<u64>,
     /// Fixed-rate mode: send to reply (no queueing before the send), and how late sends left (measured phase).
     service: Histogram<u64>,
@@ -59,6 +61,7 @@ impl Shard {
             second: histogram(),
             second_ok: 0,
             second_errors: 0,
+            second_send_lag: histogram(),
             connect: histogram(),
             service: histogram(),
             send_lag: histogram(),
@@ -94,6 +97,8 @@ pub(crate) struct Second {
     pub ok: u64,
     pub errors: u64,
     pub latency: Histogram<u64>,
+    /// Empty outside the fixed-rate mode.
+    pub send_lag: Histogram<u64>,
 }
 
 /// Everything merged at the end.
@@ -177,9 +182,12 @@ impl Recorder {
     }
 
     pub fn send_lag(&self, agent: usize, late: Duration) {
+        // Zero lag is recorded as 1 µs, the histogram's floor.
+        let us = micros(late);
+        let mut shard = self.shard(agent);
+        shard.second_send_lag.saturating_record(us);
         if self.measuring.load(Ordering::Relaxed) {
-            // Zero lag is recorded as 1 µs, the histogram's floor.
-            self.shard(agent).send_lag.saturating_record(micros(late));
+            shard.send_lag.saturating_record(us);
         }
     }
 
@@ -189,13 +197,15 @@ impl Recorder {
 
     /// The calls since the last sample.
     pub fn take_second(&self) -> Second {
-        let mut second = Second { ok: 0, errors: 0, latency: histogram() };
+        let mut second = Second { ok: 0, errors: 0, latency: histogram(), send_lag: histogram() };
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             second.ok += std::mem::take(&mut shard.second_ok);
             second.errors += std::mem::take(&mut shard.second_errors);
             let _ = second.latency.add(&shard.second);
             shard.second.reset();
+            let _ = second.send_lag.add(&shard.second_send_lag);
+            shard.second_send_lag.reset();
         }
         second
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use agentwire_transport::client::{CallError, TypedClientStream};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant as TokioInstant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use agentwire_proto::agent::v2 as pb;
@@ -15,6 +16,7 @@ use agentwire_proto::tailnet::v2 as tpb;
 
 use crate::config::{Mode, RpcName};
 use crate::connect::{io_kind, Connection};
+use crate::pace::Pacer;
 use crate::shared::Shared;
 
 /// Tailscale's service prefix `fd7a:115c:a1e0::/48`, under which Coder addresses an agent by its id.
@@ -256,32 +258,61 @@ async fn fixed_rate(
 ) {
     let period = Duration::from_secs_f64(shared.config.agents as f64 / rate);
     // A random phase so that the agents' sends interleave instead of firing together.
-    let mut due = TokioInstant::now() + period.mul_f64(fastrand::f64());
-    let mut in_flight = FuturesUnordered::new();
-    let mut n = 0u64;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => break,
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            _ = tokio::time::sleep_until(due), if in_flight.len() < max_in_flight => {
-                if !shared.budget.take() {
-                    break;
-                }
-                n += 1;
-                // The intended time, on the std clock the recorder measures with.
-                let late = TokioInstant::now().saturating_duration_since(due);
-                let intended = Instant::now().checked_sub(late).unwrap_or_else(Instant::now);
-                shared.recorder.send_lag(index, late);
-                due += period;
-                in_flight.push(async move {
-                    let sent = Instant::now();
-                    if call(shared, index, method(rpc), intended, unary(agent, rpc, n)).await.is_some() {
-                        shared.recorder.service(index, sent.elapsed());
-                    }
-                });
+    let first = Instant::now() + period.mul_f64(fastrand::f64());
+    let send = |n: u64, intended: Instant, late: Duration| {
+        shared.recorder.send_lag(index, late);
+        async move {
+            let sent = Instant::now();
+            if call(shared, index, method(rpc), intended, unary(agent, rpc, n)).await.is_some() {
+                shared.recorder.service(index, sent.elapsed());
             }
         }
+    };
+    let admit = || shared.budget.take();
+    schedule(&shared.pacer, first, period, max_in_flight, &shared.stop, admit, send).await;
+}
+
+/// The fixed-rate schedule: send `n` (from 1) is due at `first + (n - 1) × period` and leaves when the pacer releases
+/// it, or later when `max_in_flight` calls are still out (the wait then counts as its lag). `send` gets the send's
+/// number, its intended time and how late it left, and returns the call, which runs alongside the next ones. Ends
+/// when `stop` fires or `admit` refuses a send, after the calls in flight are back.
+pub(crate) async fn schedule<F, Fut>(
+    pacer: &Pacer,
+    first: Instant,
+    period: Duration,
+    max_in_flight: usize,
+    stop: &CancellationToken,
+    mut admit: impl FnMut() -> bool,
+    mut send: F,
+) where
+    F: FnMut(u64, Instant, Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // The config refuses 0; a zero here would wait for a slot no call can free.
+    let max_in_flight = max_in_flight.max(1);
+    let mut due = first;
+    let mut in_flight = FuturesUnordered::new();
+    let mut n = 0u64;
+    'run: loop {
+        let tick = pacer.until(due);
+        tokio::pin!(tick);
+        let mut ticked = false;
+        while !ticked || in_flight.len() >= max_in_flight {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'run,
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = &mut tick, if !ticked => ticked = true,
+            }
+        }
+        if !admit() {
+            break;
+        }
+        n += 1;
+        // Never negative: the pacer releases a deadline only once it has passed.
+        let late = Instant::now().saturating_duration_since(due);
+        in_flight.push(send(n, due, late));
+        due += period;
     }
     while in_flight.next().await.is_some() {}
 }
@@ -483,6 +514,51 @@ async fn hold_streams_until_stop(shared: &Shared, derp: Option<DerpStream>, coor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schedule's counts, not its timing: one send per intended time, exactly on the schedule, none early, with
+    /// and without calls that outlast the period.
+    #[tokio::test]
+    async fn the_schedule_sends_once_per_intended_time_and_never_early() {
+        use std::sync::Mutex;
+        const N: u64 = 40;
+        let pacer = Pacer::start();
+        for (max_in_flight, call_takes) in [(4, Duration::ZERO), (1, Duration::from_millis(1))] {
+            let stop = CancellationToken::new();
+            let period = Duration::from_micros(250);
+            let first = Instant::now() + Duration::from_millis(1);
+            let sent = Mutex::new(Vec::new());
+            let mut left = N;
+            let admit = || left.checked_sub(1).map(|l| left = l).is_some();
+            let send = |n, intended, late| {
+                sent.lock().unwrap().push((n, intended, Instant::now(), late));
+                tokio::time::sleep(call_takes)
+            };
+            schedule(&pacer, first, period, max_in_flight, &stop, admit, send).await;
+            let sent = sent.into_inner().unwrap();
+            assert_eq!(sent.len() as u64, N, "max_in_flight {max_in_flight}");
+            for (i, (n, intended, actual, late)) in sent.into_iter().enumerate() {
+                assert_eq!(n, i as u64 + 1);
+                assert_eq!(intended, first + period * i as u32, "send {n} is not on the schedule");
+                assert!(actual >= intended, "send {n} left {:?} early", intended - actual);
+                assert!(actual >= intended + late, "send {n}'s lag is more than it was late");
+            }
+        }
+    }
+
+    /// A stop ends the schedule before its next send; what was sent is all there is.
+    #[tokio::test]
+    async fn a_stop_ends_the_schedule() {
+        let pacer = Pacer::start();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let mut sends = 0;
+        let send = |_, _, _| {
+            sends += 1;
+            async {}
+        };
+        schedule(&pacer, Instant::now(), Duration::from_millis(1), 1, &stop, || true, send).await;
+        assert_eq!(sends, 0);
+    }
 
     #[test]
     fn the_agent_address_is_coders() {

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoadgenConfig;
+use crate::pace::Pacer;
 use crate::recorder::Recorder;
 
 /// The calls a run may still start (`--max-rpcs`), shared by all agents.
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub reconnect_gate: Semaphore,
     pub storms: Mutex<Vec<Storm>>,
     pub session: SessionConfig,
+    /// Send times of the fixed-rate mode (its thread sleeps until a deadline is asked for).
+    pub pacer: Pacer,
 }
 
 impl Shared {
@@ -67,6 +70,7 @@ impl Shared {
             reconnect_gate: gate,
             storms: Mutex::new(Vec::new()),
             session: SessionConfig::default(),
+            pacer: Pacer::start(),
         }
     }
 
