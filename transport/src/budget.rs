@@ -28,18 +28,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::limits::MIB;
-
-/// Undispatched bytes one session may hold. Four of Coder's largest messages (4 MiB) fit, so a large log batch
-/// among ordinary calls never waits; Coder's agent holds a few KiB.
-pub const DEFAULT_SESSION_MEMORY: usize = 16 * MIB;
-
-/// The part of a session's budget that is its own, not drawn from the pools above it. Larger than any ordinary
-/// agent call (stats, metadata, lifecycle); only log batches and manifests of sub-agents go past it.
-pub const DEFAULT_SESSION_GUARANTEED_MEMORY: usize = 256 * 1024;
-
-/// How long a stream may wait for room under an exhausted limit before the largest holder under it is ended.
-pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(5);
+// Named in `limits` with every other transport limit; re-exported so `budget::…` paths keep working.
+pub use crate::limits::{DEFAULT_MEMORY_WAIT, DEFAULT_SESSION_GUARANTEED_MEMORY, DEFAULT_SESSION_MEMORY};
 
 /// How a session ran out of memory budget, for logs and metrics: the name of the limit that was exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

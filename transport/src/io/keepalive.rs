@@ -25,12 +25,8 @@ use self::tolerance::{Inbound, PingLedger};
 
 mod tolerance;
 
-/// hashicorp's `KeepAliveInterval`.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a keepalive ping may go unanswered: hashicorp uses its `ConnectionWriteTimeout` for this.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// hashicorp's `ConnectionWriteTimeout`: a peer that stops reading is cut off after this long.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+// Named in `limits` with every other transport limit; re-exported so `io::keepalive::…` paths keep working.
+pub use crate::limits::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 
 const HEADER_LEN: usize = 12;
 const TYPE_DATA: u8 = 0;

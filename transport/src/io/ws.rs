@@ -13,23 +13,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest WebSocket message read. A Go yamux peer sends at most a 256 KiB window's worth plus a 12-byte header in
-/// one message; the cap leaves room and keeps a hostile peer from making us buffer more.
-pub const DEFAULT_MAX_WS_MESSAGE_SIZE: usize = 1024 * 1024;
-
-/// Bytes a WebSocket asks of the socket per read. tungstenite zero-fills its whole read buffer before each read, so
-/// its 128 KiB default would be resident for every idle connection; an agent's frames are mostly a few hundred bytes,
-/// and a larger message still arrives whole (the buffer grows to the frame's announced length).
-pub const DEFAULT_WS_READ_BUFFER: usize = 4 * 1024;
-
-/// Bytes gathered before a message is sent even without a flush.
-pub const WS_WRITE_COALESCE: usize = 64 * 1024;
-
-/// How often the server pings an agent's WebSocket: coderd's `AgentConnectionUpdateFrequency`.
-pub const DEFAULT_WS_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-/// How long a WebSocket may stay silent (no message, no pong) before it is dropped: coderd's
-/// `AgentInactiveDisconnectTimeout`.
-pub const DEFAULT_WS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+// Named in `limits` with every other transport limit; re-exported so `io::ws::…` paths keep working.
+pub use crate::limits::{
+    DEFAULT_MAX_WS_MESSAGE_SIZE, DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT, DEFAULT_WS_READ_BUFFER,
+    WS_WRITE_COALESCE,
+};
 
 /// What the byte stream needs to know of a WebSocket library's message type.
 pub enum WsFrame {

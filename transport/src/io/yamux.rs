@@ -21,15 +21,8 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::keepalive::{Keepalive, KeepaliveConfig};
 
-/// hashicorp's `MaxStreamWindowSize`, which Coder never changes: a Go peer sends at most this much unacknowledged.
-pub const STREAM_WINDOW: usize = 256 * 1024;
-
-/// Streams one session may hold open at once. A Coder agent holds a handful; past the limit the crate refuses the
-/// session (GoAway, internal error). Bounds receive buffers to `max_streams × 256 KiB` per session.
-pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 512;
-
-/// Largest Data frame body we send; the crate's own default. Go accepts any size up to the window.
-pub const DEFAULT_SPLIT_SEND_SIZE: usize = 16 * 1024;
+// Named in `limits` with every other transport limit; re-exported so `io::yamux::…` paths keep working.
+pub use crate::limits::{DEFAULT_MAX_STREAMS_PER_SESSION, DEFAULT_SPLIT_SEND_SIZE, STREAM_WINDOW};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {

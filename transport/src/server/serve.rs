@@ -22,18 +22,8 @@ use crate::io::{spawn_session, DriveError, DrpcStream, Mode, SessionConfig, Stre
 use crate::limits::Limits;
 use crate::stream::{Event, Role};
 
-/// Calls one session may run at once; a stream past it is ACKed and waits for a slot. A call holds its slot from
-/// its first byte, so a partial Invoke counts as a call. Go has no such limit; ours keeps one agent from occupying
-/// every worker, or holding memory in calls it never finishes.
-pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION: usize = 128;
-
-/// Replies a streaming handler may queue before its `send` waits for the peer to take them.
-pub const DEFAULT_STREAM_SEND_QUEUE: usize = 8;
-
-/// How long an accepted stream may go without an ACK. A reply carries the ACK in its first frame, so a quick call
-/// costs no extra frame; a slower one is acknowledged after this delay, far inside the 75 s after which a Go peer
-/// (hashicorp `StreamOpenTimeout`) tears the whole session down. Streaming calls are acknowledged at once.
-pub const DEFAULT_ACK_DELAY: Duration = Duration::from_secs(1);
+// Named in `limits` with every other transport limit; re-exported so `server::…` paths keep working.
+pub use crate::limits::{DEFAULT_ACK_DELAY, DEFAULT_MAX_CONCURRENT_CALLS_PER_SESSION, DEFAULT_STREAM_SEND_QUEUE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
