@@ -1,9 +1,11 @@
 //! The real `coder agent` (Coder's own slim build at the version tests/go/go.mod pins, built by
 //! `scripts/build-coder.sh agent`) lives its whole life against agentwire with the shipped example definition
 //! (`examples/agent.toml`): it starts, runs its startup script, reports metadata, checks its app's health and sends
-//! stats; agentwire is stopped with SIGTERM and started again and the agent comes back with nothing lost; then the
-//! agent is stopped and runs its shutdown script. Everything is asserted from the database and from the agent's own
-//! log, which must hold no error the server caused. Once on SQLite, once on PostgreSQL.
+//! stats; a client built from Coder's own packages runs a command over its SSH server and forwards a port to its app,
+//! directly and through the embedded DERP relay; agentwire is stopped with SIGTERM and started again and the agent
+//! comes back with nothing lost; then the agent is stopped and runs its shutdown script. Everything is asserted from
+//! the database and from the agent's own log, which must hold no error the server caused. Once on SQLite, once on
+//! PostgreSQL.
 
 mod common;
 
@@ -118,6 +120,9 @@ async fn real_agent_life(dir: &Path, db: &str) {
     // The app's health check passes against the server the startup script started.
     db_view.until("the files app is healthy", |d| async move { d.app_health("files").await == "healthy" }).await;
     db_view.until("stats rows stored", |d| async move { d.stats_rows().await > 0 }).await;
+
+    // The data plane: a client built from Coder's own packages reaches the workspace through agentwire.
+    client_reaches_workspace(db, addr, &agent_id, &app_port).await;
 
     // agentwire stops (SIGTERM) and comes back on the same address: the agent reconnects with its backoff, and what
     // was answered before is still there.
@@ -420,4 +425,62 @@ impl Db {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+// ---- The data plane: Coder's own client (the Go driver's `interop ssh`) through agentwire to the real agent ----
+
+/// Who `agent create` makes the owner when `--owner` is not given.
+const DEFAULT_OWNER: &str = "admin";
+
+/// `interop ssh` (codersdk/workspacesdk's DialAgent: the connection info endpoint, the client coordinate endpoint,
+/// tailnet) runs `echo NONCE` over the agent's SSH server and GETs the app through a port-forward, first over
+/// whatever path tailnet picks, then with direct connections blocked, through the embedded DERP relay.
+async fn client_reaches_workspace(db: &str, addr: std::net::SocketAddr, agent_id: &str, app_port: &str) {
+    let token =
+        Command::new(BIN).args(["user", "token", "--db", db, "--username", DEFAULT_OWNER]).output().await.unwrap();
+    assert!(token.status.success(), "user token: {}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let url = format!("http://{addr}");
+    for relay_only in [false, true] {
+        let mut args = vec!["ssh", "--url", &url, "--token", &token, "--agent-id", agent_id, "--port", app_port];
+        if relay_only {
+            args.push("--disable-direct");
+        }
+        let run = tokio::time::timeout(AGENT_WAIT, Command::new(go_interop_binary()).args(&args).output())
+            .await
+            .expect("interop ssh finishes in time")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let what =
+            format!("interop ssh (relay only: {relay_only}):\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+        assert!(run.status.success(), "{what}");
+        let steps: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let step = |name: &str| steps.iter().find(|s| s["step"] == name).cloned().unwrap_or_default();
+        for name in ["dial", "ping", "ssh", "port-forward"] {
+            assert_eq!(step(name)["ok"], true, "step {name}: {what}");
+        }
+        assert_eq!(step("port-forward")["status"], 200, "{what}");
+        if relay_only {
+            assert_eq!(step("dial")["block_endpoints"], true, "{what}");
+            assert_eq!(step("ping")["p2p"], false, "{what}");
+            assert_eq!(step("ping")["derp_region_id"], 999, "through the embedded relay's region: {what}");
+        }
+    }
+}
+
+/// The Go driver (tests/go), built once per test process with scripts/build-go-interop.sh.
+fn go_interop_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = repo_root().join("target/go-interop/interop");
+            let status = std::process::Command::new("bash")
+                .arg(repo_root().join("scripts/build-go-interop.sh"))
+                .arg(&out)
+                .status()
+                .expect("scripts/build-go-interop.sh runs");
+            assert!(status.success(), "building the Go interop driver failed: Go and its module proxy are required");
+            out
+        })
+        .clone()
 }
