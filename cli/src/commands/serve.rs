@@ -395,6 +395,11 @@ impl MetricsCacheArgs {
     }
 }
 
+/// How long the user token `--demo` prints lives: 30 days, as `agentwire user token`'s default.
+const DEMO_USER_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// The port the files app of examples/agent.toml serves on.
+const DEMO_APP_PORT: u16 = 13380;
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     return_large_buffers_to_the_system();
     let store = open_store(&args.db.db, args.store_options()).await?;
@@ -403,13 +408,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The shipped example, built in: startup and shutdown scripts, metadata, an app with a health check, env.
         let example = agent_spec::parse(agent_spec::EXAMPLE, "examples/agent.toml")?;
         let placement = AgentPlacement { owner: "demo", template: "demo", workspace: "demo", agent: "main" };
-        let token = agent_spec::create_agent(&store, placement, &example.spec).await?.agent.auth_token;
+        let agent = agent_spec::create_agent(&store, placement, &example.spec).await?.agent;
+        let token = agent.auth_token;
         println!("demo agent created from examples/agent.toml; connect a Coder agent with:");
         println!("  CODER_AGENT_URL={access_url} CODER_AGENT_TOKEN={token} coder agent");
         println!("or the Go test client:");
         println!(
             "  scripts/build-go-interop.sh && target/go-interop/interop agent --url ws://{}/api/v2/workspaceagents/me/rpc --token {}",
             args.listen, token
+        );
+        // The client side: the owner's API token, for Coder's own client (the Go driver's `ssh`).
+        let admin = store.admin();
+        let owner = admin.user_id("demo").await?.context("the demo owner was just created")?;
+        let user_token = admin.create_api_key(owner, DEMO_USER_TOKEN_LIFETIME).await?;
+        println!("then, once the Coder agent is ready, reach the workspace with Coder's own client (SSH `echo`, and a");
+        println!("port-forward to the files app):");
+        println!(
+            "  target/go-interop/interop ssh --url {access_url} --token {user_token} --agent-id {} --port {DEMO_APP_PORT}",
+            agent.id
         );
     }
     let config = args.config(access_url)?;
