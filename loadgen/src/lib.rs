@@ -16,11 +16,11 @@
 //! `agentwire-proto` (the messages and typed clients), never on the server or the store: it loads coderd as well as
 //! agentwire, and creating agents in the server's database for `--db` is the `agentwire` binary's job, which hands
 //! their tokens in ([`TokenSource::List`]). Its own dependencies: `hdrhistogram` (latency percentiles), `fastrand`
-//! (phase jitter), `libc` (`RLIMIT_NOFILE`, clock ticks, the pacer's timer slack), `tokio-tungstenite` (dialing from
+//! (phase jitter), `libc` (`RLIMIT_NOFILE`, clock ticks, the pacer's timerfd), `tokio-tungstenite` (dialing from
 //! a chosen source address), `clap` (its flags, which the binary flattens into `agentwire loadgen`) and `serde` (the
 //! JSON report).
 //!
-//! The fixed-rate mode's send times come from one pacing thread (`pace.rs`), not tokio's millisecond timer, and
+//! The fixed-rate mode's send times come from a timerfd per agent (`pace.rs`), not tokio's millisecond timer, and
 //! every latency figure of the report carries the send lag beside it.
 
 mod agent;

@@ -269,15 +269,14 @@ async fn fixed_rate(
         }
     };
     let admit = || shared.budget.take();
-    schedule(&shared.pacer, first, period, max_in_flight, &shared.stop, admit, send).await;
+    schedule(first, period, max_in_flight, &shared.stop, admit, send).await;
 }
 
-/// The fixed-rate schedule: send `n` (from 1) is due at `first + (n - 1) × period` and leaves when the pacer releases
-/// it, or later when `max_in_flight` calls are still out (the wait then counts as its lag). `send` gets the send's
+/// The fixed-rate schedule: send `n` (from 1) is due at `first + (n - 1) × period` and leaves when its [`Pacer`] (a
+/// timerfd) releases it, or later when `max_in_flight` calls are still out (the wait then counts as its lag). `send` gets the send's
 /// number, its intended time and how late it left, and returns the call, which runs alongside the next ones. Ends
 /// when `stop` fires or `admit` refuses a send, after the calls in flight are back.
 pub(crate) async fn schedule<F, Fut>(
-    pacer: &Pacer,
     first: Instant,
     period: Duration,
     max_in_flight: usize,
@@ -290,6 +289,7 @@ pub(crate) async fn schedule<F, Fut>(
 {
     // The config refuses 0; a zero here would wait for a slot no call can free.
     let max_in_flight = max_in_flight.max(1);
+    let mut pacer = Pacer::new();
     let mut due = first;
     let mut in_flight = FuturesUnordered::new();
     let mut n = 0u64;
@@ -521,7 +521,6 @@ mod tests {
     async fn the_schedule_sends_once_per_intended_time_and_never_early() {
         use std::sync::Mutex;
         const N: u64 = 40;
-        let pacer = Pacer::start();
         for (max_in_flight, call_takes) in [(4, Duration::ZERO), (1, Duration::from_millis(1))] {
             let stop = CancellationToken::new();
             let period = Duration::from_micros(250);
@@ -533,7 +532,7 @@ mod tests {
                 sent.lock().unwrap().push((n, intended, Instant::now(), late));
                 tokio::time::sleep(call_takes)
             };
-            schedule(&pacer, first, period, max_in_flight, &stop, admit, send).await;
+            schedule(first, period, max_in_flight, &stop, admit, send).await;
             let sent = sent.into_inner().unwrap();
             assert_eq!(sent.len() as u64, N, "max_in_flight {max_in_flight}");
             for (i, (n, intended, actual, late)) in sent.into_iter().enumerate() {
@@ -548,7 +547,6 @@ mod tests {
     /// A stop ends the schedule before its next send; what was sent is all there is.
     #[tokio::test]
     async fn a_stop_ends_the_schedule() {
-        let pacer = Pacer::start();
         let stop = CancellationToken::new();
         stop.cancel();
         let mut sends = 0;
@@ -556,7 +554,7 @@ mod tests {
             sends += 1;
             async {}
         };
-        schedule(&pacer, Instant::now(), Duration::from_millis(1), 1, &stop, || true, send).await;
+        schedule(Instant::now(), Duration::from_millis(1), 1, &stop, || true, send).await;
         assert_eq!(sends, 0);
     }
 

@@ -10,7 +10,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoadgenConfig;
-use crate::pace::Pacer;
 use crate::recorder::Recorder;
 
 /// The calls a run may still start (`--max-rpcs`), shared by all agents.
@@ -54,8 +53,6 @@ pub(crate) struct Shared {
     pub reconnect_gate: Semaphore,
     pub storms: Mutex<Vec<Storm>>,
     pub session: SessionConfig,
-    /// Send times of the fixed-rate mode (its thread sleeps until a deadline is asked for).
-    pub pacer: Pacer,
 }
 
 impl Shared {
@@ -70,7 +67,6 @@ impl Shared {
             reconnect_gate: gate,
             storms: Mutex::new(Vec::new()),
             session: SessionConfig::default(),
-            pacer: Pacer::start(),
         }
     }
 
