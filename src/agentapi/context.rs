@@ -11,28 +11,28 @@ use std::collections::HashSet;
 use agentwire_store::{ContextResource, ContextState};
 use serde_json::{Map, Value};
 
-use super::{pb, AgentApi, RpcError};
+use super::{pb, AgentApi, AgentApiConfig, RpcError};
 use crate::session::Session;
 
-/// Coder's cap on `aggregate_hash` and each resource's `content_hash`.
+/// Coder's cap on `aggregate_hash` and each resource's `content_hash` (a SHA-256 is 32 bytes): fixed.
 pub const DEFAULT_MAX_CONTEXT_HASH_BYTES: usize = 64;
-/// Coder's cap on `snapshot_error` and each resource's `error`.
+/// Coder's cap on `snapshot_error` and each resource's `error`: fixed.
 pub const DEFAULT_MAX_CONTEXT_ERROR_BYTES: usize = 4096;
-/// Coder's cap on resources per push.
+/// Coder's cap on resources per push; `serve --max-context-resources`.
 pub const DEFAULT_MAX_CONTEXT_RESOURCES: usize = 1000;
-/// Coder's cap on a resource's `source` and `source_path`.
+/// Coder's cap on a resource's `source` and `source_path`: fixed.
 pub const DEFAULT_MAX_CONTEXT_SOURCE_BYTES: usize = 1024;
-/// Coder's cap on one resource body, as encoded JSON.
+/// Coder's cap on one resource body, as encoded JSON; `serve --max-context-body-bytes`.
 pub const DEFAULT_MAX_CONTEXT_BODY_BYTES: usize = 256 * 1024;
-/// Coder's cap on the sum of encoded bodies of one push.
+/// Coder's cap on the sum of encoded bodies of one push; `serve --max-context-total-body-bytes`.
 pub const DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub(super) async fn push_context_state(
-    _api: &AgentApi,
+    api: &AgentApi,
     session: &Session,
     request: pb::PushContextStateRequest,
 ) -> Result<pb::PushContextStateResponse, RpcError> {
-    let state = validate(request)?;
+    let state = validate(request, &api.config)?;
     let accepted = session.scope.push_context_state(&state).await.map_err(RpcError::store("push context state"))?;
     Ok(pb::PushContextStateResponse { accepted })
 }
@@ -44,15 +44,18 @@ fn too_long(what: &str, len: usize, max: usize) -> Result<(), RpcError> {
     Ok(())
 }
 
-fn validate(request: pb::PushContextStateRequest) -> Result<ContextState, RpcError> {
+/// The caps that bound what one push can make the server store (resources, bodies) are the operator's
+/// (`AgentApiConfig`, `serve --max-context-*`); the field caps (hashes, errors, sources) are Coder's, fixed.
+fn validate(request: pb::PushContextStateRequest, config: &AgentApiConfig) -> Result<ContextState, RpcError> {
     let version = i64::try_from(request.version)
         .map_err(|_| RpcError::invalid(format!("version {} exceeds maximum of {}", request.version, i64::MAX)))?;
     too_long("aggregate_hash", request.aggregate_hash.len(), DEFAULT_MAX_CONTEXT_HASH_BYTES)?;
     too_long("snapshot_error", request.snapshot_error.len(), DEFAULT_MAX_CONTEXT_ERROR_BYTES)?;
-    if request.resources.len() > DEFAULT_MAX_CONTEXT_RESOURCES {
+    if request.resources.len() > config.max_context_resources {
         return Err(RpcError::invalid(format!(
-            "resources count {} exceeds maximum of {DEFAULT_MAX_CONTEXT_RESOURCES}",
-            request.resources.len()
+            "resources count {} exceeds maximum of {}",
+            request.resources.len(),
+            config.max_context_resources
         )));
     }
     let mut seen = HashSet::new();
@@ -89,9 +92,9 @@ fn validate(request: pb::PushContextStateRequest) -> Result<ContextState, RpcErr
             Some(b) => encode_body(b),
             None => return Err(RpcError::invalid(format!("{} is required", field("body")))),
         };
-        too_long(&field("body"), body.len(), DEFAULT_MAX_CONTEXT_BODY_BYTES)?;
+        too_long(&field("body"), body.len(), config.max_context_body_bytes)?;
         total_body = total_body.saturating_add(body.len());
-        too_long("resources bodies", total_body, DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES)?;
+        too_long("resources bodies", total_body, config.max_context_total_body_bytes)?;
         resources.push(ContextResource {
             source: r.source,
             body_kind: body_kind.to_owned(),

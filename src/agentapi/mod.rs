@@ -77,6 +77,12 @@ pub struct AgentApiConfig {
     pub resources_monitoring_debounce: Duration,
     /// See [`boundary::DEFAULT_MAX_BOUNDARY_LOGS_PER_BATCH`].
     pub max_boundary_logs_per_batch: usize,
+    /// See [`context::DEFAULT_MAX_CONTEXT_RESOURCES`].
+    pub max_context_resources: usize,
+    /// See [`context::DEFAULT_MAX_CONTEXT_BODY_BYTES`].
+    pub max_context_body_bytes: usize,
+    /// See [`context::DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES`].
+    pub max_context_total_body_bytes: usize,
 }
 
 impl Default for AgentApiConfig {
@@ -95,6 +101,9 @@ impl Default for AgentApiConfig {
             resources_monitoring_collection_interval: resources::DEFAULT_RESOURCES_MONITORING_COLLECTION_INTERVAL,
             resources_monitoring_debounce: resources::DEFAULT_RESOURCES_MONITORING_DEBOUNCE,
             max_boundary_logs_per_batch: boundary::DEFAULT_MAX_BOUNDARY_LOGS_PER_BATCH,
+            max_context_resources: context::DEFAULT_MAX_CONTEXT_RESOURCES,
+            max_context_body_bytes: context::DEFAULT_MAX_CONTEXT_BODY_BYTES,
+            max_context_total_body_bytes: context::DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES,
         }
     }
 }

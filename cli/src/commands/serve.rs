@@ -157,6 +157,22 @@ struct LimitArgs {
     #[arg(long, env = "AGENTWIRE_MAX_REINIT_STREAMS_PER_AGENT",
           default_value_t = server::AgentHttpLimits::default().max_reinit_streams_per_agent)]
     max_reinit_streams_per_agent: usize,
+    /// Most boundary decisions one ReportBoundaryLogs call may carry (Coder: 1000); a larger batch is refused.
+    #[arg(long, env = "AGENTWIRE_MAX_BOUNDARY_LOGS_PER_BATCH",
+          default_value_t = AgentApiConfig::default().max_boundary_logs_per_batch)]
+    max_boundary_logs_per_batch: usize,
+    /// Most resources one PushContextState may carry (Coder: 1000); a larger push is refused.
+    #[arg(long, env = "AGENTWIRE_MAX_CONTEXT_RESOURCES",
+          default_value_t = AgentApiConfig::default().max_context_resources)]
+    max_context_resources: usize,
+    /// Largest body of one PushContextState resource, in encoded bytes (Coder: 256 KiB).
+    #[arg(long, env = "AGENTWIRE_MAX_CONTEXT_BODY_BYTES",
+          default_value_t = AgentApiConfig::default().max_context_body_bytes)]
+    max_context_body_bytes: usize,
+    /// Largest sum of the resource bodies of one PushContextState, in encoded bytes (Coder: 4 MiB).
+    #[arg(long, env = "AGENTWIRE_MAX_CONTEXT_TOTAL_BODY_BYTES",
+          default_value_t = AgentApiConfig::default().max_context_total_body_bytes)]
+    max_context_total_body_bytes: usize,
 }
 
 /// Memory budgets for undispatched bytes (README, "Limits").
@@ -330,6 +346,10 @@ impl ServeArgs {
             agent_api: AgentApiConfig {
                 stats_report_interval: secs(t.stats_report_interval),
                 access_url,
+                max_boundary_logs_per_batch: l.max_boundary_logs_per_batch,
+                max_context_resources: l.max_context_resources,
+                max_context_body_bytes: l.max_context_body_bytes,
+                max_context_total_body_bytes: l.max_context_total_body_bytes,
                 ..AgentApiConfig::default()
             },
             tcp_listen: self.listening.tcp_listen,
@@ -496,7 +516,8 @@ async fn wait_for_signal() {
 struct DerpArgs {
     /// Serve the embedded DERP relay and make it the default DERP map (`--derp-server-enable=false`: no relay, and
     /// an empty map until `derp set`).
-    #[arg(long, env = "AGENTWIRE_DERP_SERVER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_ENABLE", default_value_t = derp::DerpConfig::default().enabled,
+          action = clap::ArgAction::Set)]
     derp_server_enable: bool,
     /// Region ID of the embedded relay in the default map (coderd: 999).
     #[arg(long, env = "AGENTWIRE_DERP_SERVER_REGION_ID", default_value_t = derp::region::DEFAULT_REGION_ID)]
@@ -597,5 +618,79 @@ mod tests {
             max_reinit_streams_per_agent: 2,
         };
         assert_eq!(set.agent_http, want);
+    }
+
+    /// The Agent API's limits reach it from their flags, and default to its own.
+    #[test]
+    fn agent_api_limits_come_from_their_flags() {
+        let defaults = agentwire::agentapi::AgentApiConfig::default();
+        let api = config(&[]).agent_api;
+        assert_eq!(
+            (
+                api.max_boundary_logs_per_batch,
+                api.max_context_resources,
+                api.max_context_body_bytes,
+                api.max_context_total_body_bytes
+            ),
+            (
+                defaults.max_boundary_logs_per_batch,
+                defaults.max_context_resources,
+                defaults.max_context_body_bytes,
+                defaults.max_context_total_body_bytes
+            )
+        );
+        let api = config(&[
+            "--max-boundary-logs-per-batch",
+            "10",
+            "--max-context-resources",
+            "11",
+            "--max-context-body-bytes",
+            "12",
+            "--max-context-total-body-bytes",
+            "13",
+        ])
+        .agent_api;
+        assert_eq!(
+            (
+                api.max_boundary_logs_per_batch,
+                api.max_context_resources,
+                api.max_context_body_bytes,
+                api.max_context_total_body_bytes
+            ),
+            (10, 11, 12, 13)
+        );
+    }
+
+    /// Flags under these help headings are limits: README's "Limits" table must name each (the relay's identity,
+    /// `--derp-server-*`, is no limit), and every flag it names must be a `serve` flag, so the table cannot drift.
+    #[test]
+    fn the_readme_limits_table_names_every_limit_flag() {
+        use clap::CommandFactory;
+        const LIMIT_HEADINGS: [&str; 3] = ["Limits", "Memory", "DERP relay"];
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let section = readme.split("\n## Limits\n").nth(1).expect("README has a Limits section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        // The flag column is the second: `--flag`, or a note for limits that have none.
+        let in_table: std::collections::BTreeSet<String> = section
+            .lines()
+            .filter(|line| line.starts_with('|'))
+            .filter_map(|line| line.split('|').nth(2))
+            .filter_map(|cell| cell.trim().strip_prefix("`--")?.strip_suffix('`').map(str::to_owned))
+            .collect();
+        let command = Serve::command();
+        let all: std::collections::BTreeSet<String> =
+            command.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned).collect();
+        let limits: std::collections::BTreeSet<String> = command
+            .get_arguments()
+            .filter(|a| a.get_help_heading().is_some_and(|h| LIMIT_HEADINGS.contains(&h)))
+            .filter_map(|a| a.get_long())
+            .filter(|long| !long.starts_with("derp-server-"))
+            .map(str::to_owned)
+            .collect();
+        assert!(limits.len() > 20, "the headings lost their flags: {limits:?}");
+        let missing: Vec<_> = limits.difference(&in_table).collect();
+        assert!(missing.is_empty(), "README's Limits table lacks {missing:?}");
+        let unknown: Vec<_> = in_table.difference(&all).collect();
+        assert!(unknown.is_empty(), "README's Limits table names flags serve does not have: {unknown:?}");
     }
 }
