@@ -342,8 +342,11 @@ impl AppState {
 
     /// Stops: no new sessions, calls in flight get `shutdown_grace` to finish, then the batchers flush.
     pub async fn shutdown(&self) {
+        // Long-lived streams (Coordinate, StreamDERPMaps) end with their sessions: the transport drops their handlers
+        // at shutdown, and a dropped peer is LOST to its tunnel peers, as coderd marks peers when its coordinator
+        // closes. The coordinator is not closed first: its close reaches each agent as an error on its Coordinate
+        // stream, which the agent logs ("run exited with error") before it sees the connection go.
         self.0.shutdown.cancel();
-        self.0.tailnet.close_peers();
         self.0.sessions.close();
         if tokio::time::timeout(self.0.config.shutdown_grace, self.0.sessions.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period");

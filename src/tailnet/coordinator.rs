@@ -562,18 +562,6 @@ impl Coordinator {
         }
         out
     }
-
-    /// Takes every local peer off: they are told the coordinator closed.
-    pub(crate) fn close_all(&self) {
-        let Ok(mut state) = self.0.state.lock() else { return };
-        for peer in state.peers.values_mut() {
-            if let Home::Local(local) = &mut peer.home {
-                set_close(&local.close, "coordinator closed");
-                let (tx, _) = mpsc::channel(1);
-                local.tx = tx;
-            }
-        }
-    }
 }
 
 fn set_close(slot: &CloseSlot, reason: &str) {

@@ -287,11 +287,6 @@ impl Tailnet {
         self.clients.serve_session_in(io, peer, shutdown, memory).await
     }
 
-    /// Ends every coordinate stream (their peers are published as lost to the other replicas).
-    pub fn close_peers(&self) {
-        self.coordinator.close_all();
-    }
-
     /// Stops the background tasks, after the publisher has sent what is queued.
     pub fn stop(&self) {
         self.stop.cancel();
