@@ -43,6 +43,16 @@ if [[ -x "$out" ]]; then
 	exit 0
 fi
 mkdir -p "$cache"
+# Tests run in parallel and each may ask for the build: one builds, the others wait for it and find it cached.
+exec 9>"$cache/.lock"
+if ! flock -w 1800 9; then
+	echo "build-coder: ERROR: waited 30 minutes for another build of coder to finish" >&2
+	exit 1
+fi
+if [[ -x "$out" ]]; then
+	echo "$out"
+	exit 0
+fi
 
 # The module's own go.mod carries `replace` lines (Coder's tailscale fork among them) that apply only when the
 # module is the main module, so the build runs inside a writable copy of it.
@@ -53,7 +63,11 @@ if [[ ! -f "$src/go.mod" ]]; then
 		echo "build-coder: ERROR: the Go module proxy did not serve github.com/coder/coder/v2@$version" >&2
 		exit 1
 	fi
-	rm -rf "$src.tmp"
+	# A copy left by a run that was killed: the module cache's files are read-only until chmod.
+	if [[ -e "$src.tmp" ]]; then
+		chmod -R u+w "$src.tmp"
+		rm -rf "$src.tmp"
+	fi
 	cp -r "$dir" "$src.tmp"
 	chmod -R u+w "$src.tmp"
 	mv "$src.tmp" "$src"
