@@ -9,7 +9,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::keys::{NodeKey, KEY_LEN};
+use super::keys::{NodeKey, BOX_OVERHEAD, KEY_LEN, NONCE_LEN};
 
 /// Sent first by the server, before its public key.
 pub const MAGIC: [u8; 8] = *b"DERP\xf0\x9f\x94\x91";
@@ -17,10 +17,6 @@ pub const MAGIC: [u8; 8] = *b"DERP\xf0\x9f\x94\x91";
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Type byte plus length.
 pub const HEADER_LEN: usize = 5;
-/// NaCl box nonce.
-pub const NONCE_LEN: usize = 24;
-/// NaCl box authenticator (Poly1305).
-pub const BOX_OVERHEAD: usize = 16;
 /// Largest packet a client may relay (tailscale's `MaxPacketSize`, 64 KiB): payload only, without the
 /// destination key in front of it.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 10;

@@ -8,9 +8,11 @@ use std::fmt;
 use crypto_box::aead::{Aead, AeadCore, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 
-use super::frame::NONCE_LEN;
-
 pub const KEY_LEN: usize = 32;
+/// NaCl box nonce. The box belongs to the keys; the frame codec only sizes what it carries.
+pub const NONCE_LEN: usize = 24;
+/// NaCl box authenticator (Poly1305).
+pub const BOX_OVERHEAD: usize = 16;
 
 /// A curve25519 public key: a node's address on the relay.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
