@@ -168,7 +168,8 @@ async fn fixed_rate_report_is_json_with_percentiles_and_the_plot_is_well_formed_
 
     let svg = loadgen::plot::render(&report);
     assert!(check_xml(&svg) > 10);
-    assert_eq!(svg.matches("<polyline").count(), 3, "throughput, p50, p99");
+    // Fixed-rate mode also plots the send lag p99 beside the latencies it is part of.
+    assert_eq!(svg.matches("<polyline").count(), 4, "throughput, p50, p99, send lag p99");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
