@@ -97,8 +97,9 @@ pub async fn create_load_agents(store: &Store, n: usize, metadata_keys: usize) -
                                 key: format!("key{k}"),
                                 display_name: format!("key {k}"),
                                 script: "true".into(),
-                                interval: every.as_nanos() as i64,
-                                timeout: 1_000_000_000,
+                                // Seconds, as coderd stores them (the agent multiplies the value by a second).
+                                interval: every.as_secs() as i64,
+                                timeout: 1,
                                 display_order: k as i64,
                             },
                         )

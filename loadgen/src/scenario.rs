@@ -76,11 +76,18 @@ impl AgentState {
             .iter()
             .map(|d| {
                 let interval =
-                    d.interval.as_ref().map(proto_duration).filter(|i| !i.is_zero()).unwrap_or(report_interval);
+                    d.interval.as_ref().map(metadata_interval).filter(|i| !i.is_zero()).unwrap_or(report_interval);
                 (d.key.clone(), interval)
             })
             .collect();
     }
+}
+
+/// A metadata item's interval as Coder's agent reads it: coderd stores seconds and sends that number as a Go
+/// duration, which the agent multiplies by a second (`agent/agent.go`, `time.Duration(md.Interval) * intervalUnit`).
+fn metadata_interval(d: &prost_types::Duration) -> Duration {
+    let count = (d.seconds.max(0) as u64).saturating_mul(1_000_000_000).saturating_add(d.nanos.max(0) as u64);
+    Duration::from_secs(count)
 }
 
 fn proto_duration(d: &prost_types::Duration) -> Duration {
@@ -514,6 +521,16 @@ async fn hold_streams_until_stop(shared: &Shared, derp: Option<DerpStream>, coor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest's metadata interval of 5 (coderd's seconds, sent as a 5 ns Go duration) is 5 s, as the agent reads
+    /// it; the stats report interval is a real duration.
+    #[test]
+    fn metadata_intervals_are_read_as_coders_agent_reads_them() {
+        let five = prost_types::Duration { seconds: 0, nanos: 5 };
+        assert_eq!(metadata_interval(&five), Duration::from_secs(5));
+        assert_eq!(proto_duration(&five), Duration::from_nanos(5));
+        assert_eq!(metadata_interval(&prost_types::Duration { seconds: -1, nanos: -1 }), Duration::ZERO);
+    }
 
     /// The schedule's counts, not its timing: one send per intended time, exactly on the schedule, none early, with
     /// and without calls that outlast the period.

@@ -74,8 +74,9 @@ pub async fn agent_with_rows(store: &Store, user: &str) -> CreatedAgent {
                     key: key.into(),
                     display_name: key.into(),
                     script: "true".into(),
-                    interval: 1_000_000_000,
-                    timeout: 1_000_000_000,
+                    // Seconds, as coderd stores them.
+                    interval: 1,
+                    timeout: 1,
                     display_order: 0,
                 },
             )
