@@ -351,7 +351,8 @@ impl AppState {
         if tokio::time::timeout(self.0.config.shutdown_grace, self.0.sessions.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period");
         }
-        self.0.tailnet.stop();
+        // The same grace again for the other replicas to hear which peers this one lost.
+        self.0.tailnet.stop(self.0.config.shutdown_grace).await;
         self.0.metrics_cache.stop().await;
         self.0.store.shutdown().await;
     }

@@ -110,7 +110,14 @@ fn agent_addresses_are_coders_addr_from_uuid() {
 
 /// A coordinator with no other replicas: its pubsub link never starts.
 fn lone_coordinator(store: Store) -> Coordinator {
-    fn no_link(_: Coordinator, _: Store, _: mpsc::Receiver<String>, _: CancellationToken) {}
+    fn no_link(
+        _: Coordinator,
+        _: Store,
+        _: mpsc::Receiver<String>,
+        _: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
     Coordinator::new(
         store,
         Uuid::new_v4(),

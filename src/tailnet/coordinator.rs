@@ -135,6 +135,8 @@ struct State {
     by_src: HashMap<Uuid, HashSet<Uuid>>,
     by_dst: HashMap<Uuid, HashSet<Uuid>>,
     replicas: HashMap<Uuid, Instant>,
+    /// Replicas whose hello we have answered with our peers.
+    greeted: HashSet<Uuid>,
     local: usize,
     /// Local peers whose queue was full during the current `apply`.
     overflow: Vec<Uuid>,
@@ -329,6 +331,8 @@ pub(crate) struct Shared {
     store: Store,
     stop: CancellationToken,
     outbox: Mutex<Option<mpsc::Receiver<String>>>,
+    /// The replica link's publisher, once started: shutdown waits for it to send the last events.
+    publisher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     replica: Uuid,
     state: Mutex<State>,
     generation: AtomicU64,
@@ -337,8 +341,9 @@ pub(crate) struct Shared {
 }
 
 /// Starts the tasks that carry events between replicas: given the coordinator, the store whose pubsub carries them,
-/// the queue of payloads to publish, and when to stop.
-pub type StartLink = fn(Coordinator, Store, mpsc::Receiver<String>, CancellationToken);
+/// the queue of payloads to publish, and when to stop. Returns the publisher's task, if it runs one.
+pub type StartLink =
+    fn(Coordinator, Store, mpsc::Receiver<String>, CancellationToken) -> Option<tokio::task::JoinHandle<()>>;
 
 /// The coordinator of one server process. Cheap to clone.
 #[derive(Clone)]
@@ -372,6 +377,7 @@ impl Coordinator {
             store,
             stop,
             outbox: Mutex::new(Some(outbox)),
+            publisher: Mutex::new(None),
             replica,
             state: Mutex::new(State::default()),
             generation: AtomicU64::new(0),
@@ -386,9 +392,23 @@ impl Coordinator {
         self.0.start.get_or_init(|| {
             let outbox = self.0.outbox.lock().ok().and_then(|mut o| o.take());
             if let Some(outbox) = outbox {
-                (self.0.start_link)(self.clone(), self.0.store.clone(), outbox, self.0.stop.clone());
+                let publisher = (self.0.start_link)(self.clone(), self.0.store.clone(), outbox, self.0.stop.clone());
+                if let Ok(mut slot) = self.0.publisher.lock() {
+                    *slot = publisher;
+                }
             }
         });
+    }
+
+    /// Once `stop` has fired: waits, at most `limit`, for the publisher to send what was queued (the peers lost at
+    /// shutdown among it), so the store is not closed under it.
+    pub async fn publisher_finished(&self, limit: std::time::Duration) {
+        let publisher = self.0.publisher.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(publisher) = publisher {
+            if tokio::time::timeout(limit, publisher).await.is_err() {
+                tracing::warn!(?limit, "the coordinator's last events were not all published in time");
+            }
+        }
     }
 
     pub fn replica(&self) -> Uuid {
@@ -503,13 +523,17 @@ impl Coordinator {
         }
     }
 
-    /// Applies another replica's event. Returns whether the replica was new to us (the caller then re-publishes
-    /// our peers so it learns about them).
+    /// Applies another replica's event (`None`: its hello). Returns whether this is the first hello of that replica
+    /// (the caller then publishes our peers so it learns about them).
+    ///
+    /// A replica is greeted on its hello, not on its first event: it says hello only once it listens, while its
+    /// publisher may send its own peers' events before that. Greeting on such an event sent our peers to a replica
+    /// not yet listening, and its hello, arriving later, found it already known: it never learned of our peers.
     pub(crate) fn remote_event(&self, replica: Uuid, event: Option<&Event>) -> bool {
         self.stats().remote_events.fetch_add(1, Ordering::Relaxed);
         let Ok(mut state) = self.0.state.lock() else { return false };
-        let new = state.replicas.insert(replica, Instant::now()).is_none();
-        let Some(event) = event else { return new };
+        state.replicas.insert(replica, Instant::now());
+        let Some(event) = event else { return state.greeted.insert(replica) };
         let mut overflow = state.apply(&self.0.stats.coordinator, event, Some(replica));
         let mut publish = Vec::new();
         while let Some(id) = overflow.pop() {
@@ -524,7 +548,7 @@ impl Coordinator {
         for event in publish {
             self.publish(&event);
         }
-        new
+        false
     }
 
     /// Marks every peer of replicas silent since `deadline` lost, and forgets those replicas.
@@ -534,6 +558,7 @@ impl Coordinator {
         for replica in dead {
             tracing::warn!(%replica, "a coordinator replica fell silent; its peers are lost");
             state.replicas.remove(&replica);
+            state.greeted.remove(&replica);
             let peers: Vec<Uuid> = state
                 .peers
                 .iter()
@@ -740,6 +765,32 @@ fn check_address(role: Role, id: Uuid, address: &str) -> Result<(), CoordinateEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another replica gets our peers when its hello arrives, once, even if its peers' events came first.
+    #[tokio::test]
+    async fn a_replica_is_greeted_on_its_hello_not_on_its_first_event() {
+        let store = Store::open("sqlite::memory:", agentwire_store::StoreOptions::default()).await.unwrap();
+        fn no_link(
+            _: Coordinator,
+            _: Store,
+            _: mpsc::Receiver<String>,
+            _: CancellationToken,
+        ) -> Option<tokio::task::JoinHandle<()>> {
+            None
+        }
+        let stats = Arc::new(TailnetStats::default());
+        let coordinator =
+            Coordinator::new(store, Uuid::new_v4(), TailnetConfig::default(), stats, CancellationToken::new(), no_link);
+        let other = Uuid::new_v4();
+        let event = Event::Gone { peer: Uuid::new_v4(), lost: true };
+        assert!(!coordinator.remote_event(other, Some(&event)), "an event before its hello greets no one");
+        assert!(coordinator.remote_event(other, None), "its hello: it listens now, so it gets our peers");
+        assert!(!coordinator.remote_event(other, None), "greeted once");
+        assert!(!coordinator.remote_event(other, Some(&event)));
+        // Once it fell silent and was forgotten, its next hello is greeted again.
+        coordinator.expire_replicas(Instant::now() + std::time::Duration::from_secs(1));
+        assert!(coordinator.remote_event(other, None));
+    }
 
     #[test]
     fn agent_addresses_follow_coder() {

@@ -287,9 +287,11 @@ impl Tailnet {
         self.clients.serve_session_in(io, peer, shutdown, memory).await
     }
 
-    /// Stops the background tasks, after the publisher has sent what is queued.
-    pub fn stop(&self) {
+    /// Stops the background tasks, after the publisher has sent what is queued (the peers lost at shutdown, for
+    /// the other replicas), waiting for it at most `drain`.
+    pub async fn stop(&self, drain: std::time::Duration) {
         self.stop.cancel();
+        self.coordinator.publisher_finished(drain).await;
     }
 }
 

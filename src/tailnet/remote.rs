@@ -28,10 +28,10 @@ pub(crate) fn start(
     store: Store,
     mut outbox: mpsc::Receiver<String>,
     stop: CancellationToken,
-) {
+) -> Option<tokio::task::JoinHandle<()>> {
     let publisher_store = store.clone();
     let publisher_stop = stop.clone();
-    tokio::spawn(async move {
+    let publisher = tokio::spawn(async move {
         loop {
             let payload = tokio::select! {
                 _ = publisher_stop.cancelled() => {
@@ -98,4 +98,5 @@ pub(crate) fn start(
             }
         }
     });
+    Some(publisher)
 }
