@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agentwire::http::agent_me::reinit::{DEFAULT_MAX_REINIT_STREAMS, DEFAULT_MAX_REINIT_STREAMS_PER_AGENT};
 use agentwire::http::agent_me::{routes_with, AgentMeConfig, MeState, DEFAULT_MAX_REQUEST_BODY};
-use agentwire::server::{AppState, ServeConfig};
+use agentwire::server::{AgentHttpLimits, AppState, ServeConfig};
 use agentwire_store::pubsub::{agent_logs_channel, workspace_owner_channel};
 use agentwire_store::{BuildIds, CreatedAgent, JobState, NewApp, ResolvedAgent, Store, StoreOptions};
 use base64::Engine as _;
@@ -242,9 +242,11 @@ async fn reinit_streams_are_bounded_per_agent_and_per_server() {
     let (_, b, _) = agent(&store, "bob").await;
     let config = AgentMeConfig {
         reinit_heartbeat: Duration::from_secs(3600),
-        max_reinit_streams: 3,
-        max_reinit_streams_per_agent: 2,
-        ..AgentMeConfig::default()
+        limits: AgentHttpLimits {
+            max_reinit_streams: 3,
+            max_reinit_streams_per_agent: 2,
+            ..AgentHttpLimits::default()
+        },
     };
     let (addr, me) = start_me(store.clone(), config).await;
     let mut first = Events::open(addr, &a).await.1.unwrap();
@@ -628,8 +630,11 @@ async fn request_bodies_are_bounded() {
     assert_eq!(DEFAULT_MAX_REQUEST_BODY, 4 * 1024 * 1024, "Coder's dRPC message limit");
     let store = memory_store().await;
     let (_, created, resolved) = agent(&store, "alice").await;
-    let (addr, _me) =
-        start_me(store.clone(), AgentMeConfig { max_request_body: 1024, ..AgentMeConfig::default() }).await;
+    let (addr, _me) = start_me(
+        store.clone(),
+        AgentMeConfig::with_limits(AgentHttpLimits { max_request_body: 1024, ..AgentHttpLimits::default() }),
+    )
+    .await;
     let fits = json!({"logs": [{"output": "x".repeat(900)}]});
     assert_eq!(call(addr, &created, "PATCH", "logs", Some(fits)).await.status, 200);
     let over = json!({"logs": [{"output": "x".repeat(1100)}]});

@@ -65,7 +65,7 @@ pub async fn patch_app_status(
     MeAgent(agent): MeAgent,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: PatchAppStatus = match read_json(body, state.config.max_request_body) {
+    let request: PatchAppStatus = match read_json(body, state.config.limits.max_request_body) {
         Ok(request) => request,
         Err(err) => return err.into_response(),
     };

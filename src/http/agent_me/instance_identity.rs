@@ -53,7 +53,7 @@ fn refuse(message: &str) -> Response {
 }
 
 pub async fn aws(State(state): State<MeState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = read_json::<AwsInstanceIdentityToken>(body, state.config.max_request_body).and_then(|t| {
+    let checked = read_json::<AwsInstanceIdentityToken>(body, state.config.limits.max_request_body).and_then(|t| {
         required(&[
             ("signature", t.signature.as_deref().unwrap_or_default()),
             ("document", t.document.as_deref().unwrap_or_default()),
@@ -66,7 +66,7 @@ pub async fn aws(State(state): State<MeState>, body: Result<Bytes, BytesRejectio
 }
 
 pub async fn azure(State(state): State<MeState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = read_json::<AzureInstanceIdentityToken>(body, state.config.max_request_body).and_then(|t| {
+    let checked = read_json::<AzureInstanceIdentityToken>(body, state.config.limits.max_request_body).and_then(|t| {
         required(&[
             ("signature", t.signature.as_deref().unwrap_or_default()),
             ("encoding", t.encoding.as_deref().unwrap_or_default()),
@@ -79,7 +79,7 @@ pub async fn azure(State(state): State<MeState>, body: Result<Bytes, BytesReject
 }
 
 pub async fn google(State(state): State<MeState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = read_json::<GoogleInstanceIdentityToken>(body, state.config.max_request_body)
+    let checked = read_json::<GoogleInstanceIdentityToken>(body, state.config.limits.max_request_body)
         .and_then(|t| required(&[("json_web_token", t.json_web_token.as_deref().unwrap_or_default())]));
     match checked {
         Ok(()) => refuse("Invalid GCP identity."),

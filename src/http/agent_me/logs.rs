@@ -52,7 +52,7 @@ pub async fn post_log_source(
     MeAgent(agent): MeAgent,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: PostLogSourceRequest = match read_json(body, state.config.max_request_body) {
+    let request: PostLogSourceRequest = match read_json(body, state.config.limits.max_request_body) {
         Ok(request) => request,
         Err(err) => return err.into_response(),
     };
@@ -112,7 +112,7 @@ pub async fn patch_logs(
     MeAgent(agent): MeAgent,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: PatchLogs = match read_json(body, state.config.max_request_body) {
+    let request: PatchLogs = match read_json(body, state.config.limits.max_request_body) {
         Ok(request) => request,
         Err(err) => return err.into_response(),
     };

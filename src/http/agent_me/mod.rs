@@ -42,46 +42,33 @@ use serde::Serialize;
 
 use super::agent_rpc::{authenticate_agent, AgentRefusal};
 use super::error::ApiError;
-use crate::server::AppState;
+use crate::server::{AgentHttpLimits, AppState};
 
 /// The largest request body these endpoints read. coderd sets none; this is the dRPC message limit (Coder's 4 MiB,
 /// [`agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE`]), so a batch of log lines the RPC path takes fits here
 /// too, and a client cannot make the server hold more than this per request. Past it: 413.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = agentwire_transport::limits::DEFAULT_MAX_PACKET_SIZE;
 
-/// Settings of the `me/…` endpoints.
+/// Settings of the `me/…` endpoints: the server's limits for them, and coderd's heartbeat.
 #[derive(Debug, Clone)]
 pub struct AgentMeConfig {
-    /// See [`DEFAULT_MAX_REQUEST_BODY`].
-    pub max_request_body: usize,
+    /// [`crate::server::ServeConfig::agent_http`]: defaults [`DEFAULT_MAX_REQUEST_BODY`],
+    /// [`reinit::DEFAULT_MAX_REINIT_STREAMS`] and [`reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT`].
+    pub limits: AgentHttpLimits,
     /// How often the reinit stream sends `event: ping` (coderd's `HeartbeatInterval`, 15 s).
     pub reinit_heartbeat: Duration,
-    /// See [`reinit::DEFAULT_MAX_REINIT_STREAMS`].
-    pub max_reinit_streams: usize,
-    /// See [`reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT`].
-    pub max_reinit_streams_per_agent: usize,
 }
 
 impl Default for AgentMeConfig {
     fn default() -> Self {
-        AgentMeConfig {
-            max_request_body: DEFAULT_MAX_REQUEST_BODY,
-            reinit_heartbeat: super::watch_metadata::PING_INTERVAL,
-            max_reinit_streams: reinit::DEFAULT_MAX_REINIT_STREAMS,
-            max_reinit_streams_per_agent: reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT,
-        }
+        AgentMeConfig::with_limits(AgentHttpLimits::default())
     }
 }
 
 impl AgentMeConfig {
-    /// The settings `serve` was given ([`crate::server::ServeConfig::agent_http`]), with coderd's heartbeat.
-    pub fn from_limits(limits: &crate::server::AgentHttpLimits) -> Self {
-        AgentMeConfig {
-            max_request_body: limits.max_request_body,
-            max_reinit_streams: limits.max_reinit_streams,
-            max_reinit_streams_per_agent: limits.max_reinit_streams_per_agent,
-            ..AgentMeConfig::default()
-        }
+    /// The limits `serve` was given, with coderd's heartbeat.
+    pub fn with_limits(limits: AgentHttpLimits) -> Self {
+        AgentMeConfig { limits, reinit_heartbeat: super::watch_metadata::PING_INTERVAL }
     }
 }
 
@@ -95,21 +82,22 @@ pub struct MeState {
 
 impl MeState {
     pub fn new(app: AppState, config: AgentMeConfig) -> Self {
+        let limits = &config.limits;
         let reinit =
-            Arc::new(reinit::ReinitStreams::new(config.max_reinit_streams, config.max_reinit_streams_per_agent));
+            Arc::new(reinit::ReinitStreams::new(limits.max_reinit_streams, limits.max_reinit_streams_per_agent));
         MeState { app, config: Arc::new(config), reinit }
     }
 }
 
 /// The endpoints with the server's settings.
 pub fn routes(app: AppState) -> Router {
-    let config = AgentMeConfig::from_limits(&app.config().agent_http);
+    let config = AgentMeConfig::with_limits(app.config().agent_http.clone());
     routes_with(MeState::new(app, config))
 }
 
 /// The endpoints over `state`.
 pub fn routes_with(state: MeState) -> Router {
-    let limit = state.config.max_request_body;
+    let limit = state.config.limits.max_request_body;
     Router::new()
         .route("/api/v2/workspaceagents/me/reinit", get(reinit::reinit))
         .route("/api/v2/workspaceagents/me/gitsshkey", get(gitsshkey::git_ssh_key))
@@ -258,23 +246,13 @@ mod tests {
 mod config_tests {
     use super::*;
 
+    /// The server's defaults for these endpoints are the ones their modules name.
     #[test]
-    fn the_server_limits_reach_every_endpoint_setting() {
-        let limits = crate::server::AgentHttpLimits {
-            max_request_body: 1,
-            max_reinit_streams: 2,
-            max_reinit_streams_per_agent: 3,
-        };
-        let config = AgentMeConfig::from_limits(&limits);
-        assert_eq!(
-            (config.max_request_body, config.max_reinit_streams, config.max_reinit_streams_per_agent),
-            (1, 2, 3)
-        );
-        assert_eq!(config.reinit_heartbeat, AgentMeConfig::default().reinit_heartbeat);
-        // The defaults agree however they are reached.
-        let defaults = AgentMeConfig::from_limits(&crate::server::AgentHttpLimits::default());
-        assert_eq!(defaults.max_request_body, DEFAULT_MAX_REQUEST_BODY);
-        assert_eq!(defaults.max_reinit_streams, reinit::DEFAULT_MAX_REINIT_STREAMS);
-        assert_eq!(defaults.max_reinit_streams_per_agent, reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT);
+    fn the_server_defaults_are_the_endpoints_defaults() {
+        let defaults = AgentMeConfig::default();
+        assert_eq!(defaults.limits.max_request_body, DEFAULT_MAX_REQUEST_BODY);
+        assert_eq!(defaults.limits.max_reinit_streams, reinit::DEFAULT_MAX_REINIT_STREAMS);
+        assert_eq!(defaults.limits.max_reinit_streams_per_agent, reinit::DEFAULT_MAX_REINIT_STREAMS_PER_AGENT);
+        assert_eq!(defaults.reinit_heartbeat, super::super::watch_metadata::PING_INTERVAL);
     }
 }
