@@ -21,7 +21,6 @@ use agentwire::tailnet::{TailnetConfig, TailnetStats};
 use agentwire_store::{pubsub, Store, StoreOptions};
 use common::go_interop;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -110,21 +109,13 @@ fn agent_addresses_are_coders_addr_from_uuid() {
 
 /// A coordinator with no other replicas: its pubsub link never starts.
 fn lone_coordinator(store: Store) -> Coordinator {
-    fn no_link(
-        _: Coordinator,
-        _: Store,
-        _: mpsc::Receiver<String>,
-        _: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        None
-    }
     Coordinator::new(
         store,
         Uuid::new_v4(),
         TailnetConfig::default(),
         Arc::new(TailnetStats::default()),
         CancellationToken::new(),
-        no_link,
+        coordinator::no_replica_link,
     )
 }
 

@@ -345,6 +345,16 @@ pub(crate) struct Shared {
 pub type StartLink =
     fn(Coordinator, Store, mpsc::Receiver<String>, CancellationToken) -> Option<tokio::task::JoinHandle<()>>;
 
+/// A [`StartLink`] for a coordinator that has no other replicas: no pubsub traffic is ever started.
+pub fn no_replica_link(
+    _: Coordinator,
+    _: Store,
+    _: mpsc::Receiver<String>,
+    _: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}
+
 /// The coordinator of one server process. Cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator(Arc<Shared>);
@@ -770,17 +780,10 @@ mod tests {
     #[tokio::test]
     async fn a_replica_is_greeted_on_its_hello_not_on_its_first_event() {
         let store = Store::open("sqlite::memory:", agentwire_store::StoreOptions::default()).await.unwrap();
-        fn no_link(
-            _: Coordinator,
-            _: Store,
-            _: mpsc::Receiver<String>,
-            _: CancellationToken,
-        ) -> Option<tokio::task::JoinHandle<()>> {
-            None
-        }
         let stats = Arc::new(TailnetStats::default());
+        let stop = CancellationToken::new();
         let coordinator =
-            Coordinator::new(store, Uuid::new_v4(), TailnetConfig::default(), stats, CancellationToken::new(), no_link);
+            Coordinator::new(store, Uuid::new_v4(), TailnetConfig::default(), stats, stop, no_replica_link);
         let other = Uuid::new_v4();
         let event = Event::Gone { peer: Uuid::new_v4(), lost: true };
         assert!(!coordinator.remote_event(other, Some(&event)), "an event before its hello greets no one");
