@@ -32,6 +32,21 @@ pub enum StoreError {
     /// A pubsub operation failed (publish, subscribe, or the listener is gone).
     #[error("pubsub: {0}")]
     Pubsub(String),
+    /// The database is not a Coder database of a schema version this build knows.
+    #[error(
+        "not a supported Coder database: schema_migrations {} (this build supports {:?}, coder v2.30.0)",
+        match found { Some(v) if *dirty => format!("version {v}, left dirty by a failed migration"), Some(v) => format!("version {v}"), None => "missing".to_owned() },
+        crate::backend::SUPPORTED_CODER_SCHEMA_VERSIONS
+    )]
+    CoderSchema {
+        /// The version found, `None` when there is no `schema_migrations` table or row.
+        found: Option<i64>,
+        /// golang-migrate's flag for a migration that stopped half-way.
+        dirty: bool,
+    },
+    /// On a Coder database this write is coderd's: agentwire does not make it.
+    #[error("on a Coder database, {0} are managed by coderd")]
+    ManagedByCoderd(&'static str),
     /// The store or one of its batchers has been shut down.
     #[error("store is shut down")]
     Closed,

@@ -133,7 +133,7 @@ pub use rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, 
 pub use scope::{AgentScope, EXTERNAL_LOG_SOURCE_ID};
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
-use backend::{Db, LookupSql, Pools};
+use backend::{Db, LookupSql};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
 use batch::stats::StatsFlush;
@@ -287,6 +287,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Whose schema a store reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// agentwire's own (`migrations/`), on SQLite or PostgreSQL: agentwire is the whole deployment.
+    Agentwire,
+    /// A Coder deployment's, on the PostgreSQL database its coderd uses: agentwire serves the agents beside coderd.
+    Coder,
+}
+
 /// Counters of the three batchers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllBatcherStats {
@@ -304,9 +313,23 @@ impl Store {
         opts.validate()?;
         let counters = Arc::new(QueryCounters::default());
         let db = backend::connect(url, &opts, counters.clone()).await?;
-        let pubsub: Arc<dyn Pubsub> = match &db.pools {
-            Pools::Postgres(pool) => Arc::new(PgPubsub::new(pool.clone(), opts.subscriber_queue, counters.clone())),
-            Pools::Sqlite { .. } => Arc::new(InProcessPubsub::new(opts.subscriber_queue, counters.clone())),
+        Ok(Store::start(db, counters, opts))
+    }
+
+    /// Open a Coder deployment's PostgreSQL database (the one its coderd uses) to serve its agents: no migration
+    /// runs, a schema version this build does not know is refused, and the operator's writes
+    /// ([`Store::admin`]) fail with [`StoreError::ManagedByCoderd`]. Must be called inside a tokio runtime.
+    pub async fn open_coder(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
+        opts.validate()?;
+        let counters = Arc::new(QueryCounters::default());
+        let db = backend::connect_coder(url, &opts, counters.clone()).await?;
+        Ok(Store::start(db, counters, opts))
+    }
+
+    fn start(db: Db, counters: Arc<QueryCounters>, opts: StoreOptions) -> Store {
+        let pubsub: Arc<dyn Pubsub> = match db.pg_pool() {
+            Some(pool) => Arc::new(PgPubsub::new(pool.clone(), opts.subscriber_queue, counters.clone())),
+            None => Arc::new(InProcessPubsub::new(opts.subscriber_queue, counters.clone())),
         };
         let core = Arc::new(Core { db, counters, pubsub, opts: opts.clone() });
         let stats_flush_at = (opts.stats_max_rows * opts.stats_force_flush_percent / 100).max(1);
@@ -337,7 +360,7 @@ impl Store {
             },
             Arc::new(BatchCounters::default()),
         );
-        Ok(Store { inner: Arc::new(Inner { core, stats, metadata, heartbeats }) })
+        Store { inner: Arc::new(Inner { core, stats, metadata, heartbeats }) }
     }
 
     pub(crate) fn core(&self) -> &Core {
@@ -347,6 +370,11 @@ impl Store {
     /// Which engine this store talks to.
     pub fn engine(&self) -> Engine {
         self.inner.core.db.engine()
+    }
+
+    /// Whose schema the store reads and writes.
+    pub fn schema(&self) -> Schema {
+        self.inner.core.db.schema()
     }
 
     /// The options the store was opened with.

@@ -98,7 +98,7 @@ mod tests {
         let mut again = rows;
         again.push(row(3));
         assert_eq!(flush.flush(&mut again).await.unwrap(), 4);
-        let stored: i64 = crate::backend::with_pool!(&store.core().db, read, |eng, pool| {
+        let stored: i64 = crate::backend::with_pool!(store.core().db.agentwire(), read, |eng, pool| {
             sqlx::query_scalar("SELECT COUNT(*) FROM workspace_agent_stats").fetch_one(pool).await.unwrap()
         });
         assert_eq!(stored, 4);

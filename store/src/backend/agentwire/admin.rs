@@ -6,7 +6,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::admin_sql::*;
-use crate::backend::{begin, commit, q, qa, qs, with_pool, AdminSql, Db};
+use crate::backend::{begin, commit, q, qa, qs, with_pool, AdminSql, AgentwireDb};
 use crate::model::{id, now_micros, UnixMicros};
 use crate::rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
 use crate::StoreError;
@@ -56,7 +56,7 @@ macro_rules! insert_template_rows {
             INSERT_JOB, INSERT_TEMPLATE, INSERT_TEMPLATE_VERSION, SET_ACTIVE_VERSION,
         };
         use $crate::model::id;
-        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::TemplateRows) =
+        let (db, eng, r): (&$crate::backend::AgentwireDb, _, &$crate::backend::agentwire::admin::TemplateRows) =
             ($db, $eng, $rows);
         $crate::backend::q!(db.counters, eng, INSERT_JOB)
             .bind(id(r.job_id))
@@ -96,7 +96,7 @@ pub(super) use insert_template_rows;
 macro_rules! insert_workspace_row {
     ($db:expr, $eng:expr, $exec:expr, $row:expr) => {{
         use $crate::model::id;
-        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::WorkspaceRow) =
+        let (db, eng, r): (&$crate::backend::AgentwireDb, _, &$crate::backend::agentwire::admin::WorkspaceRow) =
             ($db, $eng, $row);
         $crate::backend::q!(db.counters, eng, $crate::backend::agentwire::admin_sql::INSERT_WORKSPACE)
             .bind(id(r.workspace_id))
@@ -115,7 +115,8 @@ macro_rules! insert_build_rows {
     ($db:expr, $eng:expr, $tx:expr, $rows:expr) => {{
         use $crate::backend::agentwire::admin_sql::{INSERT_BUILD, INSERT_JOB, INSERT_RESOURCE};
         use $crate::model::id;
-        let (db, eng, r): (&$crate::backend::Db, _, &$crate::backend::agentwire::admin::BuildRows) = ($db, $eng, $rows);
+        let (db, eng, r): (&$crate::backend::AgentwireDb, _, &$crate::backend::agentwire::admin::BuildRows) =
+            ($db, $eng, $rows);
         $crate::backend::q!(db.counters, eng, INSERT_JOB)
             .bind(id(r.job_id))
             .bind(r.org)
@@ -174,7 +175,7 @@ macro_rules! bind_metadata_description {
 }
 pub(super) use bind_metadata_description;
 
-impl AdminSql for Db {
+impl AdminSql for AgentwireDb {
     async fn ensure_organization(&self, name: &str) -> Result<Uuid, StoreError> {
         let got = with_pool!(self, write, |eng, pool| {
             qs!(self.counters, eng, UPSERT_ORG, String)

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::agent_sql::*;
-use crate::backend::{begin, commit, q, qa, qs, rollback, rows_per_statement, with_pool, AgentSql, Db, LogBatch};
+use crate::backend::{
+    begin, commit, q, qa, qs, rollback, rows_per_statement, with_pool, AgentSql, AgentwireDb, LogBatch,
+};
 use crate::counting::Stmt;
 use crate::model::*;
 use crate::scope::EXTERNAL_LOG_SOURCE_ID;
@@ -48,7 +50,7 @@ impl<T> FromEngineRow for T where
 {
 }
 
-impl Db {
+impl AgentwireDb {
     /// Every row `stmt` reads for the scope's agent, whose key is the statement's one parameter.
     async fn agent_rows<T: FromEngineRow>(&self, a: &AgentScope, stmt: &Stmt) -> Result<Vec<T>, StoreError> {
         let rows = with_pool!(self, read, |eng, pool| {
@@ -57,7 +59,7 @@ impl Db {
         Ok(rows)
     }
 
-    /// The row `stmt` reads for the scope's agent, if any, as [`Db::agent_rows`].
+    /// The row `stmt` reads for the scope's agent, if any, as [`AgentwireDb::agent_rows`].
     async fn agent_row<T: FromEngineRow>(&self, a: &AgentScope, stmt: &Stmt) -> Result<Option<T>, StoreError> {
         let row = with_pool!(self, read, |eng, pool| {
             qa!(self.counters, eng, *stmt, T).bind(&a.agent_key).fetch_optional(pool).await?
@@ -66,7 +68,7 @@ impl Db {
     }
 }
 
-impl AgentSql for Db {
+impl AgentSql for AgentwireDb {
     async fn agent_state(&self, a: &AgentScope) -> Result<Option<AgentState>, StoreError> {
         self.agent_row(a, &GET_STATE).await
     }

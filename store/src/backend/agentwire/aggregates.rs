@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::aggregates_sql::*;
-use crate::backend::{begin, commit, qa, qs, rows_per_statement, with_pool, AggregateSql, Db};
+use crate::backend::{begin, commit, qa, qs, rows_per_statement, with_pool, AgentwireDb, AggregateSql};
 use crate::model::{id, UnixMicros};
 use crate::rows::{
     ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, DemoHistory, DemoStat, TemplateDayUsers, TemplateRow,
@@ -26,7 +26,7 @@ macro_rules! insert_demo_row {
     }};
 }
 
-impl AggregateSql for Db {
+impl AggregateSql for AgentwireDb {
     async fn active_template_ids(&self) -> Result<Vec<Uuid>, StoreError> {
         let rows: Vec<String> = with_pool!(self, read, |eng, pool| {
             qs!(self.counters, eng, ACTIVE_TEMPLATES, String).fetch_all(pool).await?

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::aggregates::{activity_days_upsert, ACTIVITY_DAY_COLS};
-use crate::backend::{begin, commit, q, rows_per_statement, with_pool, BatchSql, Db};
+use crate::backend::{begin, commit, q, rows_per_statement, with_pool, AgentwireDb, BatchSql};
 use crate::counting::Stmt;
 use crate::engine::Engine;
 use crate::model::{id, now_micros, UnixMicros};
@@ -54,7 +54,7 @@ macro_rules! notify_and_commit {
     }};
 }
 
-impl BatchSql for Db {
+impl BatchSql for AgentwireDb {
     async fn flush_stats(
         &self,
         rows: &[StatsRow],

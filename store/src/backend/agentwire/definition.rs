@@ -12,7 +12,7 @@ use super::admin::{
 use super::admin_sql::{INSERT_SCRIPT, INSERT_USER, SELECT_USER_ID, UPSERT_ORG};
 use super::agent::json_string_array;
 use super::definition_sql::*;
-use crate::backend::{begin, commit, q, qa, qs, rollback, with_pool, Db, DefinitionSql};
+use crate::backend::{begin, commit, q, qa, qs, rollback, with_pool, AgentwireDb, DefinitionSql};
 use crate::definition::{AgentDefinition, AgentPlacement, DefinedAgent};
 use crate::model::{id, now_micros};
 use crate::rows::CreatedAgent;
@@ -26,7 +26,7 @@ const ORGANIZATION: &str = "default";
 /// [`with_pool!`], where the transaction has that driver's concrete type.
 macro_rules! write_definition_rows {
     ($db:expr, $eng:expr, $tx:expr, $agent_key:expr, $def:expr, $now:expr) => {{
-        let (db, eng, agent_key, def, now): (&Db, _, &String, &AgentDefinition, i64) =
+        let (db, eng, agent_key, def, now): (&AgentwireDb, _, &String, &AgentDefinition, i64) =
             ($db, $eng, $agent_key, $def, $now);
 
         let old_slugs = qs!(db.counters, eng, SELECT_APP_SLUGS, String).bind(agent_key).fetch_all(&mut *$tx).await?;
@@ -165,7 +165,7 @@ macro_rules! bind_defined_columns {
     }};
 }
 
-impl DefinitionSql for Db {
+impl DefinitionSql for AgentwireDb {
     async fn create_defined_agent(
         &self,
         p: AgentPlacement<'_>,

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use crate::api_key::constant_time_eq;
-use crate::backend::{qa, qs, with_pool, Db, LookupSql};
+use crate::backend::{qa, qs, with_pool, AgentwireDb, LookupSql};
 use crate::counting::Stmt;
 use crate::model::{id, now_micros, Metadata, ResolvedAgent};
 use crate::StoreError;
@@ -79,7 +79,7 @@ struct OwnedMetadataRow {
     display_order: Option<i64>,
 }
 
-impl LookupSql for Db {
+impl LookupSql for AgentwireDb {
     async fn resolve_agent_by_token(&self, token: Uuid) -> Result<Option<ResolvedAgent>, StoreError> {
         let row = with_pool!(self, read, |eng, pool| {
             qa!(self.counters, eng, RESOLVE_AGENT_BY_TOKEN, ResolvedAgent).bind(id(token)).fetch_optional(pool).await?

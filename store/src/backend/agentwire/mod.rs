@@ -22,7 +22,7 @@ use crate::QueryCounters;
 
 /// The backend serving agentwire's schema: an engine's pools, and the counters every statement bumps.
 #[derive(Debug, Clone)]
-pub(crate) struct Db {
+pub(crate) struct AgentwireDb {
     pub pools: Pools,
     pub counters: Arc<QueryCounters>,
 }
@@ -41,7 +41,7 @@ pub(crate) enum Pools {
     Postgres(PgPool),
 }
 
-impl Db {
+impl AgentwireDb {
     pub fn engine(&self) -> Engine {
         match self.pools {
             Pools::Sqlite { .. } => Engine::Sqlite,
@@ -60,7 +60,7 @@ impl Db {
     }
 }
 
-/// Run `$body` once per engine of a [`Db`] with `$pool` bound to the reading (`read`) or the writing (`write`) pool
+/// Run `$body` once per engine of a [`AgentwireDb`] with `$pool` bound to the reading (`read`) or the writing (`write`) pool
 /// and `$eng` to the [`Engine`]. The body is written once and type-checked against each driver, which is
 /// how one set of SQL serves both engines without sqlx's type-erased `Any` driver. PostgreSQL has one pool for both.
 macro_rules! with_pool {

@@ -3,7 +3,7 @@
 //! owner or workspace, so an agent reaches only its own owner's key and its own workspace.
 
 use super::batch::{bump_deadlines, ACTIVITY_BUMP};
-use crate::backend::{begin, commit, q, qa, with_pool, Db};
+use crate::backend::{begin, commit, q, qa, with_pool, AgentwireDb};
 use crate::counting::Stmt;
 use crate::model::{id, now_micros, GitSshKey};
 use crate::{AgentScope, StoreError};
@@ -19,7 +19,7 @@ const INSERT_GIT_SSH_KEY: Stmt = Stmt::new(
      VALUES ($1, $2, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",
 );
 
-pub(super) async fn git_ssh_key(db: &Db, a: &AgentScope) -> Result<Option<GitSshKey>, StoreError> {
+pub(super) async fn git_ssh_key(db: &AgentwireDb, a: &AgentScope) -> Result<Option<GitSshKey>, StoreError> {
     let owner = id(a.owner_id());
     let row = with_pool!(db, read, |eng, pool| {
         qa!(db.counters, eng, GET_GIT_SSH_KEY, GitSshKey).bind(&owner).fetch_optional(pool).await?
@@ -28,7 +28,7 @@ pub(super) async fn git_ssh_key(db: &Db, a: &AgentScope) -> Result<Option<GitSsh
 }
 
 pub(super) async fn insert_git_ssh_key(
-    db: &Db,
+    db: &AgentwireDb,
     a: &AgentScope,
     private_key: &str,
     public_key: &str,
@@ -51,7 +51,7 @@ pub(super) async fn insert_git_ssh_key(
     row.ok_or_else(|| StoreError::Invalid(format!("user {} has no git SSH key after inserting one", a.owner_id())))
 }
 
-pub(super) async fn bump_workspace_activity(db: &Db, a: &AgentScope) -> Result<(), StoreError> {
+pub(super) async fn bump_workspace_activity(db: &AgentwireDb, a: &AgentScope) -> Result<(), StoreError> {
     let workspace = [a.workspace_id()];
     with_pool!(db, write, |eng, pool| {
         db.counters.hit(ACTIVITY_BUMP);
