@@ -71,6 +71,8 @@ pub struct Metrics {
     metrics_cache: std::sync::OnceLock<std::sync::Arc<crate::metrics_cache::MetricsCache>>,
     /// Tailnet counters (telemetry events, coordinator), kept by the tailnet service.
     pub tailnet: std::sync::Arc<crate::tailnet::TailnetStats>,
+    /// The watch of the sessions' builds, whose count of ended sessions is rendered too (set once by the server).
+    build_watch: std::sync::OnceLock<std::sync::Arc<crate::build_watch::BuildWatch>>,
     /// The server's memory pool, whose use and evictions are rendered too (set once by the server).
     memory: std::sync::OnceLock<agentwire_transport::budget::MemoryBudget>,
 }
@@ -83,6 +85,11 @@ impl Metrics {
     /// Renders `cache`'s refresh series with the others (the first call wins).
     pub fn attach_metrics_cache(&self, cache: std::sync::Arc<crate::metrics_cache::MetricsCache>) {
         let _ = self.metrics_cache.set(cache);
+    }
+
+    /// Renders how many sessions ended because a newer build superseded theirs (the first call wins).
+    pub fn attach_build_watch(&self, watch: std::sync::Arc<crate::build_watch::BuildWatch>) {
+        let _ = self.build_watch.set(watch);
     }
 
     /// Renders the memory pool's use and what its limits did (the first call wins).
@@ -103,7 +110,7 @@ impl Metrics {
         self.sessions_active.load(Ordering::Relaxed)
     }
 
-    /// A connection refused before the upgrade, by reason (`unauthorized`, `forbidden`, `bad_version`, `limit`).
+    /// A connection refused before the upgrade, by reason (`unauthorized`, `stale_build`, `bad_version`, `limit`).
     pub fn session_refused(&self, reason: &'static str) {
         if let Ok(mut refused) = self.sessions_refused.lock() {
             *refused.entry(reason).or_default() += 1;
@@ -129,6 +136,15 @@ impl Metrics {
         let _ = writeln!(out, "# HELP agentwire_sessions_total Agent sessions accepted since start.");
         let _ = writeln!(out, "# TYPE agentwire_sessions_total counter");
         let _ = writeln!(out, "agentwire_sessions_total {}", self.sessions_total.load(Ordering::Relaxed));
+        if let Some(watch) = self.build_watch.get() {
+            let _ = writeln!(
+                out,
+                "# HELP agentwire_sessions_superseded_total Agent sessions ended because a newer build of their \
+                 workspace exists."
+            );
+            let _ = writeln!(out, "# TYPE agentwire_sessions_superseded_total counter");
+            let _ = writeln!(out, "agentwire_sessions_superseded_total {}", watch.sessions_ended());
+        }
         let _ = writeln!(out, "# HELP agentwire_sessions_refused_total Connections refused before the upgrade.");
         let _ = writeln!(out, "# TYPE agentwire_sessions_refused_total counter");
         if let Ok(refused) = self.sessions_refused.lock() {

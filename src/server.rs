@@ -17,6 +17,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::agentapi::{AgentApi, AgentApiConfig};
+use crate::build_watch::BuildWatch;
 use crate::metrics::Metrics;
 use crate::metrics_cache::{MetricsCache, MetricsCacheConfig};
 use crate::proto::{agent::v2 as agent_pb, tailnet::v2 as tailnet_pb};
@@ -70,6 +71,8 @@ pub struct ServeConfig {
     pub max_ws_message_size: usize,
     /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
     pub heartbeat_interval: Duration,
+    /// How often the sessions' builds are checked for a newer build, which ends them (coderd's 15 s).
+    pub build_check_interval: Duration,
     /// WebSocket pings to the agent (coderd's 15 s); `None` turns them off.
     pub ws_ping_interval: Option<Duration>,
     /// A WebSocket silent this long is dropped (coderd's 30 s).
@@ -129,6 +132,7 @@ impl Default for ServeConfig {
             server_memory: DEFAULT_SERVER_MEMORY,
             max_ws_message_size: agentwire_transport::io::DEFAULT_MAX_WS_MESSAGE_SIZE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            build_check_interval: crate::build_watch::DEFAULT_BUILD_CHECK_INTERVAL,
             ws_ping_interval: Some(agentwire_transport::io::DEFAULT_WS_PING_INTERVAL),
             ws_ping_timeout: agentwire_transport::io::DEFAULT_WS_PING_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -158,6 +162,7 @@ struct Inner {
     memory: MemoryBudget,
     metrics_cache: Arc<MetricsCache>,
     tailnet: Arc<Tailnet>,
+    builds: Arc<BuildWatch>,
 }
 
 #[derive(Clone)]
@@ -212,17 +217,22 @@ impl AppState {
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
         let metrics_cache = MetricsCache::start(store.clone(), config.metrics_cache.clone());
         metrics.attach_metrics_cache(metrics_cache.clone());
+        let builds = Arc::new(BuildWatch::default());
+        metrics.attach_build_watch(builds.clone());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(builds.clone().run(store.clone(), config.build_check_interval, shutdown.clone()));
         AppState(Arc::new(Inner {
             config,
             store,
             rpc,
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
             per_agent: Mutex::new(HashMap::new()),
             memory,
             metrics_cache,
             tailnet,
+            builds,
         }))
     }
 
@@ -309,7 +319,11 @@ impl AppState {
             if let Err(err) = Box::pin(session.scope.mark_connected(replica, &version.to_string())).await {
                 tracing::warn!(error = %err, "recording the connection");
             }
-            let serve = state.0.rpc.serve_session_in(io, session.clone(), state.0.shutdown.child_token(), memory);
+            Box::pin(publish_connection_update(&session)).await;
+            // Ended by the server's shutdown, or by a newer build of the workspace.
+            let end = state.0.shutdown.child_token();
+            let _watched = state.0.builds.watch(session.agent().build_id, end.clone());
+            let serve = state.0.rpc.serve_session_in(io, session.clone(), end, memory);
             tokio::pin!(serve);
             // The heartbeat ticks in this task, beside the calls: a task of its own would cost every idle session
             // another task's allocation.
@@ -328,6 +342,7 @@ impl AppState {
             if let Err(err) = Box::pin(session.scope.mark_disconnected(replica)).await {
                 tracing::warn!(error = %err, "recording the disconnection");
             }
+            Box::pin(publish_connection_update(&session)).await;
             state.0.metrics.session_ended();
             match end {
                 SessionEnd::Failed(err) => tracing::info!(error = %err, "agent session failed"),
@@ -381,6 +396,15 @@ pub(crate) async fn accept_until(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Tells the workspace's watchers (coderd's UI and API among them) that the agent connected or disconnected, as
+/// coderd's connection monitor does. Best effort, as there: the connection times are already written.
+async fn publish_connection_update(session: &Session) {
+    if let Err(err) = session.scope.publish_workspace_event(agentwire_store::pubsub::AGENT_CONNECTION_UPDATE_KIND).await
+    {
+        tracing::warn!(error = %err, "publishing the agent's connection update");
     }
 }
 

@@ -312,10 +312,55 @@ async fn unknown_tokens_stale_builds_and_bad_versions_are_refused_before_the_upg
     assert_eq!((status, body["message"].as_str().unwrap()), (400, "Unknown or unsupported API version"));
     assert_eq!(body["validations"][0]["field"], "version");
 
-    // A newer build of the workspace makes this agent's build stale: 403.
+    // A newer build of the workspace makes this agent's build stale: refused as an unknown token, as coderd v2.30's
+    // lookup finds no row for it.
     let resolved = store.resolve_agent_by_token(&agent.auth_token.to_string()).await.unwrap().unwrap();
     store.admin().create_build(resolved.workspace_id, "start", agentwire_store::JobState::Succeeded).await.unwrap();
     let (status, body) = refusal("2.10", agent.auth_token.to_string()).await;
-    assert_eq!((status, body["message"].as_str().unwrap()), (403, "Agent trying to connect from non-latest build."));
+    assert_eq!((status, body["message"].as_str().unwrap()), (401, "Workspace agent not authorized."));
     assert_eq!(server.state.metrics().sessions_active(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_build_ends_the_old_builds_sessions_with_one_query_for_all() {
+    let store = memory_store().await;
+    let stopped = agent_with_rows(&store, "stopped").await;
+    let others = [agent_with_rows(&store, "kept-a").await, agent_with_rows(&store, "kept-b").await];
+    let interval = std::time::Duration::from_millis(100);
+    let server = start(store.clone(), ServeConfig { build_check_interval: interval, ..ServeConfig::default() }).await;
+    let client = pb::AgentClient::new(connect(&server, stopped.auth_token).await);
+    let mut kept = Vec::new();
+    for agent in &others {
+        kept.push(pb::AgentClient::new(connect(&server, agent.auth_token).await));
+    }
+    client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    eventually("three sessions", || server.state.metrics().sessions_active() == 3).await;
+
+    // Checks run while nothing is superseded: one statement per check, whatever the number of sessions.
+    let before = store.queries().get("GetLatestWorkspaceBuildByWorkspaceID");
+    let watched = tokio::time::Instant::now();
+    tokio::time::sleep(interval * 5).await;
+    let checks = store.queries().get("GetLatestWorkspaceBuildByWorkspaceID") - before;
+    let ticks = (watched.elapsed().as_millis() / interval.as_millis()) as u64;
+    assert!(checks >= 1 && checks <= ticks + 1, "{checks} statements for about {ticks} checks of 3 sessions");
+    assert_eq!(server.state.metrics().sessions_active(), 3);
+
+    // coderd stops the workspace: a newer build. The old build's session ends; the others stay.
+    let resolved = store.resolve_agent_by_token(&stopped.auth_token.to_string()).await.unwrap().unwrap();
+    store.admin().create_build(resolved.workspace_id, "stop", agentwire_store::JobState::Succeeded).await.unwrap();
+    eventually("the stopped workspace's session to end", || server.state.metrics().sessions_active() == 2).await;
+    assert!(client.get_manifest(&pb::GetManifestRequest {}).await.is_err(), "the ended session still answers");
+    for other in &kept {
+        other.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
+    }
+    let metrics = server.state.metrics().render(&store);
+    assert!(metrics.contains("agentwire_sessions_superseded_total 1\n"), "{metrics}");
+    // Its reconnects are refused as coderd refuses them.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.rpc_url("2.7")).unwrap();
+    request.headers_mut().insert("Coder-Session-Token", stopped.auth_token.to_string().parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => panic!("the stopped build's agent was not refused: {:?}", other.map(|_| ())),
+    }
 }

@@ -189,14 +189,14 @@ async fn every_me_endpoint_authenticates_as_the_rpc_endpoint() {
     let reply =
         request(server.addr, "GET", &format!("{ME}/external-auth?coder_session_token={token}"), &[], None).await;
     assert_eq!(reply.status, 400);
-    // A newer build makes the agent's build stale: 403, as on the RPC endpoint.
+    // A newer build makes the agent's build stale: 401, as on the RPC endpoint.
     store.admin().create_build(build.workspace_id, "start", JobState::Succeeded).await.unwrap();
     for (method, path) in endpoints {
         let body = (method != "GET").then_some(&b"{}"[..]);
         let reply =
             request(server.addr, method, &format!("{ME}/{path}"), &[("Coder-Session-Token", &token)], body).await;
-        assert_eq!(reply.error().0, 403, "{path}");
-        assert_eq!(reply.error().1, "Agent trying to connect from non-latest build.");
+        assert_eq!(reply.error().0, 401, "{path}");
+        assert_eq!(reply.error().1, "Workspace agent not authorized.");
     }
 }
 

@@ -238,6 +238,7 @@ fn workspace_event_kinds() {
     let kind = |value: &str| coder_str(&format!("wspubsub.WorkspaceEventKind {value}"));
     for ours in [
         pubsub::STATS_UPDATE_KIND,
+        pubsub::AGENT_CONNECTION_UPDATE_KIND,
         agentwire::agentapi::APP_HEALTH_KIND,
         agentwire::agentapi::APP_STATUS_KIND,
         agentwire::agentapi::LIFECYCLE_UPDATE_KIND,

@@ -1,9 +1,10 @@
 //! `GET /api/v2/workspaceagents/me/rpc`: the endpoint a Coder agent dials.
 //!
 //! Everything that can refuse the agent happens before the upgrade, with coderd's status codes and texts: the
-//! token (header, cookie or query parameter) resolved to the agent in one query (401 unknown, 403 not on the
-//! workspace's latest build, unless that build is being stopped), then the API version (400). Only then is the WebSocket accepted and the session,
-//! built from that one lookup, served.
+//! token (header, cookie or query parameter) resolved to the agent in one query (401 unknown, and 401 too for an
+//! agent not on its workspace's latest build unless that build is being stopped: coderd v2.30's query finds no row
+//! for it), then the API version (400). Only then is the WebSocket accepted and the session, built from that one
+//! lookup, served.
 
 use std::collections::HashMap;
 
@@ -92,36 +93,35 @@ pub async fn authenticate_agent(
                 .detail(format!("An agent token must be a valid UUIDv4. (len {})", token.len())),
         ));
     }
-    let agent =
-        match state.store().resolve_agent_by_token(&token).await {
-            Ok(Some(agent)) => agent,
-            Ok(None) => return Err(AgentRefusal::new(
-                "unauthorized",
-                ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent not authorized.").detail(
-                    "The agent cannot authenticate until the workspace provision job has been completed. If the job \
-                     is no longer running, this agent is invalid.",
-                ),
-            )),
-            Err(err) => {
-                tracing::error!(error = %err, "resolving an agent token");
-                return Err(AgentRefusal {
-                    reason: None,
-                    error: ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal error checking workspace agent authorization.",
-                    )
-                    .detail(err.to_string()),
-                });
-            }
-        };
+    // coderd v2.30 answers a stale build's agent exactly as an unknown token (its lookup returns no row); the
+    // refusal's reason keeps them apart in `agentwire_sessions_refused_total`.
+    let not_authorized = |reason| {
+        AgentRefusal::new(
+            reason,
+            ApiError::new(StatusCode::UNAUTHORIZED, "Workspace agent not authorized.").detail(
+                "The agent cannot authenticate until the workspace provision job has been completed. If the job is \
+                 no longer running, this agent is invalid.",
+            ),
+        )
+    };
+    let agent = match state.store().resolve_agent_by_token(&token).await {
+        Ok(Some(agent)) => agent,
+        Ok(None) => return Err(not_authorized("unauthorized")),
+        Err(err) => {
+            tracing::error!(error = %err, "resolving an agent token");
+            return Err(AgentRefusal {
+                reason: None,
+                error: ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error checking workspace agent authorization.",
+                )
+                .detail(err.to_string()),
+            });
+        }
+    };
     if !agent.is_latest_build && !agent.in_shutdown_case {
-        return Err(AgentRefusal::new(
-            "forbidden",
-            ApiError::new(StatusCode::FORBIDDEN, "Agent trying to connect from non-latest build.").detail(format!(
-                "build {} of workspace {} is not its latest",
-                agent.build_number, agent.workspace_name
-            )),
-        ));
+        tracing::debug!(agent_id = %agent.id, build = agent.build_number, "refusing an agent of an outdated build");
+        return Err(not_authorized("stale_build"));
     }
     Ok(agent)
 }

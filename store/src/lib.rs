@@ -133,7 +133,7 @@ pub use rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, 
 pub use scope::{AgentScope, EXTERNAL_LOG_SOURCE_ID};
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
-use backend::{Db, LookupSql};
+use backend::{BuildSql, Db, LookupSql};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
 use batch::stats::StatsFlush;
@@ -430,6 +430,15 @@ impl Store {
             return Ok(None);
         };
         self.core().db.resolve_agent_by_token(token).await
+    }
+
+    /// Those of `build_ids` that a newer build of their workspace superseded: the agents of those builds must go,
+    /// as coderd's connection monitor ends them. One statement for any number of sessions.
+    pub async fn superseded_builds(&self, build_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        if build_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.core().db.superseded_builds(build_ids).await
     }
 
     /// The only door to per-agent rows.

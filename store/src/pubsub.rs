@@ -39,6 +39,8 @@ pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 256;
 
 /// Coder's `WorkspaceEvent` kind for new stats with live connections; it carries only the workspace id.
 pub const STATS_UPDATE_KIND: &str = "stats_update";
+/// Coder's `WorkspaceEvent` kind for an agent connecting or disconnecting; it carries the agent id.
+pub const AGENT_CONNECTION_UPDATE_KIND: &str = "agt_connection_update";
 
 /// `workspace_owner:<owner>` channel name.
 pub fn workspace_owner_channel(owner_id: Uuid) -> String {

@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// Create a demo workspace and agent on first start and print how to connect it.
     #[arg(long, env = "AGENTWIRE_DEMO")]
     demo: bool,
+    /// Serve the agents of a Coder deployment from its own PostgreSQL database (coderd's --postgres-url), beside
+    /// its coderd: route the agents' /api/v2/workspaceagents/me/rpc here and everything else to coderd (README,
+    /// "Beside coderd"). Nothing is migrated; an unknown Coder schema version is refused.
+    #[arg(long, env = "AGENTWIRE_CODER_DB", conflicts_with_all = ["db", "demo"])]
+    coder_db: Option<String>,
     #[command(flatten)]
     listening: ListeningArgs,
     #[command(flatten)]
@@ -226,6 +231,11 @@ struct TimerArgs {
     /// Seconds between connection heartbeats (last_connected_at).
     #[arg(long, env = "AGENTWIRE_HEARTBEAT_INTERVAL", default_value_t = server::DEFAULT_HEARTBEAT_INTERVAL.as_secs())]
     heartbeat_interval: u64,
+    /// Seconds between checks of the sessions' builds: a session whose workspace has a newer build (stopped,
+    /// restarted, deleted) is ended, as coderd's connection monitor ends it (one query for all sessions).
+    #[arg(long, env = "AGENTWIRE_BUILD_CHECK_INTERVAL",
+          default_value_t = agentwire::build_watch::DEFAULT_BUILD_CHECK_INTERVAL.as_secs())]
+    build_check_interval: u64,
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace: u64,
@@ -337,6 +347,7 @@ impl ServeArgs {
             server_memory: m.max_server_memory,
             max_ws_message_size: l.max_ws_message_size,
             heartbeat_interval: secs(t.heartbeat_interval),
+            build_check_interval: secs(t.build_check_interval.max(1)),
             ws_ping_interval: (t.ws_ping_interval > 0).then(|| secs(t.ws_ping_interval)),
             ws_ping_timeout: secs(t.ws_ping_timeout),
             shutdown_grace: secs(t.shutdown_grace),
@@ -422,7 +433,12 @@ const DEMO_APP_PORT: u16 = 13380;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     return_large_buffers_to_the_system();
-    let store = open_store(&args.db.db, args.store_options()).await?;
+    let store = match &args.coder_db {
+        Some(url) => agentwire_store::Store::open_coder(url, args.store_options())
+            .await
+            .context("opening the Coder database given by --coder-db")?,
+        None => open_store(&args.db.db, args.store_options()).await?,
+    };
     let access_url = args.listening.access_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     if args.demo && store.admin().user_id("demo").await?.is_none() {
         // The shipped example, built in: startup and shutdown scripts, metadata, an app with a health check, env.

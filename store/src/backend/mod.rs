@@ -469,6 +469,15 @@ contract! {
 }
 
 contract! {
+    /// The build watcher's read: which sessions' builds are no longer their workspace's latest.
+    pub(crate) trait BuildSql {
+        /// Those of `build_ids` that a newer build of the same workspace has superseded (a deleted workspace's
+        /// builds included: coderd ends those agents too). One statement per [`rows_per_statement`] ids.
+        async fn superseded_builds(&self, build_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+    }
+}
+
+contract! {
     /// The batchers' writes: each flush is one transaction, every statement in it counted under its name. A flush's
     /// notifications (`(channel, payload)`) may be sent inside that transaction, delivered at commit and costing no
     /// transaction of their own; a backend that does so answers `true`, otherwise the batcher publishes them after.

@@ -8,6 +8,7 @@ mod agent_sql;
 mod aggregates;
 mod aggregates_sql;
 mod batch;
+mod builds;
 mod definition;
 mod definition_sql;
 mod lookup;

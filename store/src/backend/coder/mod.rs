@@ -23,12 +23,14 @@
 //! | `agent.rs` | `AgentSql`: one agent's rows, always bound to the scope's agent id |
 //! | `lookup.rs` | `LookupSql`: the token lookup as coderd's middleware does it, API keys, site configuration |
 //! | `batch.rs` | `BatchSql`: the batchers' flushes into Coder's tables |
+//! | `builds.rs` | `BuildSql`: which sessions' builds a newer build superseded |
 //! | `aggregates.rs` | `AggregateSql`: the metrics snapshotter's reads |
 //! | this file | the pool, the schema check, and the operator writes refused (coderd owns them) |
 
 mod agent;
 mod aggregates;
 mod batch;
+mod builds;
 mod lookup;
 
 use std::str::FromStr;
