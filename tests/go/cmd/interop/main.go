@@ -11,6 +11,7 @@
 //	interop constants [--coder-src DIR]
 //	interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
 //	interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct]
+//	interop coderdb migrate|seed|read|listen|channels --postgres-url URL ...
 //
 // See README.md for the full contract.
 package main
@@ -52,6 +53,8 @@ func main() {
 		os.Exit(agentHTTP(args))
 	case "ssh":
 		os.Exit(sshCmd(args))
+	case "coderdb":
+		os.Exit(coderdb(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -74,6 +77,7 @@ func usage() {
   interop constants [--coder-src DIR]
   interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
   interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct] [--command CMD]
+  interop coderdb migrate|seed|read|listen|channels --postgres-url URL ...
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }

@@ -1,0 +1,66 @@
+//! The store on Coder's own schema, against databases that Coder's own Go code migrated and seeded
+//! (`interop coderdb`, tests/common/coderdb.rs).
+
+#[path = "../../tests/common/coderdb.rs"]
+mod coderdb;
+
+use agentwire_store::backend::SUPPORTED_CODER_SCHEMA_VERSIONS;
+use agentwire_store::{Store, StoreError, StoreOptions};
+use sqlx::Connection;
+
+/// What `open_coder` says about a database it refuses; panics unless it is the schema refusal.
+async fn refusal(url: &str) -> (Option<i64>, bool, String) {
+    match Store::open_coder(url, StoreOptions::default()).await {
+        Err(e @ StoreError::CoderSchema { found, dirty }) => (found, dirty, e.to_string()),
+        Err(e) => panic!("expected StoreError::CoderSchema, got {e:?}"),
+        Ok(store) => {
+            store.close().await;
+            panic!("open_coder accepted an unsupported database")
+        }
+    }
+}
+
+async fn execute(url: &str, sql: &'static str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query(sql).execute(&mut conn).await.expect(sql);
+    conn.close().await.ok();
+}
+
+fn names_supported_versions(message: &str) {
+    for v in SUPPORTED_CODER_SCHEMA_VERSIONS {
+        assert!(message.contains(&v.to_string()), "{message:?} does not name supported version {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_coder_migrated_and_seeded_opens() {
+    let db = coderdb::fresh_coder_db().await;
+    assert!(SUPPORTED_CODER_SCHEMA_VERSIONS.contains(&412), "coder v2.30.0's last migration is 412");
+    let store = Store::open_coder(&db.url, StoreOptions::default()).await.expect("open_coder on coderd's schema");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_schema_versions_are_refused() {
+    // One migration short: coderd's schema of a version this build was not written for.
+    let url = coderdb::migrated_db().await;
+    execute(&url, "UPDATE schema_migrations SET version = 411").await;
+    let (found, dirty, message) = refusal(&url).await;
+    assert_eq!((found, dirty), (Some(411), false), "{message}");
+    assert!(message.contains("411"), "{message:?}");
+    names_supported_versions(&message);
+
+    // The right version, left dirty by a migration that stopped half-way.
+    let url = coderdb::migrated_db().await;
+    execute(&url, "UPDATE schema_migrations SET dirty = true").await;
+    let (found, dirty, message) = refusal(&url).await;
+    assert_eq!((found, dirty), (Some(412), true), "{message}");
+    assert!(message.contains("dirty"), "{message:?}");
+    names_supported_versions(&message);
+
+    // Not a Coder database at all.
+    let url = coderdb::empty_db().await;
+    let (found, dirty, message) = refusal(&url).await;
+    assert_eq!((found, dirty), (None, false), "{message}");
+    names_supported_versions(&message);
+}
