@@ -47,6 +47,9 @@ pub enum StoreError {
     /// On a Coder database this write is coderd's: agentwire does not make it.
     #[error("on a Coder database, {0} are managed by coderd")]
     ManagedByCoderd(&'static str),
+    /// Coder v2.30's schema has no place for this, and its coderd does not do it either.
+    #[error("not supported on a Coder v2.30 database: {0}")]
+    NotInCoderSchema(&'static str),
     /// The store or one of its batchers has been shut down.
     #[error("store is shut down")]
     Closed,
