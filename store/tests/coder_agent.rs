@@ -575,6 +575,13 @@ async fn logs_count_against_coders_length_and_overflow_once() {
     let other = env.other_scope().await;
     assert_eq!(other.logs_after(0).await.unwrap(), []);
     assert_eq!(other.state().await.unwrap().unwrap().logs_length, 0);
+
+    // An agent already marked overflowed gets no External source either: coderd answers before making it.
+    env.exec(&format!("UPDATE workspace_agents SET logs_overflowed = TRUE WHERE id = '{}'", env.seed.other_agent))
+        .await;
+    let out = other.insert_logs(Uuid::nil(), &[line(LogLevel::Info, "x")]).await.unwrap();
+    assert_eq!(out, InsertLogsOutcome::LimitExceeded { newly: false });
+    assert!(!other.list_log_sources().await.unwrap().iter().any(|s| s.id == EXTERNAL_LOG_SOURCE_ID));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,9 +186,11 @@ const INSERT_APP_STATUS: Stmt = Stmt::new(
 const INSERT_EXTERNAL_LOG_SOURCE: Stmt = Stmt::new(
     "InsertWorkspaceAgentLogSources",
     // coderd inserts it and takes a primary-key violation as "already there"; inside a transaction a violation
-    // would abort the rest, so the conflict is skipped instead.
+    // would abort the rest, so the conflict is skipped instead. coderd answers an agent already marked overflowed
+    // before making the source, hence the condition.
     "INSERT INTO workspace_agent_log_sources (workspace_agent_id, created_at, id, display_name, icon) \
-     VALUES ($1::uuid, to_timestamp($2::float8 / 1e6), $3::uuid, 'External', '/emojis/1f310.png') \
+     SELECT $1::uuid, to_timestamp($2::float8 / 1e6), $3::uuid, 'External', '/emojis/1f310.png' \
+     WHERE EXISTS (SELECT 1 FROM workspace_agents WHERE id = $1::uuid AND NOT logs_overflowed) \
      ON CONFLICT (workspace_agent_id, id) DO NOTHING",
 );
 
