@@ -12,6 +12,9 @@
 //	interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
 //	interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct]
 //	interop coderdb migrate|seed|read|listen|channels --postgres-url URL ...
+//	interop coderd-setup --url http://FRONT --postgres-url URL [--workspaces N] [--out FILE]
+//	interop coderd-check --url http://FRONT --token T --agent-id ID [--checks …]
+//	interop coderd-stop --url http://FRONT --token T --workspace-id ID
 //
 // See README.md for the full contract.
 package main
@@ -55,6 +58,12 @@ func main() {
 		os.Exit(sshCmd(args))
 	case "coderdb":
 		os.Exit(coderdb(args))
+	case "coderd-setup":
+		os.Exit(coderdSetup(args))
+	case "coderd-check":
+		os.Exit(coderdCheck(args))
+	case "coderd-stop":
+		os.Exit(coderdStop(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
@@ -78,6 +87,9 @@ func usage() {
   interop agent-http --url http://HOST:PORT --token T --app SLUG [--reinit-wait D]
   interop ssh --url http://HOST:PORT --token USER_TOKEN --agent-id ID [--port N] [--disable-direct] [--command CMD]
   interop coderdb migrate|seed|read|listen|channels --postgres-url URL ...
+  interop coderd-setup --url http://FRONT --postgres-url URL [--workspaces N] [--out FILE] [--app-port N]
+  interop coderd-check --url http://FRONT --token T --agent-id ID [--workspace-id ID] [--postgres-url URL] [--checks LIST] [--deadline D]
+  interop coderd-stop --url http://FRONT --token T --workspace-id ID [--timeout D]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }
