@@ -224,6 +224,13 @@ async fn resolve(store: &Store, token: Uuid) -> Option<ResolvedAgent> {
     store.resolve_agent_by_token(&token.to_string()).await.unwrap()
 }
 
+/// The token's agent is live but its build is neither the latest nor in its shutdown case: coderd's query finds no
+/// row for it, and the endpoint refuses what it resolves to with the same 401.
+async fn stale(store: &Store, token: Uuid) -> bool {
+    let a = resolve(store, token).await.expect("a live agent's token finds its row");
+    !a.is_latest_build && !a.in_shutdown_case
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_token_fills_every_field_in_one_statement() {
     let (c, store) = coder().await;
@@ -302,11 +309,11 @@ async fn resolve_token_follows_coderds_build_rules() {
     c.set_job(stop.job_id, Job::Running).await;
     assert!(resolve(&store, d.token).await.expect("shutdown case, running stop").in_shutdown_case);
 
-    // Once the stop ends (however it ends), the old build's agent is refused like an unknown token, as coderd
-    // v2.30's query finds no row for it.
+    // Once the stop ends (however it ends), coderd v2.30's query finds no row for the old build's agent: here it
+    // comes back with both verdicts false, which the endpoint refuses with coderd's 401.
     for end in [Job::Succeeded, Job::Failed, Job::Canceled] {
         c.set_job(stop.job_id, end).await;
-        assert!(resolve(&store, d.token).await.is_none(), "stop {end:?}");
+        assert!(stale(&store, d.token).await, "stop {end:?}");
     }
 
     // The shutdown case needs the start build to have succeeded, and the stop to come right after it.
@@ -314,15 +321,15 @@ async fn resolve_token_follows_coderds_build_rules() {
     let (_, failed_token) = c.agent(failed.resource_id, "main").await;
     assert!(resolve(&store, failed_token).await.expect("latest build").is_latest_build);
     c.build(d.workspace, d.version, 4, "stop", Job::Pending).await;
-    assert!(resolve(&store, failed_token).await.is_none(), "its start build failed");
+    assert!(stale(&store, failed_token).await, "its start build failed");
     c.build(d.workspace, d.version, 5, "start", Job::Succeeded).await;
     c.build(d.workspace, d.version, 6, "start", Job::Succeeded).await;
     let skipped = c.build(d.workspace, d.version, 7, "start", Job::Succeeded).await;
     let (_, skipped_token) = c.agent(skipped.resource_id, "main").await;
     c.build(d.workspace, d.version, 8, "start", Job::Succeeded).await;
-    assert!(resolve(&store, skipped_token).await.is_none(), "superseded by a start");
+    assert!(stale(&store, skipped_token).await, "superseded by a start");
 
-    // The newest build's agent resolves; deleting it, or its workspace, refuses it.
+    // The newest build's agent resolves; deleting it, or its workspace, leaves no row at all.
     let latest = c.build(d.workspace, d.version, 9, "start", Job::Succeeded).await;
     let (agent, token) = c.agent(latest.resource_id, "main").await;
     let a = resolve(&store, token).await.expect("latest build");
@@ -845,9 +852,10 @@ async fn a_deployment_seeded_by_coder_resolves_authenticates_and_takes_activity(
     let sub = resolve(&store, seeded_uuid(&seed["sub_agent"]["token"])).await.expect("the sub-agent");
     assert_eq!(sub.parent_id, Some(a.id));
     assert!(resolve(&store, seeded_uuid(&seed["superseded"]["agent_token"])).await.is_some());
-    for stale in seed["stale_tokens"].as_array().expect("stale tokens") {
-        assert!(resolve(&store, seeded_uuid(stale)).await.is_none(), "{stale} resolves for coderd neither");
-    }
+    // coderd refuses both: the deleted workspace's agent finds no row, the superseded build's one is stale.
+    assert!(resolve(&store, seeded_uuid(&seed["deleted"]["agent_token"])).await.is_none());
+    assert!(stale(&store, seeded_uuid(&seed["superseded"]["old_agent_token"])).await);
+    assert_eq!(seed["stale_tokens"].as_array().map(Vec::len), Some(2), "{}", seed["stale_tokens"]);
 
     // The key coderd's apikey.Generate made: our hash of its secret is the digest coderd stored.
     let token = seed["owner"]["api_token"].as_str().expect("api token");

@@ -14,10 +14,11 @@ use crate::StoreError;
 /// coderd's `GetAuthenticatedWorkspaceAgentAndBuildByAuthToken`, widened to everything the session needs (owner,
 /// template, both build verdicts) so the session never reads the agent again.
 ///
-/// coderd's WHERE is kept whole: a token of a deleted agent or workspace, or of a build that is neither the latest
-/// nor in the shutdown case, finds no row, so the endpoint answers 401 "Workspace agent not authorized." exactly as
-/// coderd v2.30 does (agentwire's own schema answers those agents 403 instead). The verdicts are still returned:
-/// the session tells a build in its shutdown window from the latest one.
+/// coderd's WHERE keeps a token of a deleted agent or workspace out, and also one whose build is neither the latest
+/// nor in its shutdown case. The first two are kept out here too; the third comes back with both verdicts false, as
+/// from agentwire's own schema, and the endpoint refuses it with the same 401 coderd answers ("Workspace agent not
+/// authorized."), counting it as a stale build rather than an unknown token. The verdicts are coderd's: the latest
+/// build by number, or a succeeded `start` build right before a latest `stop` whose job is pending or running.
 ///
 /// Shapes are the agentwire backend's: enum arrays as compact JSON arrays (`array_to_json`), the environment as
 /// the jsonb's text, times as unix microseconds, integers widened to bigint.
@@ -58,8 +59,7 @@ const RESOLVE_AGENT_BY_TOKEN: Stmt = Stmt::new(
        FROM workspace_builds lb JOIN provisioner_jobs lj ON lj.id = lb.job_id \
        WHERE lb.workspace_id = b.workspace_id \
        ORDER BY lb.build_number DESC LIMIT 1) v \
-     WHERE a.auth_token = $1::uuid AND w.deleted = FALSE AND a.deleted = FALSE \
-       AND (v.is_latest OR v.in_shutdown_case)",
+     WHERE a.auth_token = $1::uuid AND w.deleted = FALSE AND a.deleted = FALSE",
 );
 
 const GET_SITE_CONFIG: Stmt = Stmt::new("GetSiteConfig", "SELECT value FROM site_configs WHERE key = $1");
