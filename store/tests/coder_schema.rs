@@ -64,3 +64,50 @@ async fn other_schema_versions_are_refused() {
     assert_eq!((found, dirty), (None, false), "{message}");
     names_supported_versions(&message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeded_agent_reads_back_through_coderds_queries() {
+    let db = coderdb::fresh_coder_db().await;
+    let seeded = &db.seed["agent"];
+    let id = seeded["id"].as_str().expect("seeded agent id");
+    let read = coderdb::read_agent(&db.url, id).await;
+
+    let agent = &read["agent"];
+    assert_eq!(agent["id"], seeded["id"]);
+    assert_eq!(agent["name"], "main");
+    assert_eq!(agent["auth_token"], seeded["token"]);
+    assert_eq!(agent["lifecycle_state"], "created");
+    assert_eq!(agent["api_key_scope"], "all");
+    assert_eq!(agent["connection_timeout_seconds"], 120);
+    assert_eq!(read["environment_variables"], serde_json::json!({"EDITOR": "vim", "GIT_AUTHOR_NAME": "Owner"}));
+
+    let ids = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        let mut out: Vec<String> =
+            v.as_array().expect("list").iter().map(|x| x[key].as_str().expect(key).to_owned()).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(ids(&read["apps"], "id"), ids(&seeded["apps"], "id"));
+    let health =
+        |slug: &str| read["apps"].as_array().unwrap().iter().find(|a| a["slug"] == slug).unwrap()["health"].clone();
+    assert_eq!(health("code-server"), "initializing");
+    assert_eq!(health("web"), "disabled");
+    assert_eq!(ids(&read["scripts"], "id"), ids(&seeded["scripts"], "id"));
+    assert_eq!(ids(&read["log_sources"], "id"), ids(&seeded["log_sources"], "id"));
+    assert_eq!(ids(&read["metadata"], "key"), ["cpu", "mem"]);
+    assert_eq!(read["devcontainers"].as_array().unwrap().len(), 1);
+    assert_eq!(read["memory_monitor"]["threshold"], 80);
+    assert_eq!(read["volume_monitors"][0]["path"], "/home/coder");
+    assert_eq!(ids(&read["sub_agents"], "id"), [db.seed["sub_agent"]["id"].as_str().unwrap()]);
+    // Nothing written by an agent endpoint yet.
+    assert_eq!(read["logs"], serde_json::json!([]));
+    assert_eq!(read["stats"], serde_json::json!([]));
+    assert_eq!(read["connection_logs"], serde_json::json!([]));
+
+    let workspace = &db.seed["workspace"];
+    assert_eq!(read["workspace"]["id"], workspace["id"]);
+    assert_eq!(read["build"]["id"], workspace["build_id"]);
+    assert_eq!(read["latest_build"]["id"], workspace["build_id"]);
+    assert_eq!(read["latest_build"]["deadline"], workspace["deadline"]);
+    assert_eq!(read["workspace"]["last_used_at"], workspace["last_used_at"]);
+}

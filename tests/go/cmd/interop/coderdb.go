@@ -29,6 +29,8 @@ func coderdb(args []string) int {
 		return coderdbMigrate(args[1:])
 	case "seed":
 		return coderdbSeed(args[1:])
+	case "read":
+		return coderdbRead(args[1:])
 	case "manifest":
 		return coderdbManifest(args[1:])
 	default:
