@@ -40,10 +40,14 @@ pub(super) async fn get_manifest(
 
     let agent = &session.agent();
     let environment_variables = match agent.environment_variables.as_deref() {
-        // `null` decodes to no variables, as Go's json.Unmarshal into a map does.
-        Some(json) => serde_json::from_str::<Option<HashMap<String, String>>>(json)
-            .map_err(|e| RpcError::invalid(format!("unmarshal env vars: {e}")))?
-            .unwrap_or_default(),
+        // As Go's json.Unmarshal into a map[string]string: `null` is no variables, and a `null` value is an empty
+        // string (a JSON null has no effect on a Go string).
+        Some(json) => serde_json::from_str::<Option<HashMap<String, Option<String>>>>(json)
+            .map_err(|e| RpcError::invalid(format!("unmarshal environment variables: {e}")))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, value.unwrap_or_default()))
+            .collect(),
         None => HashMap::new(),
     };
     let names = Names { agent: &agent.name, workspace: &agent.workspace_name, owner: &agent.owner_username };
@@ -104,11 +108,12 @@ fn seconds(s: i64) -> prost_types::Duration {
     prost_types::Duration { seconds: s, nanos: 0 }
 }
 
-/// Coder stores metadata intervals and timeouts as Go `time.Duration`: nanoseconds.
+/// Coder reads metadata intervals and timeouts as Go `time.Duration`: nanoseconds. Split as `durationpb.New` splits
+/// them, truncating, so a negative duration has negative seconds and nanos.
 fn nanoseconds(ns: i64) -> prost_types::Duration {
-    // Euclidean remainder keeps nanos in 0..1e9, so the value fits an i32.
-    let nanos = i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-    prost_types::Duration { seconds: ns.div_euclid(1_000_000_000), nanos }
+    // The remainder is within ±1e9, so it fits an i32.
+    let nanos = i32::try_from(ns % 1_000_000_000).unwrap_or(0);
+    prost_types::Duration { seconds: ns / 1_000_000_000, nanos }
 }
 
 fn app_to_proto(app: &App, names: &Names<'_>, config: &AgentApiConfig) -> Result<pb::WorkspaceApp, String> {
@@ -141,7 +146,7 @@ fn app_to_proto(app: &App, names: &Names<'_>, config: &AgentApiConfig) -> Result
 }
 
 /// `<slug>--<workspace>--<owner>`, or `<port>--<agent>--<workspace>--<owner>` for a port slug; empty unless the app
-/// is a subdomain app, an app hostname is configured, and every name is known.
+/// is a subdomain app, an app hostname is configured, and every name is known (Coder's `db2sdk.AppSubdomain`).
 fn subdomain_name(app: &App, names: &Names<'_>, app_hostname: &str) -> String {
     if !app.subdomain
         || app_hostname.is_empty()
@@ -151,11 +156,19 @@ fn subdomain_name(app: &App, names: &Names<'_>, app_hostname: &str) -> String {
     {
         return String::new();
     }
-    if app.slug.parse::<u16>().is_ok() {
-        format!("{}--{}--{}--{}", app.slug, names.agent, names.workspace, names.owner)
+    let slug = if app.slug.is_empty() { &app.display_name } else { &app.slug };
+    if is_port_slug(slug) {
+        format!("{slug}--{}--{}--{}", names.agent, names.workspace, names.owner)
     } else {
-        format!("{}--{}--{}", app.slug, names.workspace, names.owner)
+        format!("{slug}--{}--{}", names.workspace, names.owner)
     }
+}
+
+/// Coder's `appurl.PortRegex`, `^\d{4}s?$`: four digits, `s` for HTTPS. Not any port number: coderd names a slug
+/// such as `80` without the agent and `8443s` with it, and agents must get the names coderd routes.
+fn is_port_slug(slug: &str) -> bool {
+    let digits = slug.strip_suffix('s').unwrap_or(slug);
+    digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `<access scheme>://<app host>` with the `*` replaced by `{{port}}--<agent>--<workspace>--<owner>`; the app host
@@ -165,6 +178,8 @@ fn vscode_port_proxy_uri(config: &AgentApiConfig, names: &Names<'_>) -> String {
         return String::new();
     }
     let (scheme, access_port) = scheme_and_port(&config.access_url);
+    // Go's url.Parse lower-cases the scheme.
+    let scheme = scheme.to_ascii_lowercase();
     let mut host = config.app_hostname.clone();
     if let Some(port) = access_port {
         if host_port(&host).is_none() {
@@ -504,5 +519,77 @@ mod tests {
         assert_eq!(parse_derp_map(r#"{"Regions":{"1":null}}"#).expect("null region").regions.len(), 0);
         assert_eq!(scheme_and_port("http://[::1]:3000/x"), ("http", Some("3000")));
         assert_eq!(scheme_and_port("https://coder.example.com"), ("https", None));
+    }
+
+    /// The names and durations as Coder's helpers make them (`appurl.PortRegex`, `db2sdk.AppSubdomain`,
+    /// `durationpb.New`, Go's URL scheme), where a plausible reading of them would differ.
+    #[test]
+    fn names_and_durations_follow_coders_helpers() {
+        let names = Names { agent: "main", workspace: "dev", owner: "carol" };
+        let app = |slug: &str| App {
+            id: Uuid::nil(),
+            slug: slug.into(),
+            display_name: "Display".into(),
+            icon: String::new(),
+            command: None,
+            url: None,
+            healthcheck_url: String::new(),
+            healthcheck_interval: 0,
+            healthcheck_threshold: 0,
+            health: "disabled".into(),
+            subdomain: true,
+            sharing_level: "owner".into(),
+            external: false,
+            display_order: 0,
+            hidden: false,
+            open_in: "slim-window".into(),
+            display_group: None,
+            tooltip: String::new(),
+        };
+        let host = "*.apps.example.com";
+        for (slug, want) in [
+            ("8080", "8080--main--dev--carol"),
+            ("8443s", "8443s--main--dev--carol"),
+            ("80", "80--dev--carol"),
+            ("12345", "12345--dev--carol"),
+            ("+808", "+808--dev--carol"),
+            ("", "Display--dev--carol"),
+        ] {
+            assert_eq!(subdomain_name(&app(slug), &names, host), want, "slug {slug:?}");
+        }
+        assert_eq!(subdomain_name(&app("8080"), &names, ""), "");
+
+        assert_eq!(nanoseconds(-1_500_000_000), prost_types::Duration { seconds: -1, nanos: -500_000_000 });
+        assert_eq!(nanoseconds(1_500_000_000), prost_types::Duration { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(nanoseconds(-10), prost_types::Duration { seconds: 0, nanos: -10 });
+
+        let config = AgentApiConfig {
+            access_url: "HTTPS://coder.example.com:8443".into(),
+            app_hostname: host.into(),
+            ..AgentApiConfig::default()
+        };
+        assert_eq!(vscode_port_proxy_uri(&config, &names), "https://{{port}}--main--dev--carol.apps.example.com:8443");
+    }
+
+    /// A `null` value in the agent's environment is an empty string, as Go's json.Unmarshal makes it.
+    #[tokio::test]
+    async fn a_null_environment_value_is_empty() {
+        let f = fixture().await;
+        let admin = f.store.admin();
+        let (build, _) = admin.create_demo_agent("dave", "dev", "seed").await.expect("build");
+        let agent = admin
+            .create_agent(
+                build.resource_id,
+                &NewAgent {
+                    name: "main".into(),
+                    environment_variables: Some(r#"{"A":null,"B":"x"}"#.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("agent");
+        let session = session_for(&f.store, &agent).await;
+        let m = get_manifest(&f.api, &session, pb::GetManifestRequest {}).await.expect("manifest");
+        assert_eq!(m.environment_variables, HashMap::from([("A".into(), String::new()), ("B".into(), "x".into())]));
     }
 }
