@@ -111,3 +111,51 @@ async fn the_seeded_agent_reads_back_through_coderds_queries() {
     assert_eq!(read["latest_build"]["deadline"], workspace["deadline"]);
     assert_eq!(read["workspace"]["last_used_at"], workspace["last_used_at"]);
 }
+
+async fn notify(url: &str, channel: &str, payload: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut conn).await.expect("pg_notify");
+    conn.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_decodes_with_coderds_decoders() {
+    let url = coderdb::empty_db().await;
+    let [owner, agent, workspace] = [(); 3].map(|_| uuid::Uuid::new_v4().to_string());
+    let channels = coderdb::channels(&owner, &agent).await;
+    let channel = |key: &str| channels[key].as_str().unwrap_or_else(|| panic!("no {key} in {channels}")).to_owned();
+    let wait = std::time::Duration::from_secs(20);
+
+    // A workspace event coderd accepts, then one its Validate refuses (a lifecycle event names its agent).
+    let mut events = coderdb::Listener::spawn(&url, &channel("workspace_owner"), 2, wait).await;
+    let lifecycle = serde_json::json!({"kind": "agt_lifecycle_update", "workspace_id": workspace, "agent_id": agent});
+    notify(&url, &channel("workspace_owner"), &lifecycle.to_string()).await;
+    notify(
+        &url,
+        &channel("workspace_owner"),
+        &serde_json::json!({"kind": "agt_lifecycle_update", "workspace_id": workspace}).to_string(),
+    )
+    .await;
+    let first = events.next().await.expect("first event");
+    assert_eq!(first["decoder"], "wspubsub.HandleWorkspaceEvent", "{first}");
+    assert_eq!(first["decoded"], lifecycle, "{first}");
+    assert!(first.get("decode_error").is_none(), "{first}");
+    let second = events.next().await.expect("second event");
+    assert!(second["decode_error"].is_string(), "{second}");
+    let (rest, ok) = events.finish().await;
+    assert!(rest.is_empty() && !ok, "an undecodable message fails the listener: {rest:?}");
+
+    // The metadata batch names agents by metadatabatcher's encoding.
+    let mut batch = coderdb::Listener::spawn(&url, &channel("agent_metadata_batch"), 1, wait).await;
+    let id = channel("agent_metadata_batch_id");
+    notify(&url, &channel("agent_metadata_batch"), &format!("{id}{id}")).await;
+    let message = batch.next().await.expect("batch");
+    assert_eq!(message["decoded"]["agent_ids"], serde_json::json!([agent, agent]), "{message}");
+    assert!(batch.finish().await.1);
+
+    let mut logs = coderdb::Listener::spawn(&url, &channel("agent_logs"), 1, wait).await;
+    notify(&url, &channel("agent_logs"), r#"{"created_after":42}"#).await;
+    let message = logs.next().await.expect("logs notification");
+    assert_eq!(message["decoded"]["created_after"], 42, "{message}");
+    assert!(logs.finish().await.1);
+}

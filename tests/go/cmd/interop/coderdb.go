@@ -31,6 +31,10 @@ func coderdb(args []string) int {
 		return coderdbSeed(args[1:])
 	case "read":
 		return coderdbRead(args[1:])
+	case "listen":
+		return coderdbListen(args[1:])
+	case "channels":
+		return coderdbChannels(args[1:])
 	case "manifest":
 		return coderdbManifest(args[1:])
 	default:
@@ -44,9 +48,9 @@ func coderdbUsage() {
 	fmt.Fprint(os.Stderr, `usage:
   interop coderdb migrate --postgres-url URL
   interop coderdb seed --postgres-url URL [--agents N] [--with-deleted-workspace] [--username NAME]
-  interop coderdb read --postgres-url URL --agent-id ID
+  interop coderdb read --postgres-url URL --agent-id ID [--inactive-timeout D]
   interop coderdb listen --postgres-url URL --channel NAME [--count N] [--timeout D]
-  interop coderdb channels --owner-id U --agent-id A
+  interop coderdb channels --owner-id U --agent-id A [--workspace-id W]
 `)
 }
 
