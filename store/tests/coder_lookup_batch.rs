@@ -63,6 +63,7 @@ struct Build {
 
 /// The seeded deployment: a pool on the Coder database, and the default organization its migrations create.
 struct Coder {
+    url: String,
     pool: PgPool,
     org: Uuid,
 }
@@ -73,7 +74,7 @@ async fn coder() -> (Coder, Store) {
     let org: String =
         sqlx::query_scalar("SELECT id::text FROM organizations WHERE is_default").fetch_one(&pool).await.unwrap();
     let store = Store::open_coder(&url, quiet_options()).await.unwrap();
-    (Coder { pool, org: org.parse().unwrap() }, store)
+    (Coder { url, pool, org: org.parse().unwrap() }, store)
 }
 
 impl Coder {
@@ -589,6 +590,12 @@ async fn stats_flush_inserts_marks_use_bumps_and_notifies_in_one_transaction() {
 
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
     assert_eq!(event, workspace_event_payload(STATS_UPDATE_KIND, busy.workspace, None));
+
+    // Every row decodes with coderd's types (the referee checks each stats row as coderd's insights read it).
+    for d in [&busy, &idle, &capped] {
+        let read = coderdb::read_agent(&c.url, &d.agent.to_string()).await;
+        assert!(!read["stats"].as_array().expect("stats").is_empty(), "{}", read["stats"]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -739,6 +746,9 @@ async fn metadata_flush_updates_described_keys_and_notifies_in_one_transaction()
     assert_eq!((mem_a.2.as_str(), mem_a.4), ("", -62_135_596_800_000_000), "untouched");
     assert_eq!(cpu_b.2, "");
     assert_eq!((mem_b.2.as_str(), mem_b.3.as_str()), ("", "collect failed"));
+    let read = coderdb::read_agent(&c.url, &b.agent.to_string()).await;
+    let mem = read["metadata"].as_array().expect("metadata").iter().find(|m| m["key"] == "mem").cloned();
+    assert_eq!(mem.map(|m| m["error"].clone()), Some("collect failed".into()), "{}", read["metadata"]);
 
     let message = tokio::time::timeout(Duration::from_secs(10), batches.recv()).await.unwrap().unwrap();
     let mut ids = decode_metadata_batch_payload(&message).unwrap();
@@ -822,6 +832,8 @@ async fn heartbeats_refresh_connections_in_one_statement_never_backwards() {
     assert!(last.unwrap() > now + 3_000_000_000, "never moved backwards");
     assert_eq!(replica, Some(replica_b.to_string()));
     assert!(first.is_some() && disconnected.is_some());
+    let read = coderdb::read_agent(&c.url, &a.agent.to_string()).await;
+    assert_eq!(read["agent"]["last_connected_replica_id"], replica_a.to_string(), "{}", read["agent"]);
 }
 
 fn seeded_uuid(v: &serde_json::Value) -> Uuid {
@@ -835,7 +847,8 @@ async fn a_deployment_seeded_by_coder_resolves_authenticates_and_takes_activity(
     let db = coderdb::fresh_coder_db().await;
     let seed = &db.seed;
     let store = Store::open_coder(&db.url, quiet_options()).await.unwrap();
-    let c = Coder { pool: PgPool::connect(&db.url).await.unwrap(), org: seeded_uuid(&seed["organization"]["id"]) };
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let c = Coder { url: db.url.clone(), pool, org: seeded_uuid(&seed["organization"]["id"]) };
 
     let a = resolve(&store, seeded_uuid(&seed["agent"]["token"])).await.expect("the seeded agent");
     assert_eq!((a.id, a.name.as_str()), (seeded_uuid(&seed["agent"]["id"]), "main"));
@@ -862,26 +875,54 @@ async fn a_deployment_seeded_by_coder_resolves_authenticates_and_takes_activity(
     assert_eq!(store.user_by_api_key(token).await.unwrap(), Some(a.owner_id));
 
     // A report with a connection: last use now, the deadline (due in 30 minutes) bumped to now + the template's
-    // hour, inside the 8 h max deadline; a metadata value for a described key.
+    // hour, inside the 8 h max deadline; a metadata value for a described key; a heartbeat. coderd's own subscribers
+    // listen for the flushes' notices.
+    let owner = seed["owner"]["id"].as_str().expect("owner id");
+    let agent_id = seed["agent"]["id"].as_str().expect("agent id");
+    let channels = coderdb::channels(owner, agent_id).await;
+    let channel = |key: &str| channels[key].as_str().unwrap_or_else(|| panic!("no {key} in {channels}")).to_owned();
+    let wait = Duration::from_secs(30);
+    let mut events = coderdb::Listener::spawn(&db.url, &channel("workspace_owner"), 1, wait).await;
+    let mut batches = coderdb::Listener::spawn(&db.url, &channel("agent_metadata_batch"), 1, wait).await;
+    let replica = Uuid::new_v4();
     let scope = store.into_agent_scope(a);
     assert!(scope.enqueue_stats(report(1)));
     scope.enqueue_metadata(&[MetadataUpdate { key: "cpu".into(), value: "12%".into(), error: String::new() }]);
+    assert!(scope.heartbeat(replica));
     let now = c.micros("now()").await.unwrap();
     store.flush().await;
     let stats = store.batcher_stats();
-    assert_eq!((stats.stats.flush_errors, stats.metadata.flush_errors), (0, 0), "{stats:?}");
+    let errors = (stats.stats.flush_errors, stats.metadata.flush_errors, stats.heartbeats.flush_errors);
+    assert_eq!(errors, (0, 0, 0), "{stats:?}");
     let workspace = seeded_uuid(&seed["workspace"]["id"]);
     let build = seeded_uuid(&seed["workspace"]["build_id"]);
     let used = c.micros(&format!("(SELECT last_used_at FROM workspaces WHERE id = '{workspace}')")).await.unwrap();
     let deadline = c.micros(&format!("(SELECT deadline FROM workspace_builds WHERE id = '{build}')")).await.unwrap();
     assert!(used >= now - 1_000_000, "last_used_at set");
     assert!((deadline - (now + 3_600_000_000)).abs() < 60_000_000, "bumped by the template's hour");
-    let cpu: String = sqlx::query_scalar(
-        "SELECT value FROM workspace_agent_metadata WHERE workspace_agent_id = $1::uuid AND key = 'cpu'",
-    )
-    .bind(scope.agent_id().to_string())
-    .fetch_one(&c.pool)
-    .await
-    .unwrap();
-    assert_eq!(cpu, "12%");
+
+    // What was written, read back with coderd's own queries and types.
+    let read = coderdb::read_agent(&db.url, agent_id).await;
+    let rows = read["stats"].as_array().expect("stats rows");
+    assert_eq!(rows.len(), 1, "{}", read["stats"]);
+    assert_eq!(rows[0]["connections_by_proto"], serde_json::json!({"ssh": 1, "vscode": 2}), "{}", rows[0]);
+    assert_eq!((rows[0]["connection_count"].as_i64(), rows[0]["usage"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(rows[0]["workspace_id"], seed["workspace"]["id"]);
+    assert_eq!(rows[0]["user_id"], seed["owner"]["id"]);
+    assert_eq!(rows[0]["template_id"], seed["template"]["id"]);
+    let cpu = read["metadata"].as_array().expect("metadata").iter().find(|m| m["key"] == "cpu").cloned();
+    assert_eq!(cpu.as_ref().map(|m| m["value"].clone()), Some(serde_json::json!("12%")), "{}", read["metadata"]);
+    let replica_read = &read["agent"]["last_connected_replica_id"];
+    assert_eq!(*replica_read, replica.to_string(), "{replica_read}");
+    assert_ne!(read["workspace"]["last_used_at"], seed["workspace"]["last_used_at"]);
+    assert_ne!(read["latest_build"]["deadline"], seed["workspace"]["deadline"]);
+
+    let event = tokio::time::timeout(wait, events.next()).await.expect("a workspace event").expect("event");
+    assert_eq!(event["decoder"], "wspubsub.HandleWorkspaceEvent", "{event}");
+    let want = serde_json::json!({"kind": "stats_update", "workspace_id": seed["workspace"]["id"]});
+    assert_eq!(event["decoded"], want, "{event}");
+    assert!(events.finish().await.1);
+    let batch = tokio::time::timeout(wait, batches.next()).await.expect("a metadata batch").expect("batch");
+    assert_eq!(batch["decoded"]["agent_ids"], serde_json::json!([agent_id]), "{batch}");
+    assert!(batches.finish().await.1);
 }
