@@ -389,7 +389,7 @@ func (c *coderdChecker) usage(ctx context.Context) (string, error) {
 }
 
 // stopped: after a stop build the agent's connection is over (coderd shows it
-// disconnected), and its token no longer opens the agent endpoint: the
+// disconnected since after the stop), and its token no longer opens the agent endpoint: the
 // endpoint accepts only agents of a workspace's latest build (or of the start
 // build a running stop build follows).
 func (c *coderdChecker) stopped(ctx context.Context) (string, error) {
@@ -408,9 +408,14 @@ func (c *coderdChecker) stopped(ctx context.Context) (string, error) {
 		if err != nil {
 			return false, err
 		}
-		detail["status"], detail["disconnected_at"] = agent.Status, agent.DisconnectedAt
+		detail["status"], detail["disconnected_at"], detail["stop_build_created_at"] = agent.Status, agent.DisconnectedAt, b.CreatedAt
 		if agent.Status != codersdk.WorkspaceAgentDisconnected {
 			return false, fmt.Errorf("agent status %q, want %q", agent.Status, codersdk.WorkspaceAgentDisconnected)
+		}
+		// An earlier disconnect (another session of the agent's token ending, or a connection time left to go
+		// stale, which coderd reports as a disconnect at the last connection) is not the session the stop ended.
+		if agent.DisconnectedAt == nil || !agent.DisconnectedAt.After(b.CreatedAt) {
+			return false, fmt.Errorf("disconnected at %v, not after the stop build was created (%s)", agent.DisconnectedAt, b.CreatedAt)
 		}
 		return true, nil
 	})
@@ -451,7 +456,7 @@ func (c *coderdChecker) db(ctx context.Context) (string, error) {
 		}
 	}
 	if !agent.FirstConnectedAt.Valid || !agent.LastConnectedAt.Valid {
-		return "", errors.New("the agent has connected, but first_connected_at or last_connected_at is NULL")
+		return "", errors.New("first_connected_at or last_connected_at is NULL: no connection of the agent was recorded")
 	}
 	if agent.Version == "" {
 		return "", errors.New("version is empty: the agent's startup report was not stored")
