@@ -1,9 +1,12 @@
-//! The metrics snapshotter's reads on a Coder v2.30 database: each against values worked out by hand from rows
-//! written as coderd writes them (builds and their provisioner jobs, `workspace_agent_stats` from the stats
-//! batcher, `template_usage_stats` from dbrollup), and, where coderd has a query with the same meaning, against
-//! that query's own text run on the same rows.
+//! The metrics snapshotter's reads on a Coder v2.30 database seeded by Coder's own code: each against values worked
+//! out by hand from the seed and from rows added as coderd writes them (builds and their provisioner jobs,
+//! `workspace_agent_stats` from the stats batcher, `template_usage_stats` from dbrollup), and, where coderd has a
+//! query with the same meaning, against that query's own text run on the same rows.
+//!
+//! Run with `scripts/with-postgres.sh cargo test -p agentwire-store --test coder_aggregates`.
 
-mod common;
+#[path = "../../tests/common/coderdb.rs"]
+mod coderdb;
 
 use agentwire_store::aggregates::*;
 use agentwire_store::*;
@@ -20,45 +23,32 @@ fn at(day: i64, hours: i64, minutes: i64) -> i64 {
     day * DAY_MICROS + hours * HOUR + minutes * MINUTE
 }
 
-/// A fresh database with Coder v2.30.0's schema at its last migration, with the default organization and an
-/// owner as a fresh deployment has them.
+/// The deployment `interop coderdb seed` made with Coder's own code (organization, owner, template `docker` with
+/// workspaces `dev` and `superseded` and a deleted one, their builds completed by dbfake), plus a connection for
+/// adding the rows each test needs as coderd writes them.
 struct Deployment {
     url: String,
     conn: PgConnection,
     org: Uuid,
     owner: Uuid,
+    /// The seed's template and its active version.
+    template: Uuid,
+    version: Uuid,
 }
 
 async fn deployment() -> Deployment {
-    let url = common::fresh_pg_url().await;
-    let mut conn = PgConnection::connect(&url).await.unwrap();
-    let home = std::env::var("HOME").unwrap();
-    let dump = std::fs::read_to_string(format!(
-        "{home}/go/pkg/mod/github.com/coder/coder/v2@v2.30.0/coderd/database/dump.sql"
-    ))
-    .expect("Coder v2.30.0's module (tests/go's go.mod pins it; `go mod download` in tests/go)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(dump)).execute(&mut conn).await.unwrap();
-    // golang-migrate's bookkeeping after the last migration; the default organization the migrations insert.
-    sqlx::raw_sql(
-        "SET search_path = public; \
-         CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL); \
-         INSERT INTO schema_migrations VALUES (412, false);",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let org = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO organizations (id, name, display_name, description, created_at, updated_at, is_default) \
-         VALUES ($1::uuid, 'coder', 'Coder', 'Builtin default organization.', now(), now(), true)",
-    )
-    .bind(org.to_string())
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let mut d = Deployment { url, conn, org, owner: Uuid::nil() };
-    d.owner = d.user("owner").await;
-    d
+    let db = coderdb::fresh_coder_db().await;
+    let id = |v: &serde_json::Value| Uuid::parse_str(v.as_str().unwrap_or_default()).unwrap();
+    let seed = &db.seed;
+    let conn = PgConnection::connect(&db.url).await.unwrap();
+    Deployment {
+        org: id(&seed["organization"]["id"]),
+        owner: id(&seed["owner"]["id"]),
+        template: id(&seed["template"]["id"]),
+        version: id(&seed["template"]["active_version_id"]),
+        url: db.url,
+        conn,
+    }
 }
 
 /// `to_timestamp` of unix µs, as the store binds times.
@@ -278,7 +268,7 @@ impl Deployment {
     }
 
     async fn open(&self) -> Store {
-        Store::open_coder(&self.url, common::quiet_options()).await.unwrap()
+        Store::open_coder(&self.url, StoreOptions::default()).await.unwrap()
     }
 }
 
@@ -302,7 +292,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_listed_and_read_without_deleted_ones() {
     let mut d = deployment().await;
-    let (docker, docker_v) = d.template("docker", "Docker", at(DAY, 9, 0), false).await;
+    let (alpha, alpha_v) = d.template("alpha", "Alpha", at(DAY, 9, 0), false).await;
     let (empty, _) = d.template("empty", "", at(DAY, 10, 0), false).await;
     let (gone, _) = d.template("gone", "Gone", at(DAY, 11, 0), true).await;
     let store = d.open().await;
@@ -311,24 +301,34 @@ async fn templates_listed_and_read_without_deleted_ones() {
     let ids = store.active_template_ids().await.unwrap();
     let q = store.queries().snapshot().since(&before);
     assert_eq!((q.total(), q.get("GetTemplatesWithFilter")), (1, 1), "{q:?}");
-    assert_eq!(ids, sorted(vec![docker, empty]), "id order, the deleted template left out");
+    assert_eq!(ids, sorted(vec![d.template, alpha, empty]), "id order, the deleted template left out");
 
     let before = store.queries().snapshot();
-    let t = store.template_by_id(docker).await.unwrap().expect("docker");
+    let t = store.template_by_id(alpha).await.unwrap().expect("alpha");
     let q = store.queries().snapshot().since(&before);
     assert_eq!((q.total(), q.get("GetTemplateByID")), (1, 1), "{q:?}");
     assert_eq!(
         t,
         TemplateRow {
-            id: docker,
+            id: alpha,
             organization_id: d.org,
-            name: "docker".into(),
-            display_name: "Docker".into(),
-            active_version_id: Some(docker_v),
+            name: "alpha".into(),
+            display_name: "Alpha".into(),
+            active_version_id: Some(alpha_v),
             created_at: at(DAY, 9, 0),
             updated_at: at(DAY, 9, 0) + 5_000_000,
         }
     );
+    // The seed's template, as coderd's dbgen and schedule store wrote it moments ago.
+    let seeded = store.template_by_id(d.template).await.unwrap().expect("the seed's template");
+    assert_eq!(
+        (seeded.organization_id, seeded.name.as_str(), seeded.display_name.as_str(), seeded.active_version_id),
+        (d.org, "docker", "Docker", Some(d.version))
+    );
+    let now = now_micros();
+    assert!(now - 600_000_000 < seeded.created_at && seeded.created_at <= seeded.updated_at, "{seeded:?}");
+    assert!(seeded.updated_at <= now, "{seeded:?}");
+
     assert_eq!(store.template_by_id(empty).await.unwrap().map(|t| t.display_name), Some(String::new()));
     assert_eq!(store.template_by_id(gone).await.unwrap(), None, "coderd's template middleware 404s a deleted one");
     assert_eq!(store.template_by_id(Uuid::new_v4()).await.unwrap(), None);
@@ -337,15 +337,15 @@ async fn templates_listed_and_read_without_deleted_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_durations_are_the_recent_successful_builds_per_template() {
     let mut d = deployment().await;
-    let (docker, docker_v) = d.template("docker", "Docker", at(DAY, 0, 0), false).await;
+    let (alpha, alpha_v) = d.template("alpha", "Alpha", at(DAY, 0, 0), false).await;
     let (other, other_v) = d.template("other", "", at(DAY, 0, 0), false).await;
     let (gone, gone_v) = d.template("gone", "", at(DAY, 0, 0), true).await;
-    let ws = d.workspace(docker, "dev", false).await;
+    let ws = d.workspace(alpha, "builds", false).await;
     let ws2 = d.workspace(other, "dev2", false).await;
     let ws3 = d.workspace(gone, "dev3", false).await;
     let window = at(DAY, 1, 0);
 
-    // docker, oldest first: every build's job starts an hour apart, so created_at orders them.
+    // alpha, oldest first: every build's job starts an hour apart, so created_at orders them.
     let mut n = 0;
     let mut next = |secs: i64| {
         n += 1;
@@ -353,23 +353,23 @@ async fn build_durations_are_the_recent_successful_builds_per_template() {
     };
     let (b, _) = next(7);
     let before_window = Job::done(window - 1, 7);
-    d.build(ws, docker_v, b, "start", before_window).await; // started before the window: out
+    d.build(ws, alpha_v, b, "start", before_window).await; // started before the window: out
     let (b, j) = next(10);
-    d.build(ws, docker_v, b, "start", j).await; // in: start 10 s
+    d.build(ws, alpha_v, b, "start", j).await; // in: start 10 s
     let (b, j) = next(20);
-    d.build(ws, docker_v, b, "stop", j).await; // in: stop 20 s
+    d.build(ws, alpha_v, b, "stop", j).await; // in: stop 20 s
     let (b, j) = next(30);
-    d.build(ws, docker_v, b, "start", Job { canceled_at: j.completed_at, ..j }).await; // cancelled: out
+    d.build(ws, alpha_v, b, "start", Job { canceled_at: j.completed_at, ..j }).await; // cancelled: out
     let (b, j) = next(40);
-    d.build(ws, docker_v, b, "start", Job { error: Some("terraform apply failed"), ..j }).await; // failed: out
+    d.build(ws, alpha_v, b, "start", Job { error: Some("terraform apply failed"), ..j }).await; // failed: out
     let (b, j) = next(50);
-    d.build(ws, docker_v, b, "delete", Job { error: Some(""), ..j }).await; // empty error is success: in
+    d.build(ws, alpha_v, b, "delete", Job { error: Some(""), ..j }).await; // empty error is success: in
     let (b, j) = next(60);
-    d.build(ws, docker_v, b, "start", Job { completed_at: None, ..j }).await; // still running: out
+    d.build(ws, alpha_v, b, "start", Job { completed_at: None, ..j }).await; // still running: out
     let (b, j) = next(70);
-    d.build(ws, docker_v, b, "start", Job { started_at: None, completed_at: None, ..j }).await; // pending: out
+    d.build(ws, alpha_v, b, "start", Job { started_at: None, completed_at: None, ..j }).await; // pending: out
     let (b, j) = next(3);
-    d.build(ws, docker_v, b, "start", Job { ..j }).await; // in: start 3 s, the most recent
+    d.build(ws, alpha_v, b, "start", Job { ..j }).await; // in: start 3 s, the most recent
 
     d.build(ws2, other_v, 1, "start", Job::done(at(DAY, 2, 0), 5)).await;
     d.build(ws2, other_v, 2, "stop", Job::done(at(DAY, 3, 0), 6)).await;
@@ -395,13 +395,14 @@ async fn build_durations_are_the_recent_successful_builds_per_template() {
     let q = store.queries().snapshot().since(&before);
     assert_eq!((q.total(), q.get("GetTemplateAverageBuildTime")), (1, 1), "{q:?}");
     let s = |t: Uuid, tr: &str, secs: i64| (t, tr.to_string(), secs * 1_000_000);
+    // Nothing of the seed's template: see below.
     assert_eq!(
         all,
         sorted(vec![
-            s(docker, "start", 10),
-            s(docker, "stop", 20),
-            s(docker, "delete", 50),
-            s(docker, "start", 3),
+            s(alpha, "start", 10),
+            s(alpha, "stop", 20),
+            s(alpha, "delete", 50),
+            s(alpha, "start", 3),
             s(other, "start", 5),
             s(other, "stop", 6),
         ])
@@ -409,23 +410,30 @@ async fn build_durations_are_the_recent_successful_builds_per_template() {
     // The limit counts every build of the template that qualifies, newest first, as coderd's LIMIT 100.
     assert_eq!(
         read(2).await,
-        sorted(vec![s(docker, "delete", 50), s(docker, "start", 3), s(other, "start", 5), s(other, "stop", 6)])
+        sorted(vec![s(alpha, "delete", 50), s(alpha, "start", 3), s(other, "start", 5), s(other, "stop", 6)])
     );
     // With no window this is coderd's query exactly: the build before the window comes back.
     let mut unbounded = store.recent_build_durations(i64::MIN, 100).await.unwrap();
-    unbounded.retain(|b| b.template_id == docker);
+    unbounded.retain(|b| b.template_id == alpha);
     assert_eq!(unbounded.len(), 5);
     assert!(unbounded.iter().any(|b| b.micros == 7_000_000));
 
     // coderd's own GetTemplateAverageBuildTime on the same rows (no window, so the 7 s build is in): its
     // percentiles, in seconds, are the ones the snapshotter computes from the durations above.
     let coderd: (f64, f64, f64, f64, f64, f64) = sqlx::query_as(CODERD_GET_TEMPLATE_AVERAGE_BUILD_TIME)
-        .bind(docker.to_string())
+        .bind(alpha.to_string())
         .fetch_one(&mut d.conn)
         .await
         .unwrap();
     // start: 3, 7, 10 → p50 7, p95 10; stop: 20; delete: 50.
     assert_eq!(coderd, (7.0, 20.0, 50.0, 10.0, 20.0, 50.0));
+    // The seed's builds were completed by dbfake without ever starting: neither read has a time for them.
+    let seeded: (f64, f64, f64, f64, f64, f64) = sqlx::query_as(CODERD_GET_TEMPLATE_AVERAGE_BUILD_TIME)
+        .bind(d.template.to_string())
+        .fetch_one(&mut d.conn)
+        .await
+        .unwrap();
+    assert_eq!(seeded, (-1.0, -1.0, -1.0, -1.0, -1.0, -1.0));
 }
 
 /// coderd v2.30.0's GetTemplateAverageBuildTime, verbatim but for `$1::uuid` (coderd binds a uuid).
@@ -542,11 +550,14 @@ FROM stats";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_states_by_the_latest_builds_job() {
     let mut d = deployment().await;
-    let (t, v) = d.template("docker", "Docker", at(DAY, 0, 0), false).await;
+    let (t, v) = (d.template, d.version);
     let store = d.open().await;
     let now = now_micros();
     let heartbeat_after = now - 30 * 1_000_000;
-    let before_counts = store.workspace_state_counts(heartbeat_after).await.unwrap();
+    // The seed's `dev` and `superseded` (its deleted workspace is not counted): dbfake completes their start builds'
+    // jobs without starting them, so coderd's predicates count each as both pending and running.
+    let seeded = store.workspace_state_counts(heartbeat_after).await.unwrap();
+    assert_eq!(seeded, WorkspaceStateCounts { pending: 2, building: 0, running: 2, failed: 0, stopped: 0 });
 
     let done = |secs_ago: i64| Job::done(now - secs_ago * 1_000_000 - 10_000_000, 10);
     let running_job = |updated_secs_ago: i64| Job {
@@ -586,7 +597,7 @@ async fn workspace_states_by_the_latest_builds_job() {
     let w = d.workspace(t, "deleting", false).await;
     d.build(w, v, 1, "delete", done(60)).await;
     // deleted workspace with a running build: not counted
-    let w = d.workspace(t, "deleted", true).await;
+    let w = d.workspace(t, "removed", true).await;
     d.build(w, v, 1, "start", done(600)).await;
     // a workspace without any build (never left by coderd, counted as coderd's LEFT JOIN counts it): pending
     d.workspace(t, "buildless", false).await;
@@ -595,23 +606,84 @@ async fn workspace_states_by_the_latest_builds_job() {
     let c = store.workspace_state_counts(heartbeat_after).await.unwrap();
     let q = store.queries().snapshot().since(&before);
     assert_eq!((q.total(), q.get("GetDeploymentWorkspaceStats")), (1, 1), "{q:?}");
-    let diff = WorkspaceStateCounts {
-        pending: c.pending - before_counts.pending,
-        building: c.building - before_counts.building,
-        running: c.running - before_counts.running,
-        failed: c.failed - before_counts.failed,
-        stopped: c.stopped - before_counts.stopped,
-    };
-    assert_eq!(diff, WorkspaceStateCounts { pending: 2, building: 1, running: 1, failed: 2, stopped: 1 });
+    assert_eq!(c, WorkspaceStateCounts { pending: 2 + 2, building: 1, running: 2 + 1, failed: 2, stopped: 1 });
     // A window reaching back past the stale heartbeat counts that job as building too.
     let wide = store.workspace_state_counts(now - 120 * 1_000_000).await.unwrap();
-    assert_eq!(wide.building - before_counts.building, 2);
+    assert_eq!(wide, WorkspaceStateCounts { building: 2, ..c });
+
+    // coderd's own GetDeploymentWorkspaceStats agrees on every state but building, where its predicate
+    // (`updated_at - INTERVAL '30 seconds' < NOW()`) also counts the job silent for a minute.
+    let coderd: (i64, i64, i64, i64, i64) =
+        sqlx::query_as(CODERD_GET_DEPLOYMENT_WORKSPACE_STATS).fetch_one(&mut d.conn).await.unwrap();
+    assert_eq!(coderd, (c.pending, c.building + 1, c.running, c.failed, c.stopped));
 }
+
+/// coderd v2.30.0's GetDeploymentWorkspaceStats, verbatim.
+const CODERD_GET_DEPLOYMENT_WORKSPACE_STATS: &str = "WITH workspaces_with_jobs AS (
+	SELECT
+	latest_build.* FROM workspaces
+	LEFT JOIN LATERAL (
+		SELECT
+			workspace_builds.transition,
+			provisioner_jobs.id AS provisioner_job_id,
+			provisioner_jobs.started_at,
+			provisioner_jobs.updated_at,
+			provisioner_jobs.canceled_at,
+			provisioner_jobs.completed_at,
+			provisioner_jobs.error
+		FROM
+			workspace_builds
+		LEFT JOIN
+			provisioner_jobs
+		ON
+			provisioner_jobs.id = workspace_builds.job_id
+		WHERE
+			workspace_builds.workspace_id = workspaces.id
+		ORDER BY
+			build_number DESC
+		LIMIT
+			1
+	) latest_build ON TRUE WHERE deleted = false
+), pending_workspaces AS (
+	SELECT COUNT(*) AS count FROM workspaces_with_jobs WHERE
+		started_at IS NULL
+), building_workspaces AS (
+	SELECT COUNT(*) AS count FROM workspaces_with_jobs WHERE
+		started_at IS NOT NULL AND
+		canceled_at IS NULL AND
+		completed_at IS NULL AND
+		updated_at - INTERVAL '30 seconds' < NOW()
+), running_workspaces AS (
+	SELECT COUNT(*) AS count FROM workspaces_with_jobs WHERE
+		completed_at IS NOT NULL AND
+		canceled_at IS NULL AND
+		error IS NULL AND
+		transition = 'start'::workspace_transition
+), failed_workspaces AS (
+	SELECT COUNT(*) AS count FROM workspaces_with_jobs WHERE
+		(canceled_at IS NOT NULL AND
+			error IS NOT NULL) OR
+		(completed_at IS NOT NULL AND
+			error IS NOT NULL)
+), stopped_workspaces AS (
+	SELECT COUNT(*) AS count FROM workspaces_with_jobs WHERE
+		completed_at IS NOT NULL AND
+		canceled_at IS NULL AND
+		error IS NULL AND
+		transition = 'stop'::workspace_transition
+)
+SELECT
+	pending_workspaces.count AS pending_workspaces,
+	building_workspaces.count AS building_workspaces,
+	running_workspaces.count AS running_workspaces,
+	failed_workspaces.count AS failed_workspaces,
+	stopped_workspaces.count AS stopped_workspaces
+FROM pending_workspaces, building_workspaces, running_workspaces, failed_workspaces, stopped_workspaces";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_comes_from_coderds_usage_rollup() {
     let mut d = deployment().await;
-    let (t1, _) = d.template("docker", "", at(DAY, 0, 0), false).await;
+    let (t1, _) = d.template("alpha", "", at(DAY, 0, 0), false).await;
     let (t2, _) = d.template("k8s", "", at(DAY, 0, 0), false).await;
     let (u1, u2) = (d.owner, d.user("bob").await);
     d.usage_bucket(t1, u1, at(DAY, 0, 0), 30).await;
