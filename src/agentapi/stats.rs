@@ -38,7 +38,9 @@ pub(super) async fn update_stats(
 
 fn to_report(stats: &pb::Stats) -> StatsReport {
     // Sorted keys: the same report always serialises to the same JSON text.
-    let by_proto: BTreeMap<&str, i64> = stats.connections_by_proto.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // The names are the agent's: a NUL in one would make the row unstorable and fail the batcher's whole flush.
+    let by_proto: BTreeMap<String, i64> =
+        stats.connections_by_proto.iter().map(|(k, v)| (agentwire_store::without_nul(k), *v)).collect();
     StatsReport {
         // Serialising a map of strings to integers cannot fail; fall back to an empty object rather than panic.
         connections_by_proto: serde_json::to_string(&by_proto).unwrap_or_else(|_| "{}".to_owned()),
@@ -141,5 +143,12 @@ mod tests {
         assert_eq!(r.connections_by_proto, r#"{"ssh":2,"vscode":1}"#);
         assert_eq!((r.connection_count, r.rx_bytes, r.tx_bytes, r.session_count_ssh), (4, 10, 20, 2));
         assert!(!r.usage);
+    }
+
+    #[test]
+    fn a_nul_in_a_protocol_name_cannot_reach_the_shared_flush() {
+        let mut s = stats(1);
+        s.connections_by_proto = [("s\0sh".to_owned(), 1)].into_iter().collect();
+        assert_eq!(to_report(&s).connections_by_proto, "{\"s\u{274c}sh\":1}");
     }
 }

@@ -29,16 +29,17 @@
 //!
 //! # The backend contract
 //!
-//! Everything the store asks of a database, notifications aside, goes through five traits in
+//! Everything the store asks of a database, notifications aside, goes through the traits in
 //! `backend/mod.rs`: `AgentSql` (one agent's rows, always bound to the scope's agent id), `AdminSql` (the
-//! operator's writes), `LookupSql` (the token lookup, `site_configs`, API keys), `BatchSql` (the batchers'
-//! flushes, each one transaction) and `AggregateSql` (the metrics snapshotter's reads and the demo-data
-//! writer). A backend implements them with domain values in and out; validation, merging, retries and rollup
+//! operator's writes), `LookupSql` (the token lookup, `site_configs`, API keys), `BuildSql` (which sessions' builds
+//! were superseded), `BatchSql` (the batchers' flushes, each one transaction) and `AggregateSql` (the metrics
+//! snapshotter's reads and the demo-data writer), plus `DefinitionSql` for agent definitions. Each is declared
+//! through `contract!`, which also forwards it from `Db` to the backend the store was opened on. A backend implements them with domain values in and out; validation, merging, retries and rollup
 //! folding stay in the rooms above, so a backend only chooses SQL and representation. Each statement it runs
 //! goes through a named `Stmt` (Coder's query name) or is counted under a name of its own, and bumps
-//! [`QueryCounters`]; transactions are counted by the `begin`/`commit` helpers. Today one backend implements
-//! the contract, agentwire's own schema (`backend/agentwire/`); a backend on Coder's schema is a new module
-//! implementing the same traits, and `Core::db` becomes an enum over the two with the dispatch in one place.
+//! [`QueryCounters`]; transactions are counted by the `begin`/`commit` helpers. Two backends implement
+//! the contract: agentwire's own schema (`backend/agentwire/`) and Coder's (`backend/coder/`, a Coder
+//! deployment's database shared with its coderd, opened with [`Store::open_coder`]).
 //! Outside `backend/`, only the PostgreSQL pubsub ([`PgPubsub`]: `pg_notify` and `LISTEN`) talks to a
 //! database.
 //!
@@ -130,7 +131,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
 pub use rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
-pub use scope::{AgentScope, EXTERNAL_LOG_SOURCE_ID};
+pub use scope::{without_nul, AgentScope, EXTERNAL_LOG_SOURCE_ID};
 pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 
 use backend::{BuildSql, Db, LookupSql};
@@ -423,8 +424,9 @@ impl Store {
     }
 
     /// Resolve an agent token: **one** indexed query. `Ok(None)` when the token is not a UUID
-    /// (no query is run then), unknown, or belongs to a deleted agent/workspace or an outdated
-    /// build.
+    /// (no query is run then), unknown, or belongs to a deleted agent or workspace. An agent of an
+    /// outdated build resolves, with [`ResolvedAgent::is_latest_build`] and
+    /// [`ResolvedAgent::in_shutdown_case`] saying whether it may connect.
     pub async fn resolve_agent_by_token(&self, token: &str) -> Result<Option<ResolvedAgent>, StoreError> {
         let Ok(token) = Uuid::parse_str(token) else {
             return Ok(None);

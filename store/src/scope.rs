@@ -31,10 +31,21 @@ pub struct AgentScope {
     pub(crate) agent_key: String,
 }
 
+/// NULs replaced by ❌, as Coder MAIN sanitises log lines: PostgreSQL's text and jsonb cannot hold them. Everything
+/// an agent sends into a **batched** write goes through this, since one value the database refuses would fail the
+/// whole flush, every other agent's rows in it included, on every retry.
+pub fn without_nul(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{274c}")
+    } else {
+        s.to_owned()
+    }
+}
+
 /// Replace NULs (Postgres TEXT cannot hold them; Coder MAIN does the same) and cut to
 /// `max_chars` characters, as Coder's `varchar(1024)` cast does.
 fn sanitize_line(s: &str, max_chars: usize) -> (String, usize) {
-    let cleaned: String = if s.contains('\0') { s.replace('\0', "\u{274c}") } else { s.to_owned() };
+    let cleaned = without_nul(s);
     let full_len = cleaned.len();
     let cut = match cleaned.char_indices().nth(max_chars) {
         Some((byte, _)) => cleaned[..byte].to_owned(),
@@ -191,9 +202,9 @@ impl AgentScope {
         for u in updates {
             let ok = self.store.enqueue_metadata(MetaItem {
                 agent_id: self.agent.id,
-                key: u.key.clone(),
-                value: u.value.clone(),
-                error: u.error.clone(),
+                key: without_nul(&u.key),
+                value: without_nul(&u.value),
+                error: without_nul(&u.error),
                 collected_at: now,
             });
             if ok {

@@ -40,6 +40,7 @@ dual!(
     agent_metadata_for_user_checks_ownership,
     stats_with_connections_bump_the_workspace_in_the_flush_transaction,
     stats_flush_keeps_the_daily_activity_rollup,
+    a_nul_from_one_agent_does_not_fail_the_shared_metadata_flush,
 );
 
 mod cases {
@@ -303,6 +304,30 @@ mod cases {
         // With the timer an hour away, only the 80 % trigger can flush.
         wait_for(|| store.batcher_stats().stats.flushes == 2).await;
         assert_eq!(store.batcher_stats().stats.items_flushed as usize, at - 1 + at);
+    }
+
+    pub async fn a_nul_from_one_agent_does_not_fail_the_shared_metadata_flush(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let store = &env.store;
+        let f = fixture(store, "nul").await;
+        let neighbour = second_agent(store, &f, "neighbour").await;
+        for agent in [f.agent.id, neighbour.id] {
+            let m = NewMetadata { key: "k".into(), display_name: "K".into(), ..Default::default() };
+            store.admin().add_metadata_description(agent, &m).await.unwrap();
+        }
+        let update = |value: &str| MetadataUpdate { key: "k".into(), value: value.into(), error: "e\0rr".into() };
+        store.agent(&f.agent).enqueue_metadata(&[update("bad\0value")]);
+        store.agent(&neighbour).enqueue_metadata(&[update("fine")]);
+        store.flush().await;
+
+        let stats = store.batcher_stats().metadata;
+        assert_eq!((stats.flush_errors, stats.items_flushed), (0, 2), "{stats:?}");
+        let value = |agent| async move {
+            let rows = store.agent(agent).list_metadata().await.unwrap();
+            (rows[0].value.clone(), rows[0].error.clone())
+        };
+        assert_eq!(value(&f.agent).await, ("bad\u{274c}value".to_owned(), "e\u{274c}rr".to_owned()));
+        assert_eq!(value(&neighbour).await.0, "fine");
     }
 
     pub async fn full_queue_drops_are_counted(kind: Kind) {
