@@ -33,6 +33,7 @@ struct Env {
     store: Store,
     /// Straight to the database, for asserting rows as coderd would read them.
     db: PgPool,
+    url: String,
     seed: Seed,
     /// What the seed printed.
     printed: Value,
@@ -45,6 +46,12 @@ impl Env {
 
     async fn other_scope(&self) -> AgentScope {
         self.store.into_agent_scope(resolve(&self.store, &self.db, self.seed.other_token).await)
+    }
+
+    /// The agent's rows as coderd reads them, with its own queries and types (`interop coderdb read`, which fails
+    /// on a row coderd could not decode or would not have written).
+    async fn referee(&self, agent: Uuid) -> Value {
+        coderdb::read_agent(&self.url, &agent.to_string()).await
     }
 
     async fn exec(&self, sql: &str) {
@@ -128,7 +135,24 @@ async fn env() -> Env {
         ..StoreOptions::default()
     };
     let store = Store::open_coder(&coder.url, opts).await.unwrap();
-    Env { store, db, seed, printed: coder.seed }
+    Env { store, db, url: coder.url, seed, printed: coder.seed }
+}
+
+/// Go's RFC 3339 time (`2024-01-02T03:04:05.123456Z`, the fraction optional) in unix µs; `None` for JSON null.
+fn go_micros(v: &Value) -> Option<i64> {
+    let s = v.as_str()?;
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap_or_else(|_| panic!("time {s:?}"));
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    let secs = num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
+    let frac = s[19..].trim_start_matches('.').trim_end_matches('Z');
+    let micros = if frac.is_empty() { 0 } else { format!("{frac:0<6}")[..6].parse::<i64>().unwrap() };
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + secs) * 1_000_000 + micros)
 }
 
 fn diff(store: &Store, before: &QuerySnapshot) -> QuerySnapshot {
@@ -168,6 +192,15 @@ async fn agent_state_and_connection_times_follow_coderds_monitor() {
     assert_eq!(state.last_connected_replica_id, Some(replica));
     // coderd writes the API version with UpdateStartup only.
     assert_eq!(state.api_version, "");
+    let status = |env: &Env| {
+        let url = env.url.clone();
+        async move {
+            let args = ["read", "--postgres-url", &url, "--agent-id", &agent.to_string(), "--inactive-timeout", "30s"];
+            coderdb::coderdb(&args).await.unwrap()["status"].clone()
+        }
+    };
+    let read = status(&env).await;
+    assert_eq!(read["status"], "connected", "{read}");
     assert!(
         env.boolean(&format!("SELECT updated_at = first_connected_at FROM workspace_agents WHERE id = '{agent}'"))
             .await
@@ -181,6 +214,12 @@ async fn agent_state_and_connection_times_follow_coderds_monitor() {
     assert!(gone > first);
     assert_eq!((state.first_connected_at, state.last_connected_at), (Some(first), Some(first)));
     assert_eq!(state.last_connected_replica_id, Some(other_replica));
+    let read = status(&env).await;
+    assert_eq!(read["status"], "disconnected", "{read}");
+    let row = &env.referee(agent).await["agent"];
+    assert_eq!(go_micros(&row["first_connected_at"]), Some(first));
+    assert_eq!(go_micros(&row["disconnected_at"]), Some(gone));
+    assert_eq!(row["last_connected_replica_id"], other_replica.to_string());
 
     // A reconnection keeps the first connection time and carries the disconnection over, as coderd's monitor does.
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -188,6 +227,7 @@ async fn agent_state_and_connection_times_follow_coderds_monitor() {
     assert_eq!((times.first_connected_at, times.disconnected_at), (Some(first), Some(gone)));
     let state = scope.state().await.unwrap().unwrap();
     assert!(state.last_connected_at.unwrap() > gone);
+    assert_eq!(status(&env).await["status"], "connected");
 
     // The other agent's row is untouched.
     let other = env.other_scope().await.state().await.unwrap().unwrap();
@@ -343,6 +383,11 @@ async fn lifecycle_applies_coderds_started_and_ready_rules_in_one_statement() {
     let times = scope.update_lifecycle(LifecycleState::Ready, t2).await.unwrap();
     assert_eq!((times.started_at, times.ready_at), (Some(t1), Some(t2)));
     let state = scope.state().await.unwrap().unwrap();
+    let row = &env.referee(agent).await["agent"];
+    assert_eq!(
+        (&row["lifecycle_state"], go_micros(&row["started_at"]), go_micros(&row["ready_at"])),
+        (&Value::from("ready"), Some(t1), Some(t2))
+    );
     assert_eq!((state.lifecycle_state.as_str(), state.started_at, state.ready_at), ("ready", Some(t1), Some(t2)));
     assert_eq!(
         env.text(&format!("SELECT lifecycle_state::text FROM workspace_agents WHERE id = '{agent}'")).await.as_deref(),
@@ -408,6 +453,12 @@ async fn startup_writes_coders_subsystem_array() {
     assert_eq!(row.get::<String, _>("api_version"), "2.7");
     let state = scope.state().await.unwrap().unwrap();
     assert_eq!(state.subsystems, r#"["envbox","exectrace"]"#);
+    let row = &env.referee(agent).await["agent"];
+    assert_eq!(row["subsystems"], serde_json::json!(["envbox", "exectrace"]));
+    assert_eq!(
+        (&row["version"], &row["expanded_directory"], &row["api_version"]),
+        (&Value::from("v2.30.0"), &Value::from("/home/coder/src"), &Value::from("2.7"))
+    );
 
     scope.update_startup("v2.30.1", "", &[], "2.8").await.unwrap();
     assert_eq!(scope.state().await.unwrap().unwrap().subsystems, "[]");
@@ -444,6 +495,14 @@ async fn app_healths_change_in_one_statement_and_only_this_agents_apps() {
     );
     assert_eq!(env.text(&health(code)).await.unwrap(), "unhealthy");
     assert_eq!(env.text(&health(theirs)).await.unwrap(), "initializing");
+    let read = env.referee(env.seed.agent).await;
+    let healths: Vec<(&str, &str)> = read["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["slug"].as_str().unwrap(), a["health"].as_str().unwrap()))
+        .collect();
+    assert_eq!(healths, [("code-server", "unhealthy"), ("web", "disabled")]);
     // The same health again writes nothing.
     let before = env.store.queries().snapshot();
     assert!(scope.batch_update_app_healths(&[(code, AppHealth::Unhealthy)]).await.unwrap().changed.is_empty());
@@ -499,6 +558,31 @@ async fn app_status_reads_the_previous_state_and_writes_coders_row() {
     assert_eq!(scope.insert_app_status("nope", "working", "", None).await.unwrap(), None);
     assert_eq!(env.other_scope().await.insert_app_status("claude", "working", "", None).await.unwrap(), None);
     assert_eq!(env.count("SELECT count(*) FROM workspace_app_statuses").await, 2);
+    // coderd's GetWorkspaceAppStatusesByAppIDs: newest first.
+    let read = env.referee(agent).await;
+    let statuses: Vec<(&Value, &Value, &Value, &Value)> = read["app_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["id"], &s["state"], &s["uri"], &s["workspace_id"]))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (
+                &Value::from(second.status_id.to_string()),
+                &Value::from("complete"),
+                &Value::from("https://pr/1"),
+                &Value::from(workspace.to_string())
+            ),
+            (
+                &Value::from(first.status_id.to_string()),
+                &Value::from("working"),
+                &Value::Null,
+                &Value::from(workspace.to_string())
+            ),
+        ]
+    );
     // A state outside Coder's enum is refused by its cast.
     assert!(scope.insert_app_status("claude", "sleeping", "", None).await.is_err());
 }
@@ -570,6 +654,21 @@ async fn logs_count_against_coders_length_and_overflow_once() {
         InsertLogsOutcome::LimitExceeded { newly: false }
     );
     assert_eq!(env.count(&format!("SELECT count(*) FROM workspace_agent_logs WHERE agent_id = '{agent}'")).await, 5);
+    let read = env.referee(agent).await;
+    let levels: Vec<&str> = read["logs"].as_array().unwrap().iter().map(|l| l["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["info", "error", "warn", "debug", "trace"]);
+    assert_eq!(
+        (&read["agent"]["logs_length"], &read["agent"]["logs_overflowed"]),
+        (&Value::from(length), &Value::Bool(true))
+    );
+    // What the agent sent counts whole; the stored lines are cut (1500 two-byte characters to 1024).
+    assert_eq!(read["logs_output_bytes"], 11 + 2048 + 3 + 5);
+    let external =
+        read["log_sources"].as_array().unwrap().iter().find(|s| s["id"] == EXTERNAL_LOG_SOURCE_ID.to_string());
+    assert_eq!(
+        external.map(|s| (&s["display_name"], &s["icon"])),
+        Some((&Value::from("External"), &Value::from("/emojis/1f310.png")))
+    );
 
     // The other agent's logs are its own.
     let other = env.other_scope().await;
@@ -611,6 +710,10 @@ async fn log_sources_insert_once_per_agent() {
     other.upsert_log_sources(&[LogSource { id: a, display_name: "theirs".into(), icon: "".into() }]).await.unwrap();
     assert_eq!(other.list_log_sources().await.unwrap().iter().find(|s| s.id == a).unwrap().display_name, "theirs");
     assert_eq!(scope.list_log_sources().await.unwrap().iter().find(|s| s.id == a).unwrap().display_name, "A");
+    let read = env.referee(env.seed.agent).await;
+    let names: Vec<&str> =
+        read["log_sources"].as_array().unwrap().iter().map(|s| s["display_name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"A") && names.contains(&"B".repeat(127).as_str()), "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,6 +756,17 @@ async fn script_timings_only_for_this_agents_scripts() {
     assert!(!scope.insert_script_timing(&ScriptTiming { script_id: theirs, ..timing.clone() }).await.unwrap());
     assert_eq!(env.count("SELECT count(*) FROM workspace_agent_script_timings").await, 1);
     assert_eq!(env.other_scope().await.script_timings().await.unwrap(), []);
+    let read = env.referee(agent).await;
+    let t = &read["script_timings"][0];
+    assert_eq!(
+        (&t["script_id"], &t["stage"], &t["status"], &t["exit_code"]),
+        (&Value::from(script.to_string()), &Value::from("start"), &Value::from("exit_failure"), &Value::from(3)),
+        "{read}"
+    );
+    assert_eq!(
+        (go_micros(&t["started_at"]), go_micros(&t["ended_at"])),
+        (Some(timing.started_at), Some(timing.ended_at))
+    );
     // Stages and statuses outside Coder's enums are refused by the cast.
     let bad = ScriptTiming { stage: "later".into(), started_at: timing.started_at + 1, ..timing };
     assert!(scope.insert_script_timing(&bad).await.is_err());
@@ -752,6 +866,31 @@ async fn connection_logs_upsert_as_enterprise_coderd() {
         ]
     );
     // The other agent of the workspace has none.
+    // coderd's GetConnectionLogsOffset: newest first.
+    let read = env.referee(env.seed.agent).await;
+    let rows: Vec<_> = read["connection_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["connection_id"].as_str().unwrap(),
+                l["type"].as_str().unwrap(),
+                l["ip"].as_str().unwrap(),
+                l["code"].as_i64(),
+                go_micros(&l["connect_time"]),
+                go_micros(&l["disconnect_time"]),
+            )
+        })
+        .collect();
+    let (conn, lone) = (conn.to_string(), lone.to_string());
+    assert_eq!(
+        rows,
+        [
+            (lone.as_str(), "vscode", "::1/128", Some(255), Some(t0 + 120_000_000), Some(t0 + 120_000_000)),
+            (conn.as_str(), "ssh", "127.0.0.1/32", Some(255), Some(t0), Some(t0 + 60_000_000)),
+        ]
+    );
     assert_eq!(env.other_scope().await.connection_logs().await.unwrap(), []);
 }
 
@@ -797,6 +936,12 @@ async fn resource_monitors_keep_coders_zero_time_and_state_enum() {
     );
     // Coder's enum is upper case; anything else is refused.
     assert!(scope.update_memory_monitor("nok", now, 0).await.is_err());
+    let read = env.referee(agent).await;
+    let memory = &read["memory_monitor"];
+    assert_eq!((&memory["state"], go_micros(&memory["updated_at"])), (&Value::from("NOK"), Some(now)));
+    assert_eq!(go_micros(&memory["debounced_until"]), Some(now + 1_800_000_000));
+    let home = read["volume_monitors"].as_array().unwrap().iter().find(|v| v["path"] == "/home/coder").unwrap();
+    assert_eq!((&home["state"], &home["debounced_until"]), (&Value::from("NOK"), &Value::from("0001-01-01T00:00:00Z")));
     // The other agent's monitors are untouched.
     let theirs = env.other_scope().await;
     assert_eq!(theirs.memory_monitor().await.unwrap().unwrap().state, "OK");
@@ -868,6 +1013,16 @@ async fn sub_agents_are_coders_children_of_this_agent() {
     assert_eq!(scope.list_sub_agents().await.unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), [sub_agent, sub.id]);
     let other = env.other_scope().await;
     assert_eq!(other.list_sub_agents().await.unwrap(), []);
+    let read = env.referee(agent).await;
+    let child = read["sub_agents"].as_array().unwrap().iter().find(|a| a["id"] == sub.id.to_string()).expect("listed");
+    assert_eq!(
+        (&child["name"], &child["display_apps"], &child["parent_id"]),
+        (
+            &Value::from("second-devcontainer"),
+            &serde_json::json!(["vscode", "web_terminal"]),
+            &Value::from(agent.to_string())
+        )
+    );
 
     let apps_and_dir =
         format!("SELECT display_apps::text || ' ' || directory FROM workspace_agents WHERE id = '{}'", sub.id);
@@ -976,6 +1131,8 @@ async fn activity_bump_is_coders_query() {
     assert_eq!((d.total(), d.get("ActivityBumpWorkspace"), d.begins), (1, 1, 0), "{d:?}");
     let bumped = read().await;
     assert!((bumped - (now_micros() + hour)).abs() < 60_000_000, "{bumped}");
+    let referee = env.referee(env.seed.agent).await;
+    assert_eq!(go_micros(&referee["latest_build"]["deadline"]), Some(bumped));
 
     // Not yet 5 % into the bump: left alone.
     scope.bump_workspace_activity().await.unwrap();
