@@ -33,6 +33,9 @@ impl RpcError {
     pub fn store(what: &'static str) -> impl FnOnce(StoreError) -> RpcError {
         move |source| match source {
             StoreError::Invalid(text) => RpcError::Invalid(text),
+            // On a Coder database, what the deployment's coderd version has no table for is a method that coderd
+            // does not implement: answered as coderd's dRPC server answers an unknown method.
+            StoreError::NotInCoderSchema(_) => RpcError::Unimplemented,
             source => RpcError::Store { what, source },
         }
     }
@@ -61,5 +64,7 @@ mod tests {
         assert_eq!((refused.code, refused.message.as_str()), (0, "agent is deleted"));
         let failed = Status::from(RpcError::store("update lifecycle")(StoreError::Closed));
         assert_eq!(failed.message, "update lifecycle: internal database error");
+        let absent = Status::from(RpcError::store("push context")(StoreError::NotInCoderSchema("context state")));
+        assert_eq!(absent.code, Status::unimplemented().code);
     }
 }
