@@ -41,11 +41,11 @@ struct Env {
 
 impl Env {
     async fn scope(&self) -> AgentScope {
-        self.store.into_agent_scope(resolve(&self.store, &self.db, self.seed.token).await)
+        self.store.into_agent_scope(resolve(&self.store, self.seed.token).await)
     }
 
     async fn other_scope(&self) -> AgentScope {
-        self.store.into_agent_scope(resolve(&self.store, &self.db, self.seed.other_token).await)
+        self.store.into_agent_scope(resolve(&self.store, self.seed.other_token).await)
     }
 
     /// The agent's rows as coderd reads them, with its own queries and types (`interop coderdb read`, which fails
@@ -72,34 +72,10 @@ impl Env {
     }
 }
 
-/// The agent holding `token`, through the store's own lookup; until the Coder backend's lookup answers, the same
-/// row read here.
-async fn resolve(store: &Store, db: &PgPool, token: Uuid) -> ResolvedAgent {
-    match store.resolve_agent_by_token(&token.to_string()).await {
-        Ok(Some(agent)) => agent,
-        Ok(None) => panic!("token {token} does not resolve"),
-        Err(_) => sqlx::query_as::<_, ResolvedAgent>(RESOLVE).bind(token.to_string()).fetch_one(db).await.unwrap(),
-    }
+/// The agent holding `token`, through the store's own lookup: the only door to a scope.
+async fn resolve(store: &Store, token: Uuid) -> ResolvedAgent {
+    store.resolve_agent_by_token(&token.to_string()).await.unwrap().unwrap_or_else(|| panic!("{token} resolves"))
 }
-
-const RESOLVE: &str = "SELECT a.id::text AS id, a.name::text AS name, a.resource_id::text AS resource_id, \
-    a.parent_id::text AS parent_id, a.directory::text AS directory, a.expanded_directory::text AS expanded_directory, \
-    a.environment_variables::text AS environment_variables, a.motd_file, a.troubleshooting_url, \
-    a.connection_timeout_seconds::bigint AS connection_timeout_seconds, a.architecture::text AS architecture, \
-    a.operating_system::text AS operating_system, a.version, a.api_version, a.lifecycle_state::text AS lifecycle_state, \
-    NULL::bigint AS started_at, NULL::bigint AS ready_at, a.logs_length::bigint AS logs_length, a.logs_overflowed, \
-    COALESCE(array_to_json(a.display_apps)::text, '[]') AS display_apps, \
-    COALESCE(array_to_json(a.subsystems)::text, '[]') AS subsystems, a.api_key_scope::text AS api_key_scope, \
-    NULL::bigint AS first_connected_at, (EXTRACT(EPOCH FROM a.created_at) * 1000000)::bigint AS created_at, \
-    a.display_order::bigint AS display_order, w.id::text AS workspace_id, w.name::text AS workspace_name, \
-    w.organization_id::text AS organization_id, w.autostart_schedule, w.owner_id::text AS owner_id, \
-    u.username AS owner_username, t.id::text AS template_id, t.name::text AS template_name, b.id::text AS build_id, \
-    b.build_number::bigint AS build_number, b.transition::text AS build_transition, \
-    b.template_version_id::text AS template_version_id, TRUE AS is_latest_build, FALSE AS in_shutdown_case \
-    FROM workspace_agents a JOIN workspace_resources r ON r.id = a.resource_id \
-    JOIN workspace_builds b ON b.job_id = r.job_id JOIN workspaces w ON w.id = b.workspace_id \
-    JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id \
-    WHERE a.auth_token = $1::uuid";
 
 fn uuid_at(v: &Value, path: &[&str]) -> Uuid {
     let s = path
@@ -1003,7 +979,7 @@ async fn sub_agents_are_coders_children_of_this_agent() {
     assert!(row.get::<bool, _>("nulls") && row.get::<bool, _>("same") && row.get::<bool, _>("inherited"));
     assert_eq!(row.get::<String, _>("lifecycle"), "created");
     // Its token resolves as the child it is.
-    let child = resolve(&env.store, &env.db, sub.auth_token).await;
+    let child = resolve(&env.store, sub.auth_token).await;
     assert_eq!((child.id, child.parent_id), (sub.id, Some(agent)));
 
     // Coder's own trigger refuses a second live agent of that name in the build.
