@@ -450,7 +450,7 @@ const INSERT_GIT_SSH_KEY: Stmt = Stmt::new(
 /// parameter is that zero time. The latest build of the workspace, if it is a finished `start` build with a deadline
 /// of a template with an activity bump, moves its deadline to at least now + the bump, never past its max deadline,
 /// once 5 % of the bump has elapsed; prebuilt workspaces are left to their reconciler.
-pub(super) const ACTIVITY_BUMP_WORKSPACE: Stmt = Stmt::new(
+const ACTIVITY_BUMP_WORKSPACE: Stmt = Stmt::new(
     "ActivityBumpWorkspace",
     "WITH latest AS ( \
        SELECT workspace_builds.id::uuid AS build_id, \
