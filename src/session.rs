@@ -20,6 +20,9 @@ pub struct ApiVersion {
 impl ApiVersion {
     /// The newest minor documented for `coder.agent.v2` (PushContextState).
     pub const CURRENT: ApiVersion = ApiVersion { major: 2, minor: 10 };
+    /// The newest minor coderd v2.30 speaks (`agent/proto.CurrentVersion`): on a Coder deployment's database agentwire
+    /// serves no newer one than the coderd beside it, so an agent cannot tell which of the two it dialed.
+    pub const CODER_V2_30: ApiVersion = ApiVersion { major: 2, minor: 7 };
     /// What an agent that sends no version speaks.
     pub const DEFAULT: ApiVersion = ApiVersion { major: 2, minor: 0 };
 
@@ -28,7 +31,12 @@ impl ApiVersion {
     }
 
     pub fn is_supported(self) -> bool {
-        self.major == Self::CURRENT.major && self <= Self::CURRENT
+        self.is_supported_up_to(Self::CURRENT)
+    }
+
+    /// Supported by a server whose newest version is `newest` (of the same major).
+    pub fn is_supported_up_to(self, newest: ApiVersion) -> bool {
+        self.major == newest.major && self <= newest
     }
 }
 

@@ -172,6 +172,7 @@ fn agent_api_versions() {
     let current = coder_str("proto.CurrentVersion");
     assert_eq!(format!("{}.{}", coder_int("proto.CurrentMajor"), coder_int("proto.CurrentMinor")), current);
     let coders = ApiVersion::from_str(current).unwrap();
+    assert_eq!(ApiVersion::CODER_V2_30, coders, "what agentwire serves beside coderd is coderd's own version");
     assert_eq!(ApiVersion::CURRENT.major, coders.major, "a different major is a different API");
     assert!(ApiVersion::CURRENT >= coders, "agentwire {} is older than Coder's {coders}", ApiVersion::CURRENT);
     for minor in 0..=coders.minor {

@@ -39,7 +39,8 @@ pub fn session_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Op
     query.get(TOKEN_COOKIE).filter(|t| !t.is_empty()).cloned()
 }
 
-pub fn parse_version(query: &HashMap<String, String>) -> Result<ApiVersion, ApiError> {
+/// The version the agent dialed with, if this server speaks it; `newest` is [`newest_version`].
+pub fn parse_version(query: &HashMap<String, String>, newest: ApiVersion) -> Result<ApiVersion, ApiError> {
     let unsupported = |detail: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "Unknown or unsupported API version").validation("version", detail)
     };
@@ -47,14 +48,21 @@ pub fn parse_version(query: &HashMap<String, String>) -> Result<ApiVersion, ApiE
         None => return Ok(ApiVersion::DEFAULT),
         Some(v) => v.parse::<ApiVersion>().map_err(unsupported)?,
     };
-    if !version.is_supported() {
+    if !version.is_supported_up_to(newest) {
         return Err(unsupported(format!(
-            "server supports API versions {}.0 through {}, not {version}",
-            ApiVersion::CURRENT.major,
-            ApiVersion::CURRENT
+            "server supports API versions {}.0 through {newest}, not {version}",
+            newest.major
         )));
     }
     Ok(version)
+}
+
+/// The newest Agent API version served: agentwire's own on its schema, coderd v2.30's beside coderd.
+pub fn newest_version(state: &AppState) -> ApiVersion {
+    match state.store().schema() {
+        agentwire_store::Schema::Agentwire => ApiVersion::CURRENT,
+        agentwire_store::Schema::Coder => ApiVersion::CODER_V2_30,
+    }
 }
 
 /// Why a request of an agent was refused before it was served: coderd's answer, and the reason
@@ -141,7 +149,7 @@ pub async fn agent_rpc(
         Err(AgentRefusal { reason: Some(reason), error }) => return refuse(reason, error),
         Err(AgentRefusal { reason: None, error }) => return error.into_response(),
     };
-    let version = match parse_version(&query) {
+    let version = match parse_version(&query, newest_version(&state)) {
         Ok(version) => version,
         Err(err) => return refuse("bad_version", err),
     };
@@ -186,13 +194,19 @@ mod tests {
 
     #[test]
     fn versions_default_to_2_0_and_newer_minors_are_refused() {
-        assert_eq!(parse_version(&query(&[])).unwrap(), ApiVersion::DEFAULT);
-        assert_eq!(parse_version(&query(&[("version", "2.7")])).unwrap(), ApiVersion::new(2, 7));
-        let err = parse_version(&query(&[("version", "2.99")])).unwrap_err();
+        let ours = ApiVersion::CURRENT;
+        assert_eq!(parse_version(&query(&[]), ours).unwrap(), ApiVersion::DEFAULT);
+        assert_eq!(parse_version(&query(&[("version", "2.7")]), ours).unwrap(), ApiVersion::new(2, 7));
+        let err = parse_version(&query(&[("version", "2.99")]), ours).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.message, "Unknown or unsupported API version");
         assert!(err.validations[0].detail.contains("2.0 through 2.10"), "{:?}", err.validations);
-        assert!(parse_version(&query(&[("version", "3.0")])).is_err());
-        assert!(parse_version(&query(&[("version", "two")])).is_err());
+        assert!(parse_version(&query(&[("version", "3.0")]), ours).is_err());
+        assert!(parse_version(&query(&[("version", "two")]), ours).is_err());
+        // Beside coderd v2.30: nothing newer than it speaks.
+        let coders = ApiVersion::CODER_V2_30;
+        assert_eq!(parse_version(&query(&[("version", "2.7")]), coders).unwrap(), coders);
+        let err = parse_version(&query(&[("version", "2.8")]), coders).unwrap_err();
+        assert!(err.validations[0].detail.contains("2.0 through 2.7"), "{:?}", err.validations);
     }
 }

@@ -243,7 +243,7 @@ contract! {
         async fn agent_state(&self, a: &AgentScope) -> Result<Option<AgentState>, StoreError>;
         /// Apps, ordered by slug.
         async fn list_apps(&self, a: &AgentScope) -> Result<Vec<App>, StoreError>;
-        /// Scripts, ordered by id.
+        /// Scripts, in the order the backend's coderd would hand them out (agentwire's schema: by id).
         async fn list_scripts(&self, a: &AgentScope) -> Result<Vec<Script>, StoreError>;
         /// Metadata descriptions and values, by display order then key.
         async fn list_metadata(&self, a: &AgentScope) -> Result<Vec<Metadata>, StoreError>;

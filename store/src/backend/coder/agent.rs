@@ -92,10 +92,12 @@ const LIST_APPS: Stmt = Stmt::new(
 
 const LIST_SCRIPTS: Stmt = Stmt::new(
     "GetWorkspaceAgentScriptsByAgentIDs",
-    // coderd's query has no order; the contract's is by id.
+    // coderd's query has no ORDER BY, so its agents get the rows in heap order: the order the provisioner inserted
+    // them, the template's, since scripts are never updated. `ctid` is that order made explicit, so an agent sees
+    // its scripts as coderd would hand them (ids are random and would shuffle them).
     "SELECT id::text AS id, log_source_id::text AS log_source_id, log_path, script, cron, start_blocks_login, \
      run_on_start, run_on_stop, timeout_seconds::bigint AS timeout_seconds, display_name \
-     FROM workspace_agent_scripts WHERE workspace_agent_id = $1::uuid ORDER BY id",
+     FROM workspace_agent_scripts WHERE workspace_agent_id = $1::uuid ORDER BY ctid",
 );
 
 const LIST_METADATA: Stmt = Stmt::new(
