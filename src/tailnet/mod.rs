@@ -76,6 +76,28 @@ pub struct TailnetConfig {
     pub replica_timeout: Duration,
     /// The embedded DERP relay and the default DERP map that points at it.
     pub derp: crate::derp::DerpConfig,
+    /// On a Coder database: whose coordinator the agents join.
+    pub coder_coordination: CoderCoordination,
+}
+
+/// Whose coordinator the agents served on a Coder deployment's database join, so that the deployment's clients
+/// (`coder ssh`, port-forward, the web terminal, coderd's app proxy), which coordinate through coderd, reach them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CoderCoordination {
+    /// agentwire's own coordinator (its replicas joined through the pubsub): only clients that coordinate through
+    /// agentwire reach the agents. The only choice on agentwire's own schema.
+    #[default]
+    Own,
+    /// Each agent's Tailnet calls relayed to coderd's agent endpoint at this URL, with the agent's token: coderd's
+    /// coordinator (in-memory on one replica, PostgreSQL on several) holds the agent, and its DERP map is the
+    /// agent's.
+    Relay {
+        /// coderd's own address as agentwire reaches it (not the front's).
+        coderd_url: String,
+    },
+    /// agentwire's coordinator speaks coderd's PGCoordinator protocol on the Coder database's tailnet tables and
+    /// channels, as one more coordinator of an HA deployment.
+    Postgres,
 }
 
 impl Default for TailnetConfig {
@@ -90,6 +112,7 @@ impl Default for TailnetConfig {
             replica_heartbeat: DEFAULT_REPLICA_HEARTBEAT,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
             derp: crate::derp::DerpConfig::default(),
+            coder_coordination: CoderCoordination::Own,
         }
     }
 }
@@ -229,13 +252,12 @@ impl Tailnet {
         let stop = CancellationToken::new();
         let derp = &config.derp;
         // The embedded relay's region is the map until the operator sets one, as in coderd.
-        let default_map = match derp.enabled.then(|| crate::derp::embedded_derp_map(&derp.region, &derp.access_url)) {
-            Some(Ok(map)) => Some(Arc::new(map)),
-            Some(Err(err)) => {
+        let default_map = match derp.default_map() {
+            Ok(map) => map.map(Arc::new),
+            Err(err) => {
                 tracing::error!(error = %err, "no default DERP map");
                 None
             }
-            None => None,
         };
         let derp_relay = derp.enabled.then(|| crate::derp::Relay::new(derp.relay.clone(), stats.derp.clone()));
         let derp_maps =
