@@ -1,7 +1,8 @@
 //! GetManifest on a Coder deployment's database (Coder's own schema, migrated and seeded by Coder's own code) is the
 //! manifest coderd v2.30 serves: for every seeded agent (a workspace's agents, a sub-agent, the agent of a
 //! workspace's second build), agentwire's answer over the wire equals, field by field, the one Coder's own
-//! `agentapi` builds on the same rows (`interop coderdb manifest`), under two deployments' settings.
+//! `agentapi` builds on the same rows (`interop coderdb manifest`), under several deployments' settings, the DERP
+//! map included: coderd's is built by `coder server`'s own code for the same settings (`--coder-server-derp-map`).
 
 // Not `mod common;`: coderdb.rs includes common/pg.rs itself, and one file loaded as two modules is refused.
 #[path = "common/coderdb.rs"]
@@ -13,27 +14,45 @@ mod server;
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{Store, StoreOptions};
+use agentwire_transport::client::Client;
+use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
 use base64::Engine as _;
 use prost::Message as _;
 use serde_json::Value;
-use server::{connect, start};
+use server::{start, TestServer};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
-/// What a deployment configures that the manifest shows.
+/// An agent's session at the newest Agent API version coderd v2.30 speaks, the one served beside coderd.
+async fn connect(server: &TestServer, token: Uuid) -> Client {
+    let version = agentwire::session::ApiVersion::CODER_V2_30.to_string();
+    let mut request = server.rpc_url(&version).into_client_request().expect("request");
+    request.headers_mut().insert("Coder-Session-Token", token.to_string().parse().expect("header"));
+    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.expect("the agent's WebSocket");
+    Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, agentwire_transport::Limits::default())
+}
+
+/// What a deployment configures that the manifest shows. Each field is one `agentwire serve --coder-db` flag, under
+/// coderd's name where coderd has one (`--access-url`, `--wildcard-access-url`, `--block-direct-connections`,
+/// `--derp-force-websockets`, `--derp-server-stun-addresses`; `--external-auth-types` for coderd's
+/// `CODER_EXTERNAL_AUTH_<n>_TYPE`s), and [`Deployment::serve_config`] sets the fields serve sets from it (serve's own
+/// tests check that mapping); the referee is given the same value as coderd's setting.
 struct Deployment {
     access_url: &'static str,
     app_hostname: &'static str,
     disable_direct_connections: bool,
     derp_force_websockets: bool,
-    /// The types of coderd's external auth providers (`--external-auth-types` of the referee).
+    /// The types of coderd's external auth providers, comma-separated, one per provider.
     external_auth_types: &'static str,
-    /// How many of them are Git providers: agentwire's setting for the same deployment.
-    git_auth_configs: u32,
+    /// `None`: the flag not given, which is coderd's default (Google's five servers) on both sides.
+    stun_addresses: Option<&'static str>,
+    /// The regions coderd's map has for these settings, so that a map both sides left empty cannot pass.
+    derp_regions: &'static [i64],
 }
 
-const DEPLOYMENTS: [Deployment; 2] = [
+const DEPLOYMENTS: [Deployment; 4] = [
     // Subdomain apps on a wildcard host without a port (it takes the access URL's), Git providers among others,
-    // DERP-only over WebSockets.
+    // DERP-only over WebSockets: no STUN regions, coderd's default addresses notwithstanding.
     Deployment {
         access_url: "https://coder.example.com:8443",
         app_hostname: "*.apps.example.com",
@@ -41,16 +60,40 @@ const DEPLOYMENTS: [Deployment; 2] = [
         derp_force_websockets: true,
         // github and gitlab are Git providers, slack is not (codersdk's EnhancedExternalAuthProvider.Git).
         external_auth_types: "github,slack,gitlab",
-        git_auth_configs: 2,
+        stun_addresses: None,
+        derp_regions: &[999],
     },
-    // coderd's defaults: no wildcard host, so no subdomain names and no port proxy URI.
+    // coderd's defaults: no wildcard host, so no subdomain names and no port proxy URI; the STUN regions 1000–1004.
     Deployment {
         access_url: "http://127.0.0.1:3000",
         app_hostname: "",
         disable_direct_connections: false,
         derp_force_websockets: false,
         external_auth_types: "",
-        git_auth_configs: 0,
+        stun_addresses: None,
+        derp_regions: &[999, 1000, 1001, 1002, 1003, 1004],
+    },
+    // A wildcard host with a dash instead of a dot, every provider type there is (the legacy `bitbucket` among them,
+    // a capitalised one that is none), an access URL without a port, and STUN off.
+    Deployment {
+        access_url: "https://coder.example.com",
+        app_hostname: "*--apps.example.com",
+        disable_direct_connections: false,
+        derp_force_websockets: false,
+        external_auth_types: "github,gitlab,bitbucket,bitbucket-cloud,bitbucket-server,azure-devops,\
+                              azure-devops-entra,gitea,jfrog,slack,GitHub",
+        stun_addresses: Some("disable"),
+        derp_regions: &[999],
+    },
+    // The operator's own STUN servers, one an IPv6 literal.
+    Deployment {
+        access_url: "http://[::1]:3000",
+        app_hostname: "*.apps.example.com:9443",
+        disable_direct_connections: false,
+        derp_force_websockets: true,
+        external_auth_types: "gitea",
+        stun_addresses: Some("stun.example.com:3478,[2001:db8::1]:3479"),
+        derp_regions: &[999, 1000, 1001],
     },
 ];
 
@@ -61,35 +104,22 @@ impl Deployment {
         config.agent_api.app_hostname = self.app_hostname.to_owned();
         config.agent_api.disable_direct_connections = self.disable_direct_connections;
         config.agent_api.derp_force_websockets = self.derp_force_websockets;
-        config.agent_api.git_auth_configs = self.git_auth_configs;
-        // The embedded relay's region at the access URL: agentwire's default DERP map, as coderd's.
+        let types: Vec<&str> = self.external_auth_types.split(',').collect();
+        config.agent_api.git_auth_configs = agentwire::agentapi::git_auth_configs(&types);
+        // The default DERP map: the embedded relay's region at the access URL and the STUN regions, as coderd's.
         config.tailnet.derp.access_url = self.access_url.to_owned();
+        config.tailnet.derp.block_direct = self.disable_direct_connections;
+        config.tailnet.derp.stun_addresses = match self.stun_addresses {
+            // What `serve --coder-db` takes when the flag is not given.
+            None => agentwire::derp::region::CODERD_STUN_ADDRESSES.map(String::from).to_vec(),
+            Some(stun) => stun.split(',').map(str::to_owned).collect(),
+        };
         config
     }
 
-    /// The DERP map `coder server` builds for this access URL with its embedded relay on (region 999, "coder",
-    /// "Coder Embedded Relay", node `999b` on the URL's host and port, plain HTTP for `http://`) and its STUN
-    /// addresses off, which is agentwire's embedded region: both servers are given the same map, so any difference
-    /// left in `derp_map` is the manifest's.
-    fn derp_map_json(&self) -> String {
-        let url = self.access_url;
-        let (scheme, rest) = url.split_once("://").expect("scheme");
-        let (host, port) = rest.rsplit_once(':').expect("the access URLs here have a port");
-        serde_json::json!({
-            "Regions": {"999": {
-                "EmbeddedRelay": true, "RegionID": 999, "RegionCode": "coder", "RegionName": "Coder Embedded Relay",
-                "Nodes": [{
-                    "Name": "999b", "RegionID": 999, "HostName": host, "STUNPort": -1,
-                    "DERPPort": port.parse::<u16>().expect("port"), "ForceHTTP": scheme == "http",
-                }],
-            }},
-        })
-        .to_string()
-    }
-
-    /// coderd's manifest for `agent_id`, from Coder's own `agentapi` on the database.
-    async fn coderd_manifest(&self, url: &str, agent_id: &str, derp_file: &std::path::Path) -> pb::Manifest {
-        let derp_file = derp_file.to_str().expect("utf-8 path");
+    /// coderd's manifest for `agent_id`, from Coder's own `agentapi` on the database, with the DERP map `coder
+    /// server` builds for the same settings.
+    async fn coderd_manifest(&self, url: &str, agent_id: &str) -> pb::Manifest {
         let mut args = vec![
             "manifest",
             "--postgres-url",
@@ -98,8 +128,7 @@ impl Deployment {
             agent_id,
             "--access-url",
             self.access_url,
-            "--derp-map-json",
-            derp_file,
+            "--coder-server-derp-map",
             "--external-auth-types",
             self.external_auth_types,
         ];
@@ -111,6 +140,8 @@ impl Deployment {
         if self.derp_force_websockets {
             args.push("--derp-force-websockets");
         }
+        let stun = self.stun_addresses.map(|stun| format!("--derp-server-stun-addresses={stun}"));
+        args.extend(stun.as_deref());
         let out =
             coderdb::coderdb(&args).await.unwrap_or_else(|e| panic!("coderdb manifest --agent-id {agent_id}: {e}"));
         let wire = base64::engine::general_purpose::STANDARD
@@ -188,10 +219,7 @@ fn assert_same(ours: &pb::Manifest, coderd: &pb::Manifest, who: &str) {
 async fn the_manifest_of_every_seeded_agent_is_coderds() {
     let db = coderdb::fresh_coder_db_with(&["--agents", "2"]).await;
     let agents = seeded_agents(&db.seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (n, deployment) in DEPLOYMENTS.iter().enumerate() {
-        let derp_file = dir.path().join(format!("derp-{n}.json"));
-        std::fs::write(&derp_file, deployment.derp_map_json()).expect("write the DERP map");
+    for deployment in &DEPLOYMENTS {
         let store = Store::open_coder(&db.url, StoreOptions::default()).await.expect("open_coder");
         let server = start(store, deployment.serve_config()).await;
         for (name, id, token) in &agents {
@@ -201,8 +229,12 @@ async fn the_manifest_of_every_seeded_agent_is_coderds() {
                 .get_manifest(&pb::GetManifestRequest {})
                 .await
                 .unwrap_or_else(|e| panic!("GetManifest of {who}: {e:?}"));
-            let mut coderd = deployment.coderd_manifest(&db.url, id, &derp_file).await;
+            let mut coderd = deployment.coderd_manifest(&db.url, id).await;
             assert_eq!(ours.agent_id.as_ref(), Uuid::parse_str(id).expect("id").as_bytes(), "{who}");
+            let mut regions: Vec<i64> =
+                coderd.derp_map.as_ref().expect("coderd's DERP map").regions.keys().copied().collect();
+            regions.sort_unstable();
+            assert_eq!(regions, deployment.derp_regions, "coderd's DERP map for {who}");
             normalise(&mut ours);
             normalise(&mut coderd);
             assert_same(&ours, &coderd, &who);
@@ -216,10 +248,7 @@ async fn the_manifest_of_every_seeded_agent_is_coderds() {
 async fn the_seeded_manifests_fill_every_field() {
     let db = coderdb::fresh_coder_db().await;
     let deployment = &DEPLOYMENTS[0];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let derp_file = dir.path().join("derp.json");
-    std::fs::write(&derp_file, deployment.derp_map_json()).expect("write the DERP map");
-    let main = deployment.coderd_manifest(&db.url, db.seed["agent"]["id"].as_str().expect("id"), &derp_file).await;
+    let main = deployment.coderd_manifest(&db.url, db.seed["agent"]["id"].as_str().expect("id")).await;
     assert!(!main.environment_variables.is_empty() && !main.motd_path.is_empty() && !main.directory.is_empty());
     assert!(!main.vs_code_port_proxy_uri.is_empty() && main.git_auth_configs == 2);
     assert!(main.disable_direct_connections && main.derp_force_websockets);
@@ -227,7 +256,7 @@ async fn the_seeded_manifests_fill_every_field() {
     assert!(main.apps.iter().any(|a| a.healthcheck.as_ref().is_some_and(|h| !h.url.is_empty())));
     assert!(!main.scripts.is_empty() && !main.metadata.is_empty() && !main.devcontainers.is_empty());
     assert!(main.derp_map.as_ref().is_some_and(|m| m.regions.contains_key(&999)));
-    let sub = deployment.coderd_manifest(&db.url, db.seed["sub_agent"]["id"].as_str().expect("id"), &derp_file).await;
+    let sub = deployment.coderd_manifest(&db.url, db.seed["sub_agent"]["id"].as_str().expect("id")).await;
     assert!(sub.parent_id.is_some() && !sub.apps.is_empty(), "{sub:?}");
 }
 
@@ -295,14 +324,11 @@ async fn rows_beyond_the_seeds_template_give_coderds_manifest() {
     pool.close().await;
 
     let deployment = &DEPLOYMENTS[0];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let derp_file = dir.path().join("derp.json");
-    std::fs::write(&derp_file, deployment.derp_map_json()).expect("write the DERP map");
     let store = Store::open_coder(&db.url, StoreOptions::default()).await.expect("open_coder");
     let server = start(store, deployment.serve_config()).await;
     let client = pb::AgentClient::new(connect(&server, token).await);
     let mut ours = client.get_manifest(&pb::GetManifestRequest {}).await.expect("GetManifest");
-    let mut coderd = deployment.coderd_manifest(&db.url, &agent_id, &derp_file).await;
+    let mut coderd = deployment.coderd_manifest(&db.url, &agent_id).await;
     normalise(&mut ours);
     normalise(&mut coderd);
     let names: Vec<_> = coderd.apps.iter().map(|a| (a.slug.as_str(), a.subdomain_name.as_str())).collect();

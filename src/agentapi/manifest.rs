@@ -164,6 +164,76 @@ fn subdomain_name(app: &App, names: &Names<'_>, app_hostname: &str) -> String {
     }
 }
 
+/// codersdk's `EnhancedExternalAuthProvider.Git`: the external auth provider types the agent treats as Git
+/// providers, after coderd's `applyDefaultsToConfig` read the legacy `bitbucket` as `bitbucket-cloud`. Exact
+/// strings, as coderd compares them.
+pub fn is_git_provider(provider_type: &str) -> bool {
+    matches!(
+        provider_type,
+        "github"
+            | "gitlab"
+            | "bitbucket"
+            | "bitbucket-cloud"
+            | "bitbucket-server"
+            | "azure-devops"
+            | "azure-devops-entra"
+            | "gitea"
+    )
+}
+
+/// The manifest's `git_auth_configs` for a deployment whose external auth providers have these types (coderd's
+/// `CODER_EXTERNAL_AUTH_<n>_TYPE`, one entry per provider): how many are Git providers.
+pub fn git_auth_configs<S: AsRef<str>>(provider_types: &[S]) -> u32 {
+    let count = provider_types.iter().filter(|t| is_git_provider(t.as_ref())).count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// The check coderd runs on `--wildcard-access-url` before it starts (`appurl.CompileHostnamePattern`): empty, or a
+/// host pattern such as `*.apps.example.com` or `*--apps.example.com:8443`, one `*` leading it, no scheme. agentwire
+/// builds the same app names from it as coderd, so a pattern coderd refuses is refused here too.
+pub fn check_wildcard_access_url(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Ok(());
+    }
+    let lower = pattern.to_lowercase();
+    let refuse = |why: &str| Err(format!("hostname pattern {why}: {lower:?}"));
+    if lower.contains("http:") || lower.contains("https:") {
+        return refuse("must not contain a scheme");
+    }
+    if lower.starts_with('.') || lower.ends_with('.') {
+        return refuse("must not start or end with a period");
+    }
+    if !lower.contains('.') {
+        return refuse("must contain at least two labels/segments");
+    }
+    if lower.matches('*').count() != 1 {
+        return refuse("must contain exactly one asterisk");
+    }
+    if !lower.starts_with('*') {
+        return refuse("must only contain an asterisk at the beginning");
+    }
+    // The port is for the URLs built from it; the labels are checked without it.
+    let host = crate::derp::region::split_host_port(&lower).map_or(lower.as_str(), |(host, _)| host);
+    for (i, label) in host.split('.').enumerate() {
+        // The asterisk stands for a label's start: `*--apps` is checked as `a--apps`.
+        let label = if i == 0 { format!("a{}", label.strip_prefix('*').unwrap_or(label)) } else { label.to_owned() };
+        if !is_hostname_label(&label) {
+            return refuse(&format!("contains invalid label {label:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// appurl's `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`.
+fn is_hostname_label(label: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = label.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => alnum(first) && alnum(last) && bytes.iter().all(|&b| alnum(b) || b == b'-'),
+        _ => false,
+    }
+}
+
 /// Coder's `appurl.PortRegex`, `^\d{4}s?$`: four digits, `s` for HTTPS. Not any port number: coderd names a slug
 /// such as `80` without the agent and `8443s` with it, and agents must get the names coderd routes.
 fn is_port_slug(slug: &str) -> bool {
@@ -591,5 +661,36 @@ mod tests {
         let session = session_for(&f.store, &agent).await;
         let m = get_manifest(&f.api, &session, pb::GetManifestRequest {}).await.expect("manifest");
         assert_eq!(m.environment_variables, HashMap::from([("A".into(), String::new()), ("B".into(), "x".into())]));
+    }
+
+    /// appurl's own test cases (appurl_test.go, TestCompileHostnamePattern), accepted and refused alike.
+    #[test]
+    fn wildcard_access_urls_are_checked_as_coderd_checks_them() {
+        for ok in ["", "*.hi.com:8080", "*.hi", "*.hi.com", "*a.hi.com", "*-test.hi.com", "*--apps.DEV.coder.com"] {
+            assert_eq!(check_wildcard_access_url(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("http://*.hi.com", "must not contain a scheme"),
+            ("https://*.hi.com", "must not contain a scheme"),
+            (".hi.com", "must not start or end with a period"),
+            ("hi.com.", "must not start or end with a period"),
+            ("hi", "must contain at least two labels"),
+            ("hi.com", "must contain exactly one asterisk"),
+            ("**.hi.com", "must contain exactly one asterisk"),
+            ("hi.*.com", "must only contain an asterisk at the beginning"),
+            ("*.h_i.com", "contains invalid label"),
+            ("*.hi-.com", "contains invalid label"),
+            ("*.-hi.com", "contains invalid label"),
+        ] {
+            let err = check_wildcard_access_url(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn git_providers_are_codersdks() {
+        let types = ["github", "slack", "gitlab", "jfrog", "bitbucket", "gitea", "GitHub", "", "azure-devops-entra"];
+        assert_eq!(git_auth_configs(&types), 5);
+        assert_eq!(git_auth_configs::<&str>(&[]), 0);
     }
 }

@@ -33,6 +33,7 @@ pub use self::apps::{APP_HEALTH_KIND, APP_STATUS_KIND, DEFAULT_MAX_APP_STATUS_ME
 pub use self::error::RpcError;
 pub use self::lifecycle::LIFECYCLE_UPDATE_KIND;
 pub use self::logs::{EVENT_FIRST_LOGS, EVENT_LOGS_OVERFLOW};
+pub use self::manifest::{check_wildcard_access_url, git_auth_configs, is_git_provider};
 pub use self::metadata::{
     DEFAULT_MAX_METADATA_ERROR_BYTES, DEFAULT_MAX_METADATA_KEYS_BYTES, DEFAULT_MAX_METADATA_KEY_CHARS,
     DEFAULT_MAX_METADATA_VALUE_BYTES,
@@ -55,13 +56,15 @@ pub struct AgentApiConfig {
     pub stats_report_interval: Duration,
     /// The URL agents and users reach this server at; the manifest's `vs_code_port_proxy_uri` and app URLs build on it.
     pub access_url: String,
-    /// Wildcard host for subdomain apps (`*.apps.example.com`), if any.
+    /// Wildcard host for subdomain apps (`*.apps.example.com`), if any: coderd's `--wildcard-access-url`, checked
+    /// by [`check_wildcard_access_url`].
     pub app_hostname: String,
     /// Manifest `disable_direct_connections` (Coder's `DERP.Config.BlockDirect`): agents relay only through DERP.
     pub disable_direct_connections: bool,
     /// Manifest `derp_force_websockets` (Coder's `DERP.Config.ForceWebSockets`).
     pub derp_force_websockets: bool,
-    /// Manifest `git_auth_configs`: how many external-auth providers of a Git type the deployment has.
+    /// Manifest `git_auth_configs`: how many external-auth providers of a Git type the deployment has
+    /// ([`git_auth_configs`] of their types).
     pub git_auth_configs: u32,
     /// See [`metadata::DEFAULT_MAX_METADATA_VALUE_BYTES`].
     pub max_metadata_value_bytes: usize,

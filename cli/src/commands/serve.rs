@@ -37,6 +37,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     listening: ListeningArgs,
     #[command(flatten)]
+    deployment: DeploymentArgs,
+    #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
     batching: BatchingArgs,
@@ -70,6 +72,28 @@ struct ListeningArgs {
     /// This replica's id, recorded on the agents it serves (random by default).
     #[arg(long, env = "AGENTWIRE_REPLICA_ID")]
     replica_id: Option<Uuid>,
+}
+
+/// What a Coder deployment configures that its agents are told in their manifest, under coderd's flag names and with
+/// its defaults: beside coderd, set each as coderd's is set (README, "Beside coderd").
+#[derive(Args)]
+#[command(next_help_heading = "Deployment")]
+struct DeploymentArgs {
+    /// Wildcard host of subdomain apps, such as `*.apps.example.com` (coderd's --wildcard-access-url); empty: apps
+    /// get no subdomain names and agents no port-proxy URI.
+    #[arg(long, env = "AGENTWIRE_WILDCARD_ACCESS_URL", default_value = "")]
+    wildcard_access_url: String,
+    /// The type of each of coderd's external auth providers, one entry per provider, as its
+    /// CODER_EXTERNAL_AUTH_<n>_TYPE says (github,gitlab,slack,…); agents are told how many are Git providers.
+    #[arg(long, env = "AGENTWIRE_EXTERNAL_AUTH_TYPES", value_delimiter = ',')]
+    external_auth_types: Vec<String>,
+    /// Peers connect only through DERP, never directly; the default DERP map then has no STUN regions (coderd's
+    /// --block-direct-connections).
+    #[arg(long, env = "AGENTWIRE_BLOCK_DIRECT_CONNECTIONS")]
+    block_direct_connections: bool,
+    /// Agents reach DERP relays over WebSockets only, never `Upgrade: DERP` (coderd's --derp-force-websockets).
+    #[arg(long, env = "AGENTWIRE_DERP_FORCE_WEBSOCKETS")]
+    derp_force_websockets: bool,
 }
 
 /// The connection pool.
@@ -336,8 +360,10 @@ impl ServeArgs {
     }
 
     fn config(&self, access_url: String) -> anyhow::Result<ServeConfig> {
-        let (l, m, t) = (&self.limits, &self.memory, &self.timers);
-        let derp = self.derp.config(&access_url)?;
+        let (l, m, t, d) = (&self.limits, &self.memory, &self.timers, &self.deployment);
+        let derp = self.derp.config(&access_url, d.block_direct_connections, self.coder_db.is_some())?;
+        agentapi::check_wildcard_access_url(&d.wildcard_access_url)
+            .map_err(|e| anyhow::anyhow!("--wildcard-access-url: {e}"))?;
         let mut config = ServeConfig {
             listen: self.listen,
             replica_id: self.listening.replica_id.unwrap_or_else(Uuid::new_v4),
@@ -357,6 +383,10 @@ impl ServeArgs {
             agent_api: AgentApiConfig {
                 stats_report_interval: secs(t.stats_report_interval),
                 access_url,
+                app_hostname: d.wildcard_access_url.clone(),
+                git_auth_configs: agentapi::git_auth_configs(&d.external_auth_types),
+                disable_direct_connections: d.block_direct_connections,
+                derp_force_websockets: d.derp_force_websockets,
                 max_boundary_logs_per_batch: l.max_boundary_logs_per_batch,
                 max_context_resources: l.max_context_resources,
                 max_context_body_bytes: l.max_context_body_bytes,
@@ -544,6 +574,12 @@ struct DerpArgs {
     /// Region name of the embedded relay (coderd: Coder Embedded Relay).
     #[arg(long, env = "AGENTWIRE_DERP_SERVER_REGION_NAME", default_value = derp::region::DEFAULT_REGION_NAME)]
     derp_server_region_name: String,
+    /// STUN servers peers learn their public addresses from, to connect directly: each gets a STUN-only region of
+    /// the default map, IDs counting up from the relay's; `disable` turns STUN off. Default: with --coder-db
+    /// coderd's (Google's stun.l.google.com:19302 and stun1..4), as the map must be coderd's; standalone none, so
+    /// that agents and clients reach no third party unasked.
+    #[arg(long, env = "AGENTWIRE_DERP_SERVER_STUN_ADDRESSES", value_delimiter = ',')]
+    derp_server_stun_addresses: Option<Vec<String>>,
     /// Relay connections held at once; past it upgrades get 503.
     #[arg(long, env = "AGENTWIRE_DERP_MAX_CONNECTIONS", default_value_t = derp::relay::DEFAULT_MAX_CONNECTIONS)]
     derp_max_connections: usize,
@@ -572,20 +608,25 @@ struct DerpArgs {
 }
 
 impl DerpArgs {
-    fn config(&self, access_url: &str) -> anyhow::Result<derp::DerpConfig> {
+    fn config(&self, access_url: &str, block_direct: bool, beside_coderd: bool) -> anyhow::Result<derp::DerpConfig> {
         let region = derp::EmbeddedRegion {
             region_id: self.derp_server_region_id,
             region_code: self.derp_server_region_code.clone(),
             region_name: self.derp_server_region_name.clone(),
         };
-        if self.derp_server_enable {
-            // The default map is built from it on every replica: a bad URL should stop the start, not the relay.
-            derp::embedded_derp_map(&region, access_url).context("--access-url for the DERP relay")?;
-        }
-        Ok(derp::DerpConfig {
+        let stun_addresses = match self.derp_server_stun_addresses.as_deref() {
+            None if beside_coderd => derp::region::CODERD_STUN_ADDRESSES.map(String::from).to_vec(),
+            None => derp::DerpConfig::default().stun_addresses,
+            // serpent reads an empty value as no addresses, not as one empty address.
+            Some([only]) if only.is_empty() => Vec::new(),
+            Some(addresses) => addresses.to_vec(),
+        };
+        let config = derp::DerpConfig {
             enabled: self.derp_server_enable,
             region,
             access_url: access_url.to_owned(),
+            stun_addresses,
+            block_direct,
             relay: derp::RelayConfig {
                 max_packet_size: self.derp_max_packet_size,
                 queue_depth: self.derp_queue_depth.max(1),
@@ -597,7 +638,11 @@ impl DerpArgs {
                 keepalive: secs(self.derp_keepalive.max(1)),
                 ..derp::RelayConfig::default()
             },
-        })
+        };
+        // The default map is built from it on every replica: a bad URL or STUN address should stop the start, as
+        // it stops coderd's, not leave agents without a map.
+        config.default_map().context("the default DERP map (--access-url, --derp-server-stun-addresses)")?;
+        Ok(config)
     }
 }
 
@@ -675,6 +720,82 @@ mod tests {
             ),
             (10, 11, 12, 13)
         );
+    }
+
+    fn regions(derp: &agentwire::derp::DerpConfig) -> Vec<i64> {
+        let mut regions: Vec<i64> = derp.default_map().unwrap().unwrap().regions.into_keys().collect();
+        regions.sort_unstable();
+        regions
+    }
+
+    fn beside_coderd<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+        [&["--coder-db", "postgres://coder@db/coder"], flags].concat()
+    }
+
+    /// What coderd's deployment sets reaches the manifest's settings and the default DERP map from coderd's flags,
+    /// and defaults to coderd's: no wildcard host, no external auth, direct connections and DERP upgrades allowed,
+    /// and beside coderd Google's STUN servers (standalone none, the library's default).
+    #[test]
+    fn deployment_flags_reach_the_manifest_settings_and_the_derp_map() {
+        let defaults = config(&[]);
+        let api = &defaults.agent_api;
+        let manifest = |api: &agentwire::agentapi::AgentApiConfig| {
+            (api.app_hostname.clone(), api.git_auth_configs, api.disable_direct_connections, api.derp_force_websockets)
+        };
+        assert_eq!(manifest(api), (String::new(), 0, false, false));
+        let derp = &defaults.tailnet.derp;
+        assert!(!derp.block_direct);
+        assert_eq!(derp.stun_addresses, agentwire::derp::DerpConfig::default().stun_addresses);
+        assert_eq!(regions(derp), [999]);
+        let beside = config(&beside_coderd(&[]));
+        assert_eq!(manifest(&beside.agent_api), manifest(api));
+        let derp = &beside.tailnet.derp;
+        assert_eq!(derp.stun_addresses, agentwire::derp::region::CODERD_STUN_ADDRESSES.map(String::from));
+        assert_eq!(regions(derp), [999, 1000, 1001, 1002, 1003, 1004]);
+
+        let set = config(&beside_coderd(&[
+            "--wildcard-access-url",
+            "*.apps.example.com",
+            "--external-auth-types",
+            "github,slack,gitlab",
+            "--block-direct-connections",
+            "--derp-force-websockets",
+            "--derp-server-stun-addresses",
+            "stun.example.com:3478,[2001:db8::1]:3478",
+        ]));
+        assert_eq!(manifest(&set.agent_api), ("*.apps.example.com".to_owned(), 2, true, true));
+        let derp = &set.tailnet.derp;
+        assert_eq!(derp.stun_addresses, ["stun.example.com:3478", "[2001:db8::1]:3478"]);
+        assert!(derp.block_direct);
+        // Blocked direct connections leave the STUN servers out of the map, as in coderd.
+        assert_eq!(regions(derp), [999]);
+
+        let stun = |argv: &[&str]| {
+            let derp = config(argv).tailnet.derp;
+            (derp.stun_addresses.clone(), regions(&derp))
+        };
+        let disable = stun(&beside_coderd(&["--derp-server-stun-addresses", "disable"]));
+        assert_eq!(disable, (vec!["disable".to_owned()], vec![999]));
+        assert_eq!(stun(&beside_coderd(&["--derp-server-stun-addresses", ""])), (vec![], vec![999]));
+        let repeated = ["--derp-server-stun-addresses", "a:1", "--derp-server-stun-addresses", "b:2"];
+        let with_region = [&repeated[..], &["--derp-server-region-id", "5"]].concat();
+        assert_eq!(stun(&with_region), (vec!["a:1".to_owned(), "b:2".to_owned()], vec![5, 6, 7]));
+    }
+
+    /// What coderd refuses to start with is refused here too, before anything is served.
+    #[test]
+    fn settings_coderd_refuses_are_refused() {
+        let refused = |argv: &[&str]| {
+            let parsed = Serve::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
+            parsed.args.config("http://127.0.0.1:3000".into()).map(|_| ()).unwrap_err().to_string()
+        };
+        let err = refused(&["--wildcard-access-url", "https://*.apps.example.com"]);
+        assert!(err.contains("--wildcard-access-url"), "{err}");
+        let err = refused(&["--derp-server-stun-addresses", "stun.example.com"]);
+        assert!(err.contains("--derp-server-stun-addresses"), "{err}");
+        // Unless the map leaves them out, as coderd's does.
+        config(&["--derp-server-stun-addresses", "stun.example.com", "--block-direct-connections"]);
+        config(&["--derp-server-stun-addresses", "stun.example.com", "--derp-server-enable=false"]);
     }
 
     /// Flags under these help headings are limits: README's "Limits" table must name each (the relay's identity,
