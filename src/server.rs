@@ -294,11 +294,14 @@ impl AppState {
     ///
     /// Not an `async fn`: an async fn keeps its arguments for as long as its future lives, and this one lives as long
     /// as the session. Everything is moved into the one future it returns, which is all an idle session's task holds.
+    ///
+    /// `token` is the agent's, kept only when its Tailnet calls are relayed to coderd, which must see the agent's own.
     pub fn run_agent_session<T>(
         &self,
         io: T,
         scope: AgentScope,
         version: ApiVersion,
+        token: Option<Uuid>,
         permit: SessionPermit,
     ) -> impl std::future::Future<Output = ()> + Send + 'static
     where
@@ -306,7 +309,8 @@ impl AppState {
     {
         let span = tracing::info_span!("session", agent_id = %scope.agent().id, agent_name = %scope.agent().name);
         let replica = self.0.config.replica_id;
-        let session = Arc::new(Session { scope, api_version: version, replica_id: replica });
+        let coderd_relay = self.0.tailnet.coderd_relay().zip(token).map(|(relay, token)| relay.link(token, version));
+        let session = Arc::new(Session { scope, api_version: version, replica_id: replica, coderd_relay });
         let state = self.clone();
         let rpc = &self.0.config.rpc;
         let memory = permit.memory.session(rpc.session_memory, rpc.session_guaranteed_memory);
@@ -339,6 +343,10 @@ impl AppState {
                     }
                 }
             };
+            // coderd hears the agent leave now, not when the last call holding the session unwinds.
+            if let Some(link) = &session.coderd_relay {
+                link.close();
+            }
             if let Err(err) = Box::pin(session.scope.mark_disconnected(replica)).await {
                 tracing::warn!(error = %err, "recording the disconnection");
             }
@@ -429,7 +437,8 @@ pub async fn serve_tcp(state: AppState, listener: TcpListener, token: String) {
             match state.admit(agent.id) {
                 Ok(permit) => {
                     let scope = state.store().into_agent_scope(agent);
-                    state.run_agent_session(tcp, scope, ApiVersion::CURRENT, permit).await
+                    let token = Uuid::parse_str(&token).ok();
+                    state.run_agent_session(tcp, scope, ApiVersion::CURRENT, token, permit).await
                 }
                 Err(limit) => tracing::warn!(%peer, %limit, "refusing a TCP session"),
             }

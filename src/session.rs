@@ -63,6 +63,9 @@ pub struct Session {
     pub api_version: ApiVersion,
     /// This server process, recorded on the agent row while connected.
     pub replica_id: Uuid,
+    /// Beside coderd with relayed coordination: the way to coderd with the agent's token, which only relayed sessions
+    /// keep.
+    pub coderd_relay: Option<Box<crate::tailnet::coderd_relay::AgentLink>>,
 }
 
 impl Session {

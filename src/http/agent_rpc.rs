@@ -169,8 +169,12 @@ pub async fn agent_rpc(
     // The scope holds the session's one copy of the agent from here on; the closure below and the session's task
     // carry only pointers to it.
     let scope = state.store().into_agent_scope(agent);
+    // Authenticated above, so a UUID; kept only if coderd is to see it (relayed Tailnet calls).
+    let token = session_token(&headers, &query).and_then(|token| uuid::Uuid::parse_str(&token).ok());
     let session_state = state.clone();
-    super::upgrade_with_limits(upgrade, &state, move |io| session_state.run_agent_session(io, scope, version, permit))
+    super::upgrade_with_limits(upgrade, &state, move |io| {
+        session_state.run_agent_session(io, scope, version, token, permit)
+    })
 }
 
 #[cfg(test)]

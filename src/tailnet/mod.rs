@@ -13,6 +13,7 @@
 //! The same service answers agents (context: their [`Session`], peer id = agent id) and clients (context: a
 //! [`ClientPeer`], a fresh peer id per connection, tunnels only to the agent in the URL).
 
+pub mod coderd_relay;
 pub mod coordinator;
 pub mod derp_json;
 pub mod derp_map;
@@ -126,6 +127,8 @@ pub struct TailnetStats {
     pub peers: std::sync::atomic::AtomicI64,
     /// The embedded DERP relay's counters.
     pub derp: Arc<crate::derp::RelayStats>,
+    /// Tailnet calls relayed to coderd ([`CoderCoordination::Relay`]).
+    pub coderd_relay: Arc<coderd_relay::RelayStats>,
 }
 
 impl TailnetStats {
@@ -187,6 +190,7 @@ impl TailnetStats {
         let _ = writeln!(out, "# TYPE agentwire_tailnet_publish_dropped_total counter");
         let _ = writeln!(out, "agentwire_tailnet_publish_dropped_total {}", c.publish_dropped.load(Ordering::Relaxed));
         self.derp.render(out);
+        self.coderd_relay.render(out);
     }
 }
 
@@ -195,6 +199,11 @@ pub trait TailnetPeer: Clone + Send + Sync + 'static {
     /// The peer id in the coordinator.
     fn peer_id(&self) -> Uuid;
     fn role(&self) -> Role;
+    /// Where this peer's Coordinate and StreamDERPMaps go instead of this server: coderd, for an agent whose
+    /// coordination is relayed there.
+    fn coderd_relay(&self) -> Option<&coderd_relay::AgentLink> {
+        None
+    }
 }
 
 impl TailnetPeer for Arc<Session> {
@@ -203,6 +212,9 @@ impl TailnetPeer for Arc<Session> {
     }
     fn role(&self) -> Role {
         Role::Agent
+    }
+    fn coderd_relay(&self) -> Option<&coderd_relay::AgentLink> {
+        self.coderd_relay.as_deref()
     }
 }
 
@@ -233,6 +245,8 @@ pub struct Tailnet {
     stats: Arc<TailnetStats>,
     clients: Server<Arc<ClientPeer>>,
     resume_tokens: Arc<ResumeTokens>,
+    /// Set when agents' coordination is relayed to coderd.
+    coderd_relay: Option<Arc<coderd_relay::CoderdRelay>>,
     /// The server's pool, under which every client session reads.
     memory: MemoryBudget,
     stop: CancellationToken,
@@ -263,6 +277,12 @@ impl Tailnet {
         let derp_maps =
             DerpMaps::with_default(store.clone(), config.derp_map_check_interval, default_map, stop.clone());
         let resume_tokens = Arc::new(ResumeTokens::new(store.clone()));
+        let coderd_relay = match &config.coder_coordination {
+            CoderCoordination::Relay { coderd_url } => {
+                Some(coderd_relay::CoderdRelay::new(coderd_url, rpc.session, rpc.limits, stats.coderd_relay.clone()))
+            }
+            CoderCoordination::Own | CoderCoordination::Postgres => None,
+        };
         let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), remote::start);
         let mut router = Router::new();
         let mut client_api = TailnetApi::<Arc<ClientPeer>>::with(&coordinator, &derp_maps, &stats);
@@ -272,7 +292,17 @@ impl Tailnet {
         if let Some(observer) = observer {
             clients = clients.with_observer(observer);
         }
-        Arc::new(Tailnet { coordinator, derp_maps, derp_relay, stats, clients, resume_tokens, memory, stop })
+        Arc::new(Tailnet {
+            coordinator,
+            derp_maps,
+            derp_relay,
+            stats,
+            clients,
+            resume_tokens,
+            coderd_relay,
+            memory,
+            stop,
+        })
     }
 
     /// The service as registered on the agent connection.
@@ -292,6 +322,11 @@ impl Tailnet {
 
     pub fn coordinator(&self) -> &Coordinator {
         &self.coordinator
+    }
+
+    /// The relay to coderd that agent sessions take their link from, when coordination is relayed.
+    pub fn coderd_relay(&self) -> Option<&Arc<coderd_relay::CoderdRelay>> {
+        self.coderd_relay.as_ref()
     }
 
     /// The resume tokens clients get from RefreshResumeToken and give back to the coordinate endpoint.
@@ -358,10 +393,13 @@ impl<C: TailnetPeer> pb::TailnetServer for TailnetApi<C> {
 
     async fn stream_derp_maps(
         &self,
-        _: &C,
-        _: pb::StreamDerpMapsRequest,
+        peer: &C,
+        request: pb::StreamDerpMapsRequest,
         responses: ResponseSink<pb::DerpMap>,
     ) -> Result<(), Status> {
+        if let Some(coderd) = peer.coderd_relay() {
+            return coderd.stream_derp_maps(request, responses).await;
+        }
         let mut maps = self.derp_maps.subscribe();
         let mut sent: Option<Arc<pb::DerpMap>> = None;
         loop {
@@ -401,6 +439,9 @@ impl<C: TailnetPeer> pb::TailnetServer for TailnetApi<C> {
         mut requests: RequestStream<pb::CoordinateRequest>,
         responses: ResponseSink<pb::CoordinateResponse>,
     ) -> Result<(), Status> {
+        if let Some(coderd) = peer.coderd_relay() {
+            return coderd.coordinate(requests, responses).await;
+        }
         let (mut handle, mut updates) = self.coordinator.register(peer.peer_id(), peer.role()).map_err(status)?;
         self.stats.peers.fetch_add(1, Ordering::Relaxed);
         let _count = PeerCount(&self.stats);

@@ -204,7 +204,7 @@ async fn new_agent(store: &Store, owner: Uuid, template: Uuid) -> Agent {
     let sub = NewSubAgent { name: "child".to_owned(), directory: "/workspaces/dev".to_owned(), ..Default::default() };
     let sub_agent = scope.create_sub_agent(&sub).await.expect("sub agent").id;
     let session =
-        Arc::new(Session { scope, api_version: ApiVersion::CURRENT, replica_id: Uuid::new_v4() });
+        Arc::new(Session { scope, api_version: ApiVersion::CURRENT, replica_id: Uuid::new_v4(), coderd_relay: None });
     Agent { session, app, script, log_source, sub_agent }
 }
 
