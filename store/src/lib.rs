@@ -25,6 +25,7 @@
 //! | `api_key.rs`, `site_config.rs` | user API keys (shape, hash, lookup); `site_configs` keys and reads |
 //! | `backend/` | the contract below, the engines (`sqlite.rs`, `postgres.rs`), and `agentwire/`, the backend of agentwire's own schema with its SQL |
 //! | [`batch`], [`aggregates`], [`pubsub`], `counting.rs` | write batchers, metrics-cache reads, notifications, statement counters |
+//! | [`tailnet`] | Coder's HA tailnet coordination tables and channels (PGCoordinator's), behind [`Store::coder_tailnet`] |
 //! | [`model`], `rows.rs`, `engine.rs` | the values the backend contract exchanges (the agent's rows; the operator's, aggregates' and batchers' values); [`Engine`] |
 //!
 //! # The backend contract
@@ -33,7 +34,8 @@
 //! `backend/mod.rs`: `AgentSql` (one agent's rows, always bound to the scope's agent id), `AdminSql` (the
 //! operator's writes), `LookupSql` (the token lookup, `site_configs`, API keys), `BuildSql` (which sessions' builds
 //! were superseded), `BatchSql` (the batchers' flushes, each one transaction) and `AggregateSql` (the metrics
-//! snapshotter's reads and the demo-data writer), plus `DefinitionSql` for agent definitions. Each is declared
+//! snapshotter's reads and the demo-data writer), plus `DefinitionSql` for agent definitions and `TailnetSql` for
+//! Coder's HA tailnet tables ([`tailnet`], Coder's schema only). Each is declared
 //! through `contract!`, which also forwards it from `Db` to the backend the store was opened on. A backend implements them with domain values in and out; validation, merging, retries and rollup
 //! folding stay in the rooms above, so a backend only chooses SQL and representation. Each statement it runs
 //! goes through a named `Stmt` (Coder's query name) or is counted under a name of its own, and bumps
@@ -110,6 +112,7 @@ pub mod pubsub;
 mod rows;
 mod scope;
 mod site_config;
+pub mod tailnet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,6 +454,12 @@ impl Store {
     /// [`Store::agent`], keeping `agent` rather than a copy: what a session does with the agent its token resolved.
     pub fn into_agent_scope(&self, agent: ResolvedAgent) -> AgentScope {
         AgentScope::new(self.clone(), agent)
+    }
+
+    /// Coder's HA tailnet coordination tables and channels (enterprise PGCoordinator's protocol), for a coordinator
+    /// that joins coderd's; on agentwire's own schema every call fails.
+    pub fn coder_tailnet(&self) -> tailnet::CoderTailnet {
+        tailnet::CoderTailnet { store: self.clone() }
     }
 
     /// Operator surface: fixtures and site configuration. Not for handlers.

@@ -1,6 +1,6 @@
 //! Where the store meets a database: the contract a backend implements (`AgentSql`, `AdminSql`,
-//! `LookupSql`, `BatchSql`, `AggregateSql`; `DefinitionSql` in `definition.rs`), the engines and how a URL picks
-//! one, and the counted query and transaction helpers.
+//! `LookupSql`, `BatchSql`, `AggregateSql`, `TailnetSql`; `DefinitionSql` in `definition.rs`), the engines and how a
+//! URL picks one, and the counted query and transaction helpers.
 //!
 //! The traits are the whole of what the rooms above ask of a database: domain values in, rows out, every
 //! statement counted under its name. `agentwire/` implements them for agentwire's own schema on both engines;
@@ -26,6 +26,7 @@ use crate::rows::{
     HeartbeatEntry, JobState, MetaEntry, NewAgent, NewApp, NewMetadata, NewScript, StatsRow, TemplateDayUsers,
     TemplateIds, TemplateRow, UserActivityDay, WorkspaceStateCounts,
 };
+use crate::tailnet::{TailnetCoordinator, TailnetPeer, TailnetTunnel, TailnetWrites};
 use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
 
 pub use crate::engine::Engine;
@@ -543,5 +544,32 @@ contract! {
         async fn insert_demo_fixtures(&self, organization_id: Uuid, h: &DemoHistory) -> Result<(), StoreError>;
         /// Demo data: stats rows and the activity rollup `days` folded from them, in one transaction.
         async fn insert_demo_stats(&self, stats: &[DemoStat], days: &[ActivitySpan]) -> Result<(), StoreError>;
+    }
+}
+
+contract! {
+    /// Coder's HA tailnet coordination state (enterprise PGCoordinator's, `crate::tailnet`): each statement one of
+    /// `coderd/database/queries/tailnet.sql`, counted under its name, several rows at once where PGCoordinator writes
+    /// or reads one per peer. agentwire's schema has none of these tables and refuses every call.
+    pub(crate) trait TailnetSql {
+        /// `UpsertTailnetCoordinator`.
+        async fn upsert_tailnet_coordinator(&self, coordinator: Uuid) -> Result<(), StoreError>;
+        /// A coordinator's writes in the order of [`TailnetWrites`]' fields, in one transaction when more than one
+        /// statement runs.
+        async fn write_tailnet(&self, coordinator: Uuid, writes: &TailnetWrites) -> Result<(), StoreError>;
+        /// `UpdateTailnetPeerStatusByCoordinator` to `lost`.
+        async fn mark_tailnet_peers_lost(&self, coordinator: Uuid) -> Result<(), StoreError>;
+        /// `GetTailnetPeers` of several peers.
+        async fn tailnet_peers(&self, ids: &[Uuid]) -> Result<Vec<TailnetPeer>, StoreError>;
+        /// The rows of these `(src, dst)` tunnels.
+        async fn tailnet_tunnels(&self, pairs: &[(Uuid, Uuid)]) -> Result<Vec<TailnetTunnel>, StoreError>;
+        /// `GetAllTailnetPeers`.
+        async fn all_tailnet_peers(&self) -> Result<Vec<TailnetPeer>, StoreError>;
+        /// `GetAllTailnetTunnels`.
+        async fn all_tailnet_tunnels(&self) -> Result<Vec<TailnetTunnel>, StoreError>;
+        /// `GetAllTailnetCoordinators`.
+        async fn tailnet_coordinators(&self) -> Result<Vec<TailnetCoordinator>, StoreError>;
+        /// `CleanTailnetCoordinators`, `CleanTailnetLostPeers`, `CleanTailnetTunnels`.
+        async fn clean_tailnet(&self) -> Result<(), StoreError>;
     }
 }

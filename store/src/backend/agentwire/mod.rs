@@ -13,6 +13,7 @@ mod definition;
 mod definition_sql;
 mod lookup;
 mod owner;
+mod tailnet;
 
 use std::sync::Arc;
 

@@ -25,6 +25,7 @@
 //! | `batch.rs` | `BatchSql`: the batchers' flushes into Coder's tables |
 //! | `builds.rs` | `BuildSql`: which sessions' builds a newer build superseded |
 //! | `aggregates.rs` | `AggregateSql`: the metrics snapshotter's reads |
+//! | `tailnet.rs` | `TailnetSql`: PGCoordinator's statements on the HA tailnet tables |
 //! | this file | the pool, the schema check, and the operator writes refused (coderd owns them) |
 
 mod agent;
@@ -32,6 +33,7 @@ mod aggregates;
 mod batch;
 mod builds;
 mod lookup;
+mod tailnet;
 
 use std::str::FromStr;
 use std::sync::Arc;
