@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::{AppState, ServeConfig};
+use agentwire_loadgen::mix::AGENT_MIX;
 use agentwire_loadgen::{self as loadgen, LoadgenConfig, Mode, Report, RpcName, Target, TokenSource};
 use agentwire_store::{Store, StoreOptions};
 // The server counts a call just after its reply leaves: its counts are waited for, boundedly.
@@ -97,6 +98,89 @@ async fn saturating_with_max_rpcs_makes_exactly_that_many_calls() {
     .await;
 }
 
+/// A run of whole periods of the mix makes each method exactly as often as the table says, by the server's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturating_mix_makes_exactly_the_tables_calls_per_method() {
+    let store = memory_store().await;
+    let tokens = agents(&store, 3).await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let periods = 2;
+    let period: u64 = AGENT_MIX.iter().map(|&(_, w)| u64::from(w)).sum();
+    let mut config = LoadgenConfig::new(
+        ws_target(&server),
+        TokenSource::List(tokens.clone()),
+        3,
+        Mode::Saturating { rpc: RpcName::Mix, concurrency: 4 },
+        Duration::from_secs(60),
+    );
+    config.max_rpcs = Some(periods * period);
+    let report = loadgen::run(config).await.unwrap();
+
+    assert_eq!((report.calls.ok, report.calls.errors), (periods * period, 0), "errors: {:?}", report.errors);
+    assert_eq!(report.rpcs.len(), AGENT_MIX.len(), "{:?}", report.rpcs.keys());
+    let metrics = server.state.metrics();
+    for (call, weight) in AGENT_MIX {
+        let want = periods * u64::from(weight);
+        assert_eq!(ok(&report, call.method()), want, "{call:?}");
+        eventually(&format!("the server counted {want} {call:?}"), || metrics.rpc_count(call.method(), "ok") == want)
+            .await;
+    }
+    let weights = report.config.mix.as_ref().expect("the mix's weights in the report's config");
+    assert_eq!(weights.len(), AGENT_MIX.len());
+    for (call, weight) in AGENT_MIX {
+        assert_eq!(weights.get(call.name()), Some(&weight), "{call:?}");
+    }
+    assert!(report.summary().contains("mix per 236 calls: BatchUpdateMetadata 151"), "{}", report.summary());
+
+    // The metadata reports name the keys the agents were created with, so they are stored as a real agent's are.
+    store.flush().await;
+    let mut written = std::collections::BTreeSet::new();
+    for token in &tokens {
+        let agent = store.resolve_agent_by_token(token).await.unwrap().unwrap();
+        for item in store.agent(&agent).list_metadata().await.unwrap() {
+            if !item.value.is_empty() {
+                written.insert(item.key);
+            }
+        }
+    }
+    assert_eq!(written.into_iter().collect::<Vec<_>>(), ["key0", "key1"]);
+}
+
+/// An open-loop run ends wherever its time runs out: whatever the total, each method's count is the mix's order's
+/// first calls, so within one period of the weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_mix_counts_follow_the_weights() {
+    let store = memory_store().await;
+    let tokens = agents(&store, 5).await;
+    let server = start(store.clone(), ServeConfig::default()).await;
+    let config = LoadgenConfig::new(
+        ws_target(&server),
+        TokenSource::List(tokens),
+        5,
+        Mode::FixedRate { rpc: RpcName::Mix, rate: 300.0, max_in_flight: 8 },
+        Duration::from_secs(2),
+    );
+    let report = loadgen::run(config).await.unwrap();
+    assert_eq!(report.calls.errors, 0, "errors: {:?}", report.errors);
+
+    let metrics = server.state.metrics();
+    let total = report.calls.ok;
+    let period: u64 = AGENT_MIX.iter().map(|&(_, w)| u64::from(w)).sum();
+    assert!(total > period, "{total} calls: the run should see more than one period");
+    let order = loadgen::mix::agent_mix().counts(total);
+    for (call, weight) in AGENT_MIX {
+        let got = ok(&report, call.method());
+        eventually(&format!("the server counted {got} {call:?}"), || metrics.rpc_count(call.method(), "ok") == got)
+            .await;
+        let share = total as f64 * f64::from(weight) / period as f64;
+        assert!((got as f64 - share).abs() <= f64::from(weight), "{call:?}: {got} of {total}, {share:.1} by weight");
+        assert_eq!(got, order[call.method()], "{call:?}: the order's first {total} calls");
+    }
+    // The schedule's send lag is the run's; no one method of a mix carries it.
+    assert!(report.send_lag_us.is_some());
+    assert!(report.rpcs.values().all(|f| f.send_lag_us.is_none()));
+}
+
 /// A minimal well-formedness check: every element closed in order, attributes quoted, one root `svg`.
 fn check_xml(svg: &str) -> usize {
     let body = svg.strip_prefix(r#"<?xml version="1.0" encoding="UTF-8"?>"#).expect("an XML declaration");
@@ -158,6 +242,9 @@ async fn fixed_rate_report_is_json_with_percentiles_and_the_plot_is_well_formed_
     assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
     assert_eq!(json["config"]["mode"], "fixed-rate");
     assert_eq!(json["config"]["rpc"], "batch-update-metadata");
+    assert!(json["config"].get("mix").is_none(), "one RPC has no mix");
+    let method = pb::agent_methods::BATCH_UPDATE_METADATA;
+    assert!(report.rpcs[method].send_lag_us.is_some(), "a single RPC's figures carry the schedule's send lag");
     let series_ok: u64 = report.series.iter().map(|p| p.ok).sum();
     assert_eq!(series_ok, report.calls.ok, "the per-second series adds up to the calls");
     let server_figures = report.server.as_ref().expect("server figures for --server-pid");

@@ -57,21 +57,34 @@ pub enum ModeName {
     /// Coder's default intervals: startup calls, metadata every second, stats every report interval, the DERP map
     /// and coordinate streams held open.
     Realistic,
-    /// Each session runs --concurrency calls of --rpc back to back (closed loop).
+    /// Each session runs --concurrency calls back to back (closed loop), of --rpc (by default the real agent's
+    /// mix).
     Saturating,
-    /// --rate calls per second in total, latency from the intended send time (open loop).
+    /// --rate calls per second in total, of --rpc, latency from the intended send time (open loop).
     FixedRate,
     /// Sessions held with no calls (or only the two streams, --hold-streams).
     Idle,
 }
 
-/// The unary RPC of the saturating and fixed-rate modes.
+/// What the saturating and fixed-rate modes call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RpcName {
+    /// The calls a real agent makes while idle at Coder's defaults, in their measured proportions and with its
+    /// payloads: BatchUpdateMetadata, PushResourcesMonitoringUsage, UpdateStats and GetAnnouncementBanners,
+    /// drawn in a fixed order across all agents (the report's config lists the weights).
+    Mix,
+    /// UpdateStats alone, with the payload of earlier runs (one SSH session, no metrics), so figures compare.
     UpdateStats,
+    /// BatchUpdateMetadata alone, two keys per call as in earlier runs.
     BatchUpdateMetadata,
+    /// PushResourcesMonitoringUsage alone, the real agent's 20 datapoints of memory and one volume.
+    PushResourcesMonitoringUsage,
+    /// GetAnnouncementBanners alone, the banner call agents since API 2.1 make.
+    GetAnnouncementBanners,
+    /// GetServiceBanner alone (API 2.0's banner call).
     GetServiceBanner,
+    /// GetManifest alone.
     GetManifest,
 }
 
@@ -97,8 +110,8 @@ pub struct LoadgenArgs {
     /// Seconds measured, after the connect ramp.
     #[arg(long, env = "AGENTWIRE_LOADGEN_DURATION")]
     pub duration: u64,
-    /// The RPC of the saturating and fixed-rate modes.
-    #[arg(long, env = "AGENTWIRE_LOADGEN_RPC", value_enum, default_value_t = RpcName::UpdateStats)]
+    /// What the saturating and fixed-rate modes call: the real agent's steady-state mix, or one RPC.
+    #[arg(long, env = "AGENTWIRE_LOADGEN_RPC", value_enum, default_value_t = RpcName::Mix)]
     pub rpc: RpcName,
     /// Saturating: concurrent calls per session.
     #[arg(long, env = "AGENTWIRE_LOADGEN_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
@@ -440,6 +453,24 @@ mod tests {
         let given = "ws://h:1/api/v2/workspaceagents/me/rpc?version=2.7";
         assert_eq!(rpc_url(given).unwrap(), given);
         assert!(rpc_url("wss://h:1").is_err());
+    }
+
+    /// Without --rpc, the saturating and fixed-rate modes send the real agent's mix; one RPC stays a choice.
+    #[test]
+    fn the_mix_is_the_default_rpc() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LoadgenArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = ["loadgen", "--url", "ws://127.0.0.1:1", "--duration", "1", "--mode", "saturating"];
+            Cli::try_parse_from(base.iter().chain(extra)).unwrap().args.rpc
+        };
+        assert_eq!(parse(&[]), RpcName::Mix);
+        assert_eq!(parse(&["--rpc", "update-stats"]), RpcName::UpdateStats);
+        assert_eq!(parse(&["--rpc", "push-resources-monitoring-usage"]), RpcName::PushResourcesMonitoringUsage);
     }
 
     #[test]

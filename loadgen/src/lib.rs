@@ -8,6 +8,9 @@
 //!   a stalled server cannot hide behind fewer samples (coordinated omission);
 //! - **idle**: sessions held with nothing (or only the two streams) for memory figures.
 //!
+//! Saturating and fixed-rate runs call one RPC, or by default the real agent's steady-state mix in its measured
+//! proportions and with its payloads (`mix.rs`).
+//!
 //! A run connects its agents on a ramp, then measures for `duration`; a dropped session reconnects with Coder's
 //! backoff and the report counts drops, reconnects and how long until all agents were back. With the server's pid
 //! it adds the server's CPU time per call and RSS per session from /proc.
@@ -26,6 +29,7 @@
 mod agent;
 pub mod config;
 mod connect;
+pub mod mix;
 mod pace;
 pub mod plot;
 pub mod procfs;
@@ -159,11 +163,12 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
         measured_errors: totals.measured_errors,
         throughput_per_second: if measured_seconds > 0.0 { totals.measured_ok as f64 / measured_seconds } else { 0.0 },
     };
-    let fixed_rate = match config.mode {
-        Mode::FixedRate { rpc, .. } => Some(scenario::method(rpc)),
-        _ => None,
+    // The send lag is the schedule's, not a method's: a single RPC's figures carry it, a mix's do not.
+    let (fixed_rate, scheduled) = match config.mode {
+        Mode::FixedRate { rpc, .. } => (true, mix::Plan::of(rpc).single()),
+        _ => (false, None),
     };
-    let send_lag = fixed_rate.map(|_| Percentiles::of(&totals.send_lag));
+    let send_lag = fixed_rate.then(|| Percentiles::of(&totals.send_lag));
     let rpcs = totals
         .methods
         .iter()
@@ -172,7 +177,7 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
                 ok: m.ok,
                 errors: m.errors,
                 latency_us: m.latency.as_ref().map(Percentiles::of),
-                send_lag_us: send_lag.filter(|_| fixed_rate == Some(*method)),
+                send_lag_us: send_lag.filter(|_| scheduled == Some(*method)),
             };
             ((*method).to_owned(), figures)
         })
@@ -216,7 +221,7 @@ pub async fn run(config: LoadgenConfig) -> Result<Report, LoadgenError> {
         rpcs,
         errors: totals.errors.clone(),
         latency_us: Percentiles::of(&totals.measured),
-        service_latency_us: fixed_rate.map(|_| Percentiles::of(&totals.service)),
+        service_latency_us: fixed_rate.then(|| Percentiles::of(&totals.service)),
         send_lag_us: send_lag,
         connect_us: Percentiles::of(&totals.connect),
         sessions: SessionFigures {

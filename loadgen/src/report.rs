@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadgenConfig, Mode, ModeName, RpcName};
+use crate::mix::agent_mix;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -48,6 +49,9 @@ pub struct ReportConfig {
     pub duration_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<RpcName>,
+    /// `--rpc mix`: each method's calls per period of the mix's order ([`crate::mix::AGENT_MIX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<BTreeMap<String, u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +74,9 @@ impl ReportConfig {
             Mode::FixedRate { rpc: r, rate: x, .. } => (rpc, rate) = (Some(*r), Some(*x)),
             Mode::Idle { hold_streams: h } => hold_streams = Some(*h),
         }
+        let mix = rpc
+            .filter(|r| *r == RpcName::Mix)
+            .map(|_| agent_mix().weights().iter().map(|&(call, w)| (call.name().to_owned(), w)).collect());
         ReportConfig {
             mode: config.mode.name(),
             transport: config.target.kind().to_owned(),
@@ -80,6 +87,7 @@ impl ReportConfig {
             agents: config.agents,
             duration_seconds: config.duration.as_secs(),
             rpc,
+            mix,
             concurrency,
             rate,
             hold_streams,
@@ -224,6 +232,13 @@ impl Report {
                 c.rate.map(|r| format!(", {r} rpc/s offered")).unwrap_or_default()
             );
         }
+        if let Some(mix) = &c.mix {
+            let mut weights: Vec<(&String, &u32)> = mix.iter().collect();
+            weights.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let period: u32 = mix.values().sum();
+            let listed: Vec<String> = weights.iter().map(|(name, w)| format!("{name} {w}")).collect();
+            let _ = writeln!(out, "  mix per {period} calls: {}", listed.join(", "));
+        }
         let calls = &self.calls;
         let _ = writeln!(
             out,
@@ -258,10 +273,20 @@ impl Report {
                 lag(&self.send_lag_us)
             );
         }
+        let all = (calls.ok + calls.errors).max(1) as f64;
         for (method, f) in &self.rpcs {
             let short = method.rsplit('/').next().unwrap_or(method);
+            // A mix's share of the calls, to set beside its weights.
+            let share = c.mix.as_ref().map(|_| format!(" {:>5.1} %", (f.ok + f.errors) as f64 * 100.0 / all));
             let lat = f.latency_us.map(|p| format!("  p50 {} p99 {}", p.p50, p.p99)).unwrap_or_default();
-            let _ = writeln!(out, "  {short:<28} {:>9} ok {:>6} err{lat}{}", f.ok, f.errors, lag(&f.send_lag_us));
+            let _ = writeln!(
+                out,
+                "  {short:<28} {:>9} ok {:>6} err{}{lat}{}",
+                f.ok,
+                f.errors,
+                share.unwrap_or_default(),
+                lag(&f.send_lag_us)
+            );
         }
         let s = &self.sessions;
         let _ = writeln!(

@@ -14,8 +14,9 @@ use uuid::Uuid;
 use agentwire_proto::agent::v2 as pb;
 use agentwire_proto::tailnet::v2 as tpb;
 
-use crate::config::{Mode, RpcName};
+use crate::config::Mode;
 use crate::connect::{io_kind, Connection};
+use crate::mix::{self, Call, Plan};
 use crate::pace::Pacer;
 use crate::shared::Shared;
 
@@ -113,15 +114,6 @@ pub(crate) fn call_kind(err: &CallError) -> String {
     }
 }
 
-pub(crate) fn method(rpc: RpcName) -> &'static str {
-    match rpc {
-        RpcName::UpdateStats => pb::agent_methods::UPDATE_STATS,
-        RpcName::BatchUpdateMetadata => pb::agent_methods::BATCH_UPDATE_METADATA,
-        RpcName::GetServiceBanner => pb::agent_methods::GET_SERVICE_BANNER,
-        RpcName::GetManifest => pb::agent_methods::GET_MANIFEST,
-    }
-}
-
 fn stats_request(n: u64) -> pb::UpdateStatsRequest {
     let n = n as i64;
     pb::UpdateStatsRequest {
@@ -155,16 +147,42 @@ fn metadata_request<'a>(keys: impl Iterator<Item = &'a str>, n: u64) -> pb::Batc
     }
 }
 
-/// One unary call of the saturating and fixed-rate modes; the reply is decoded (and dropped), as an agent would.
-async fn unary(agent: &pb::AgentClient, rpc: RpcName, n: u64) -> Result<(), CallError> {
-    match rpc {
-        RpcName::UpdateStats => agent.update_stats(&stats_request(n)).await.map(drop),
-        RpcName::BatchUpdateMetadata => {
-            agent.batch_update_metadata(&metadata_request(["cpu", "mem"].into_iter(), n)).await.map(drop)
+/// One unary call of the saturating and fixed-rate modes: the run's call number `slot` and this worker's `n`th
+/// (from 1). Returns its method and the call, whose reply is decoded (and dropped), as an agent would. A single RPC
+/// of a kind earlier runs had keeps their payload, numbered by `n` as it was, so its figures still compare; the mix
+/// sends the real agent's payloads.
+fn unary(
+    agent: &pb::AgentClient,
+    plan: Plan,
+    slot: u64,
+    n: u64,
+) -> (&'static str, impl Future<Output = Result<(), CallError>> + '_) {
+    let (call, nth, earlier_payload) = match plan {
+        Plan::One(call) => (call, n, true),
+        Plan::Mix(order) => {
+            let (call, before) = order.at(slot);
+            (call, before, false)
         }
-        RpcName::GetServiceBanner => agent.get_service_banner(&pb::GetServiceBannerRequest {}).await.map(drop),
-        RpcName::GetManifest => agent.get_manifest(&pb::GetManifestRequest {}).await.map(drop),
-    }
+    };
+    let fut = async move {
+        match call {
+            Call::UpdateStats if earlier_payload => agent.update_stats(&stats_request(nth)).await.map(drop),
+            Call::UpdateStats => agent.update_stats(&mix::stats_request(nth)).await.map(drop),
+            Call::BatchUpdateMetadata if earlier_payload => {
+                agent.batch_update_metadata(&metadata_request(["cpu", "mem"].into_iter(), nth)).await.map(drop)
+            }
+            Call::BatchUpdateMetadata => agent.batch_update_metadata(&mix::metadata_request(nth)).await.map(drop),
+            Call::PushResourcesMonitoringUsage => {
+                agent.push_resources_monitoring_usage(&mix::resources_request(nth)).await.map(drop)
+            }
+            Call::GetAnnouncementBanners => {
+                agent.get_announcement_banners(&pb::GetAnnouncementBannersRequest {}).await.map(drop)
+            }
+            Call::GetServiceBanner => agent.get_service_banner(&pb::GetServiceBannerRequest {}).await.map(drop),
+            Call::GetManifest => agent.get_manifest(&pb::GetManifestRequest {}).await.map(drop),
+        }
+    };
+    (call.method(), fut)
 }
 
 /// Runs `fut` as one counted call. Latency runs from `since` (the intended send time in the fixed-rate mode).
@@ -223,13 +241,15 @@ async fn workload(shared: &Shared, state: &mut AgentState, client: &agentwire_tr
     match shared.config.mode.clone() {
         Mode::Realistic => realistic(shared, state, client).await,
         Mode::Saturating { rpc, concurrency } => {
+            let plan = Plan::of(rpc);
             let workers = (0..concurrency).map(|_| {
                 let agent = &agent;
                 async move {
                     let mut n = 0u64;
                     while !shared.stop.is_cancelled() && shared.budget.take() {
                         n += 1;
-                        call(shared, index, method(rpc), Instant::now(), unary(agent, rpc, n)).await;
+                        let (method, unary) = unary(agent, plan, shared.next_slot(), n);
+                        call(shared, index, method, Instant::now(), unary).await;
                         if client.session().is_closed() {
                             break;
                         }
@@ -239,7 +259,7 @@ async fn workload(shared: &Shared, state: &mut AgentState, client: &agentwire_tr
             futures::future::join_all(workers).await;
         }
         Mode::FixedRate { rpc, rate, max_in_flight } => {
-            fixed_rate(shared, index, &agent, rpc, rate, max_in_flight).await;
+            fixed_rate(shared, index, &agent, Plan::of(rpc), rate, max_in_flight).await;
         }
         Mode::Idle { hold_streams } => {
             if hold_streams {
@@ -259,7 +279,7 @@ async fn fixed_rate(
     shared: &Shared,
     index: usize,
     agent: &pb::AgentClient,
-    rpc: RpcName,
+    plan: Plan,
     rate: f64,
     max_in_flight: usize,
 ) {
@@ -268,9 +288,11 @@ async fn fixed_rate(
     let first = Instant::now() + period.mul_f64(fastrand::f64());
     let send = |n: u64, intended: Instant, late: Duration| {
         shared.recorder.send_lag(index, late);
+        // Numbered when it leaves, so the run's calls follow the mix's order in the order they were sent.
+        let (method, unary) = unary(agent, plan, shared.next_slot(), n);
         async move {
             let sent = Instant::now();
-            if call(shared, index, method(rpc), intended, unary(agent, rpc, n)).await.is_some() {
+            if call(shared, index, method, intended, unary).await.is_some() {
                 shared.recorder.service(index, sent.elapsed());
             }
         }

@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub reconnect_gate: Semaphore,
     pub storms: Mutex<Vec<Storm>>,
     pub session: SessionConfig,
+    /// Run-wide call numbers of the saturating and fixed-rate modes: one counter for all agents, so that the
+    /// mix's calls follow its order across the run, whichever agent makes them.
+    slots: AtomicU64,
 }
 
 impl Shared {
@@ -67,7 +70,13 @@ impl Shared {
             reconnect_gate: gate,
             storms: Mutex::new(Vec::new()),
             session: SessionConfig::default(),
+            slots: AtomicU64::new(0),
         }
+    }
+
+    /// The next call's number, from 0; taken only for a call that is then made.
+    pub fn next_slot(&self) -> u64 {
+        self.slots.fetch_add(1, Ordering::Relaxed)
     }
 
     fn storms(&self) -> std::sync::MutexGuard<'_, Vec<Storm>> {
