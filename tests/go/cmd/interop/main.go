@@ -64,6 +64,8 @@ func main() {
 		os.Exit(coderdCheck(args))
 	case "coderd-stop":
 		os.Exit(coderdStop(args))
+	case "pgcoord":
+		os.Exit(pgcoordCmd(args))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(exitOK)
