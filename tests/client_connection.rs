@@ -107,6 +107,20 @@ async fn connection_info_has_coderds_shape_and_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_info_tells_clients_what_the_manifest_tells_agents() {
+    let store = memory_store().await;
+    let (_, agent) = store.admin().create_demo_agent("carol", "carol-ws", "main").await.unwrap();
+    let carol = owner_token(&store, "carol").await;
+    let mut config = ServeConfig::default();
+    config.agent_api.derp_force_websockets = true;
+    config.agent_api.disable_direct_connections = true;
+    let server = start(store, config).await;
+    let (status, info) = get(&server, &format!("/api/v2/workspaceagents/{}/connection", agent.id), &carol).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!((&info["derp_force_websockets"], &info["disable_direct_connections"]), (&true.into(), &true.into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_its_peer_id_with_its_token() {
     let store = memory_store().await;
     let (_, agent) = store.admin().create_demo_agent("alice", "alice-ws", "main").await.unwrap();

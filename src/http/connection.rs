@@ -5,8 +5,9 @@
 //! ([`super::agent_access`]); the generic one needs only a user's API token (coderd also takes a workspace proxy's).
 //!
 //! The map is the one agents get (the stored map, or the embedded relay's region), read from the same poller as
-//! StreamDERPMaps. agentwire has none of coderd's `--derp-force-websockets`, `--block-direct-connections`
-//! and `--workspace-hostname-suffix`; their values are coderd's defaults.
+//! StreamDERPMaps. `derp_force_websockets` and `disable_direct_connections` are the ones the manifest gives agents
+//! (`serve --derp-force-websockets`, `--block-direct-connections`), so a client and its agent agree; agentwire has no
+//! `--workspace-hostname-suffix`, so that is coderd's default.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -69,10 +70,11 @@ async fn connection_info(state: &AppState) -> Response {
             .detail(format!("no DERP map read within {DEFAULT_DERP_MAP_WAIT:?}"))
             .into_response();
     };
+    let agents = &state.config().agent_api;
     Json(AgentConnectionInfo {
         derp_map: DerpMapJson::from(map.as_ref()),
-        derp_force_websockets: false,
-        disable_direct_connections: false,
+        derp_force_websockets: agents.derp_force_websockets,
+        disable_direct_connections: agents.disable_direct_connections,
         hostname_suffix: HOSTNAME_SUFFIX.to_owned(),
     })
     .into_response()
