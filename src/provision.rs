@@ -56,11 +56,14 @@ pub async fn create_agent(
 pub const DEFAULT_LOAD_METADATA_KEYS: usize = 2;
 /// Agents created at once (SQLite serialises them anyway; PostgreSQL overlaps round trips).
 const CREATE_CONCURRENCY: usize = 16;
+/// The memory and `/` volume monitors load agents get, as the shipped example's (`examples/agent.toml`): the real
+/// agent pushes its resources usage to an agent with monitors, and each push updates their states.
+const LOAD_MONITOR_THRESHOLD_PERCENT: i64 = 90;
 /// Metadata keys of load agents collect every 1..=10 s, drawn per key (Coder's template examples use 1–10 s).
 const METADATA_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=10;
 
 /// Creates `n` agents for a load run (one workspace each, owned by the user `loadgen`, each with `metadata_keys`
-/// metadata keys) and returns their tokens.
+/// metadata keys and the example's memory and `/` monitors) and returns their tokens.
 pub async fn create_load_agents(store: &Store, n: usize, metadata_keys: usize) -> Result<Vec<String>, StoreError> {
     let admin = store.admin();
     let owner = match admin.user_id("loadgen").await? {
@@ -105,6 +108,8 @@ pub async fn create_load_agents(store: &Store, n: usize, metadata_keys: usize) -
                         )
                         .await?;
                 }
+                admin.add_memory_monitor(agent.id, true, LOAD_MONITOR_THRESHOLD_PERCENT).await?;
+                admin.add_volume_monitor(agent.id, "/", true, LOAD_MONITOR_THRESHOLD_PERCENT).await?;
                 Ok::<_, StoreError>(agent.auth_token.to_string())
             }
         })
