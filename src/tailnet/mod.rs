@@ -2,7 +2,8 @@
 //!
 //! * StreamDERPMaps: the current DERP map at once, then the map again whenever it changes ([`derp_map`]).
 //! * Coordinate: a bridge between the dRPC stream and the [`coordinator`], which has coderd's semantics and
-//!   spans replicas through the store's pubsub ([`remote`]).
+//!   spans replicas through the store's pubsub ([`remote`]), or, beside an HA coderd, joins coderd's replicas
+//!   through PGCoordinator's tables and channels ([`pgcoord`]).
 //! * PostTelemetry: accepted and counted (`agentwire_tailnet_telemetry_events_total`).
 //! * RefreshResumeToken: for clients, a token for their peer id that the coordinate endpoint takes back on
 //!   reconnection ([`resume`], coderd's format and key semantics). Agents get Unimplemented, as coderd's agent
@@ -17,6 +18,7 @@ pub mod coderd_relay;
 pub mod coordinator;
 pub mod derp_json;
 pub mod derp_map;
+pub mod pgcoord;
 pub mod remote;
 pub mod replica_wire;
 pub mod resume;
@@ -283,7 +285,8 @@ impl Tailnet {
             }
             CoderCoordination::Own | CoderCoordination::Postgres => None,
         };
-        let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), remote::start);
+        let link = pgcoord::link(&config.coder_coordination, store.schema()).unwrap_or(remote::start);
+        let coordinator = Coordinator::new(store, replica, config, stats.clone(), stop.clone(), link);
         let mut router = Router::new();
         let mut client_api = TailnetApi::<Arc<ClientPeer>>::with(&coordinator, &derp_maps, &stats);
         client_api.resume_tokens = Some(resume_tokens.clone());
