@@ -127,6 +127,11 @@ impl GoPeer {
         u
     }
 
+    /// SIGKILL: a coderd replica crashing, for a pgcoord referee.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill the Go peer");
+    }
+
     /// Ends its input (a pgcoord referee closes its coordinator) and waits for it.
     async fn close(mut self) {
         drop(self.stdin);
@@ -270,8 +275,9 @@ fn client_url(server: &TestServer, agent_id: &str) -> String {
     format!("ws://{}/api/v2/workspaceagents/{agent_id}/coordinate?version=2.0", server.addr)
 }
 
-/// The other way round: an agent on Coder's PGCoordinator and a client on agentwire. Then two agentwire replicas
-/// in Postgres mode: the agent on one, a client on the other, both through Coder's tables.
+/// The other way round: an agent on Coder's PGCoordinator and a client on agentwire, through the death of Coder's
+/// coordinator, a graceful leave and a lost client. Then two agentwire replicas in Postgres mode: the agent on one,
+/// a client on the other, through Coder's tables alone, and the agent's replica shutting down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agentwire_client_reaches_a_pgcoordinator_agent_and_replicas_coordinate_through_coders_tables() {
     let db = coderdb::fresh_coder_db().await;
@@ -291,6 +297,30 @@ async fn an_agentwire_client_reaches_a_pgcoordinator_agent_and_replicas_coordina
     client.expect_update(&agent_id, "NODE", Some(2)).await;
     agent.command(&format!("ready {client_id}")).await;
     client.expect_update(&agent_id, "READY_FOR_HANDSHAKE", None).await;
+
+    // The agent leaves gracefully, and comes back: DISCONNECTED, then its node.
+    agent.command("disconnect").await;
+    agent.expect(|l| l["end"] == "closed").await;
+    client.expect_update(&agent_id, "DISCONNECTED", None).await;
+    agent.command("reconnect 3").await;
+    client.expect_update(&agent_id, "NODE", Some(3)).await;
+    agent.expect_update(&client_id, "NODE", Some(7)).await;
+
+    // Coder's coordinator dies with its agent: agentwire hears no more heartbeats and, once PGCoordinator's missed
+    // heartbeats are up, says LOST, and nothing else first. A new coordinator with the agent: found.
+    agent.kill().await;
+    client.expect_update(&agent_id, "LOST", None).await;
+    let mut agent = GoPeer::pgcoord(&db.url, "agent", &agent_id, 4).await;
+    client.expect_update(&agent_id, "NODE", Some(4)).await;
+    agent.expect_update(&client_id, "NODE", Some(7)).await;
+    // While the dead coordinator's row of the agent stays (until the day-old cleanup), it is the best row left when
+    // the agent leaves gracefully: LOST, as PGCoordinator's own clients are told.
+    agent.command("disconnect").await;
+    agent.expect(|l| l["end"] == "closed").await;
+    client.expect_update(&agent_id, "LOST", None).await;
+    agent.command("reconnect 5").await;
+    client.expect_update(&agent_id, "NODE", Some(5)).await;
+    agent.expect_update(&client_id, "NODE", Some(7)).await;
     // The client vanishes without a disconnect: LOST for PGCoordinator's agent.
     client.command("quit").await;
     agent.expect_update(&client_id, "LOST", None).await;

@@ -18,7 +18,9 @@
 //! * **a dead coordinator**: one whose heartbeats stop for [`HEARTBEAT_TIMEOUT`] ([`MISSED_HEARTBEATS`] ×
 //!   [`HEARTBEAT_PERIOD`], 6 s) has its peers lost here, and when this process is killed, coderd's replicas lose
 //!   its peers within the same time; its rows stay until PGCoordinator's cleanup (every [`CLEANUP_PERIOD`], run
-//!   here too) deletes coordinators silent for a day, with their peers and tunnels.
+//!   here too) deletes coordinators silent for a day, with their peers and tunnels. Until then a peer it held
+//!   that later leaves another coordinator gracefully is LOST, not DISCONNECTED: its dead coordinator's row is the
+//!   best left, as PGCoordinator ranks rows.
 //!
 //! The state holds every peer of the deployment that has a node, as the link to agentwire's own replicas does (a
 //! client connecting here gets its agent's node at once): one read per burst of notifications, whatever its size.
