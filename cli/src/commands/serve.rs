@@ -295,6 +295,23 @@ struct TailnetArgs {
     /// Seconds of silence after which another replica's peers are lost.
     #[arg(long, env = "AGENTWIRE_TAILNET_REPLICA_TIMEOUT", default_value_t = tailnet::DEFAULT_REPLICA_TIMEOUT.as_secs())]
     tailnet_replica_timeout: u64,
+    /// Beside coderd: whose coordinator the agents join. `relay`: each agent's Coordinate and StreamDERPMaps go to
+    /// coderd at --coderd-url with the agent's token, so that coderd's clients (coder ssh, port-forward, the web
+    /// terminal, the app proxy) reach it; `own`: agentwire's coordinator, which coderd's clients never see;
+    /// `postgres`: coderd's PGCoordinator protocol on its database. Default: relay with --coderd-url, else own.
+    #[arg(long, env = "AGENTWIRE_CODER_COORDINATION", value_enum, requires = "coder_db")]
+    coder_coordination: Option<CoordinationArg>,
+    /// coderd's own address as agentwire reaches it, not the front's: its --http-address (http://HOST:PORT).
+    #[arg(long, env = "AGENTWIRE_CODERD_URL", requires = "coder_db")]
+    coderd_url: Option<String>,
+}
+
+/// `--coder-coordination`, the names of [`tailnet::CoderCoordination`]'s variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CoordinationArg {
+    Own,
+    Relay,
+    Postgres,
 }
 
 /// The background aggregates behind the insights endpoints.
@@ -416,11 +433,37 @@ impl ServeArgs {
             write_timeout: (t.write_timeout > 0).then(|| secs(t.write_timeout)),
         };
         config.tailnet.derp = derp;
+        config.tailnet.coder_coordination = self.tailnet.coder_coordination()?;
         Ok(config)
     }
 }
 
 impl TailnetArgs {
+    /// Relay is the default once coderd's address is given: it is the one choice under which coderd's clients reach
+    /// the agents on one coderd, the deployment that builds everywhere, and the address says the operator wants
+    /// coderd to be reached; without it nothing can be relayed, and agentwire keeps its own coordinator, as before
+    /// the flag existed.
+    fn coder_coordination(&self) -> anyhow::Result<tailnet::CoderCoordination> {
+        let choice = self.coder_coordination.unwrap_or(match self.coderd_url {
+            Some(_) => CoordinationArg::Relay,
+            None => CoordinationArg::Own,
+        });
+        match (choice, &self.coderd_url) {
+            (CoordinationArg::Relay, Some(url)) => {
+                tailnet::coderd_relay::agent_endpoint(url).map_err(|e| anyhow::anyhow!("--coderd-url: {e}"))?;
+                Ok(tailnet::CoderCoordination::Relay { coderd_url: url.clone() })
+            }
+            (CoordinationArg::Relay, None) => {
+                anyhow::bail!("--coder-coordination relay needs --coderd-url, coderd's own address")
+            }
+            (other, Some(_)) => {
+                anyhow::bail!("--coderd-url is for --coder-coordination relay; {other:?} does not use it")
+            }
+            (CoordinationArg::Own, None) => Ok(tailnet::CoderCoordination::Own),
+            (CoordinationArg::Postgres, None) => Ok(tailnet::CoderCoordination::Postgres),
+        }
+    }
+
     fn config(&self) -> tailnet::TailnetConfig {
         tailnet::TailnetConfig {
             derp_map_check_interval: secs(self.derp_map_check_interval.max(1)),
@@ -796,6 +839,36 @@ mod tests {
         // Unless the map leaves them out, as coderd's does.
         config(&["--derp-server-stun-addresses", "stun.example.com", "--block-direct-connections"]);
         config(&["--derp-server-stun-addresses", "stun.example.com", "--derp-server-enable=false"]);
+    }
+
+    /// Beside coderd, relay is chosen by giving coderd's address; each choice needs what it uses and nothing else,
+    /// and none is taken without --coder-db.
+    #[test]
+    fn coordination_beside_coderd_follows_coderds_address() {
+        use agentwire::tailnet::CoderCoordination;
+        let coordination = |argv: &[&str]| config(&beside_coderd(argv)).tailnet.coder_coordination;
+        assert_eq!(config(&[]).tailnet.coder_coordination, CoderCoordination::Own);
+        assert_eq!(coordination(&[]), CoderCoordination::Own);
+        let relay = CoderCoordination::Relay { coderd_url: "http://10.0.0.4:7080".into() };
+        assert_eq!(coordination(&["--coderd-url", "http://10.0.0.4:7080"]), relay);
+        assert_eq!(coordination(&["--coder-coordination", "relay", "--coderd-url", "http://10.0.0.4:7080"]), relay);
+        assert_eq!(coordination(&["--coder-coordination", "postgres"]), CoderCoordination::Postgres);
+        assert_eq!(coordination(&["--coder-coordination", "own"]), CoderCoordination::Own);
+
+        let refused = |argv: &[&str]| {
+            let parsed = Serve::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
+            parsed.args.config("http://127.0.0.1:3000".into()).map(|_| ()).unwrap_err().to_string()
+        };
+        let err = refused(&beside_coderd(&["--coder-coordination", "relay"]));
+        assert!(err.contains("needs --coderd-url"), "{err}");
+        let err = refused(&beside_coderd(&["--coder-coordination", "own", "--coderd-url", "http://c:7080"]));
+        assert!(err.contains("--coderd-url is for"), "{err}");
+        let err = refused(&beside_coderd(&["--coderd-url", "https://coder.example.com"]));
+        assert!(err.contains("without TLS"), "{err}");
+        for flags in [&["--coderd-url", "http://c:7080"][..], &["--coder-coordination", "relay"]] {
+            let argv = std::iter::once("serve").chain(flags.iter().copied());
+            assert!(Serve::try_parse_from(argv).is_err(), "{flags:?} without --coder-db");
+        }
     }
 
     /// Flags under these help headings are limits: README's "Limits" table must name each (the relay's identity,
