@@ -423,7 +423,7 @@ mod tests {
             ("https://coder.example.com", "without TLS"),
             ("wss://coder.example.com", "without TLS"),
             ("coderd:7080", "expected http://"),
-            ("http://", "no path"),
+            ("http://", "expected http://"),
             ("http://coderd/prefix", "no path"),
             ("http://coderd:7080?x=1", "no path"),
         ] {
