@@ -63,7 +63,12 @@ async fn twenty_agents_on_a_coder_database_read_no_agent_row_and_write_through_t
         + (flushes_after.heartbeats.flushes - flushes_before.heartbeats.flushes);
     assert_eq!(agent_row_reads(&store), AGENTS as u64, "a hot call read an agent row: {:?}", during.by_name);
     assert!(flushes >= 2, "the window saw {flushes} flushes");
-    assert!(during.commits <= flushes, "{} write transactions for {flushes} flushes: {:?}", during.commits, during.by_name);
+    assert!(
+        during.commits <= flushes,
+        "{} write transactions for {flushes} flushes: {:?}",
+        during.commits,
+        during.by_name
+    );
     // Statements besides the flushes': the build watch's one per interval, for all sessions at once.
     let build_checks = during.get("GetLatestWorkspaceBuildByWorkspaceID");
     let bound = MAX_STATEMENTS_PER_FLUSH * flushes + build_checks;
