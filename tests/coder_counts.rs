@@ -16,7 +16,7 @@ use std::time::Duration;
 use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{Store, StoreOptions};
-use server::{agent_row_reads, connect, start};
+use server::{agent_row_reads, connect_at, start};
 use uuid::Uuid;
 
 const AGENTS: usize = 20;
@@ -37,7 +37,8 @@ async fn twenty_agents_on_a_coder_database_read_no_agent_row_and_write_through_t
     let mut clients = Vec::new();
     for agent in &agents {
         let token = Uuid::parse_str(agent["token"].as_str().expect("token")).unwrap();
-        let client = pb::AgentClient::new(connect(&server, token).await);
+        let client =
+            pb::AgentClient::new(connect_at(&server, token, agentwire::session::ApiVersion::CODER_V2_30).await);
         let manifest = client.get_manifest(&pb::GetManifestRequest {}).await.unwrap();
         assert!(!manifest.metadata.is_empty(), "the seeded agent describes metadata");
         for state in [pb::lifecycle::State::Starting, pb::lifecycle::State::Ready] {

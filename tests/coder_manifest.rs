@@ -15,21 +15,15 @@ use agentwire::proto::agent::v2 as pb;
 use agentwire::server::ServeConfig;
 use agentwire_store::{Store, StoreOptions};
 use agentwire_transport::client::Client;
-use agentwire_transport::io::{spawn_session, ws, Mode, SessionConfig, DEFAULT_MAX_WS_MESSAGE_SIZE};
 use base64::Engine as _;
 use prost::Message as _;
 use serde_json::Value;
 use server::{start, TestServer};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 /// An agent's session at the newest Agent API version coderd v2.30 speaks, the one served beside coderd.
 async fn connect(server: &TestServer, token: Uuid) -> Client {
-    let version = agentwire::session::ApiVersion::CODER_V2_30.to_string();
-    let mut request = server.rpc_url(&version).into_client_request().expect("request");
-    request.headers_mut().insert("Coder-Session-Token", token.to_string().parse().expect("header"));
-    let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.expect("the agent's WebSocket");
-    Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, agentwire_transport::Limits::default())
+    server::connect_at(server, token, agentwire::session::ApiVersion::CODER_V2_30).await
 }
 
 /// What a deployment configures that the manifest shows. Each field is one `agentwire serve --coder-db` flag, under

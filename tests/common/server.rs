@@ -88,7 +88,13 @@ pub async fn agent_with_rows(store: &Store, user: &str) -> CreatedAgent {
 
 /// A Rust agent-side client over WebSocket, the token in the header, as Coder's agent dials.
 pub async fn connect(server: &TestServer, token: Uuid) -> Client {
-    let mut request = server.rpc_url("2.10").into_client_request().unwrap();
+    connect_at(server, token, agentwire::session::ApiVersion::CURRENT).await
+}
+
+/// [`connect`] at `version`: beside coderd, agentwire serves no version newer than coderd's
+/// ([`agentwire::session::ApiVersion::CODER_V2_30`]).
+pub async fn connect_at(server: &TestServer, token: Uuid, version: agentwire::session::ApiVersion) -> Client {
+    let mut request = server.rpc_url(&version.to_string()).into_client_request().unwrap();
     request.headers_mut().insert("Coder-Session-Token", token.to_string().parse().unwrap());
     let io = ws::connect(request, DEFAULT_MAX_WS_MESSAGE_SIZE).await.unwrap();
     Client::new(spawn_session(io, Mode::Client, &SessionConfig::default()).0, Limits::default())
