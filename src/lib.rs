@@ -6,6 +6,7 @@
 
 pub mod agent_spec;
 pub mod agentapi;
+pub mod agent_dial;
 pub mod build_watch;
 pub mod derp;
 pub mod http;

@@ -145,7 +145,11 @@ impl pb::AgentServer for AgentApi {
         session: &Arc<Session>,
         request: pb::GetManifestRequest,
     ) -> Result<pb::Manifest, Status> {
-        Ok(crate::tailnet::coderd_relay::manifest(session, manifest::get_manifest(self, session, request)).await?)
+        Ok(crate::tailnet::coderd_relay::manifest(
+            session.coderd_relay.as_deref(),
+            manifest::get_manifest(self, session, request),
+        )
+        .await?)
     }
     async fn get_service_banner(
         &self,

@@ -18,8 +18,7 @@ use super::error::ApiError;
 use crate::server::AppState;
 use crate::session::ApiVersion;
 
-pub const TOKEN_HEADER: &str = "Coder-Session-Token";
-pub const TOKEN_COOKIE: &str = "coder_session_token";
+pub use crate::agent_dial::{TOKEN_COOKIE, TOKEN_HEADER};
 
 /// coderd reads the token from its header, its cookie, or a query parameter, in that order.
 pub fn session_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {

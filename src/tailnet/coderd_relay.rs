@@ -29,8 +29,8 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
+use crate::agent_dial::{ApiVersion, TOKEN_HEADER};
 use crate::proto::tailnet::v2 as pb;
-use crate::session::ApiVersion;
 
 /// How long a dial to coderd (TCP, the upgrade) and the first DERP map it sends may take.
 pub const CODERD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,7 +234,7 @@ impl AgentLink {
         let mut request = url.into_client_request().map_err(|e| Status::error(format!("dial coderd: {e}")))?;
         let token = tungstenite::http::HeaderValue::from_str(&self.token.to_string())
             .map_err(|e| Status::error(format!("dial coderd: {e}")))?;
-        request.headers_mut().insert(crate::http::agent_rpc::TOKEN_HEADER, token);
+        request.headers_mut().insert(TOKEN_HEADER, token);
         let config = ws_config(DEFAULT_MAX_WS_MESSAGE_SIZE);
         match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
             Ok((ws, _)) => Ok(WsByteStream::new(ws)),
@@ -338,11 +338,11 @@ impl AgentLink {
 /// save coderd one short stream per connection, at the price of a session to coderd under nobody's token. Should
 /// coderd not answer, the manifest keeps agentwire's own map (coderd's default, as `--coder-db` builds it) rather
 /// than failing the agent's start: its scripts and apps do not depend on coderd.
-pub async fn manifest<F, E>(session: &crate::session::Session, build: F) -> Result<crate::proto::agent::v2::Manifest, E>
+pub async fn manifest<F, E>(link: Option<&AgentLink>, build: F) -> Result<crate::proto::agent::v2::Manifest, E>
 where
     F: std::future::Future<Output = Result<crate::proto::agent::v2::Manifest, E>>,
 {
-    let Some(link) = session.coderd_relay.as_deref() else { return build.await };
+    let Some(link) = link else { return build.await };
     let (manifest, coderd_map) = tokio::join!(build, link.derp_map());
     let mut manifest = manifest?;
     match coderd_map {

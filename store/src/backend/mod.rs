@@ -26,7 +26,7 @@ use crate::rows::{
     HeartbeatEntry, JobState, MetaEntry, NewAgent, NewApp, NewMetadata, NewScript, StatsRow, TemplateDayUsers,
     TemplateIds, TemplateRow, UserActivityDay, WorkspaceStateCounts,
 };
-use crate::tailnet::{TailnetCoordinator, TailnetPeer, TailnetTunnel, TailnetWrites};
+use crate::tailnet::rows::{TailnetCoordinator, TailnetPeer, TailnetTunnel, TailnetWrites};
 use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
 
 pub use crate::engine::Engine;

@@ -269,11 +269,11 @@ impl AggregateSql for CoderDb {
     // `agentwire demo-data` fabricates users, templates, builds and agent stats; on a Coder database those are made
     // by coderd (and its provisioners and agents), and template_usage_stats only by its rollup.
     async fn insert_demo_fixtures(&self, _organization_id: Uuid, _h: &DemoHistory) -> Result<(), StoreError> {
-        super::managed_by_coderd("demo users, templates, workspaces and builds")
+        super::refused::managed_by_coderd("demo users, templates, workspaces and builds")
     }
 
     async fn insert_demo_stats(&self, _stats: &[DemoStat], _days: &[ActivitySpan]) -> Result<(), StoreError> {
-        super::managed_by_coderd("demo agent stats and usage rollups")
+        super::refused::managed_by_coderd("demo agent stats and usage rollups")
     }
 }
 

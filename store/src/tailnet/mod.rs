@@ -7,12 +7,13 @@
 //! sqlc query of Coder's `coderd/database/queries/tailnet.sql` it stands for. agentwire's own schema has no such
 //! tables: there every call fails with [`StoreError::Invalid`].
 
-use std::time::Duration;
-
 use uuid::Uuid;
 
+pub(crate) mod rows;
+
+pub use rows::{TailnetCoordinator, TailnetPeer, TailnetTunnel, TailnetWrites};
+
 use crate::backend::TailnetSql;
-use crate::model::UnixMicros;
 use crate::{Store, StoreError};
 
 /// Coder's trigger channel for a coordinator's heartbeat; the payload is its id.
@@ -23,68 +24,6 @@ pub const PEER_UPDATE_CHANNEL: &str = "tailnet_peer_update";
 pub const TUNNEL_UPDATE_CHANNEL: &str = "tailnet_tunnel_update";
 /// PGCoordinator's channel for a peer ready for a handshake with another; the payload is `<to>,<from>`.
 pub const READY_FOR_HANDSHAKE_CHANNEL: &str = "tailnet_ready_for_handshake";
-
-/// One row of `tailnet_peers`: a peer as one coordinator has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TailnetPeer {
-    /// The peer (an agent's id, or a client connection's).
-    pub id: Uuid,
-    /// The coordinator the peer is connected to.
-    pub coordinator_id: Uuid,
-    /// When the row was last written (the coordinators' own clocks, as `now()` in the database).
-    pub updated_at: UnixMicros,
-    /// The peer's node, the `tailnet.v2.Node` protobuf.
-    pub node: Vec<u8>,
-    /// Status `lost`: the peer's connection ended without a disconnect; otherwise `ok`.
-    pub lost: bool,
-}
-
-/// One row of `tailnet_tunnels`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TailnetTunnel {
-    /// The coordinator of the tunnel's source.
-    pub coordinator_id: Uuid,
-    /// The peer that opened the tunnel (a client).
-    pub src_id: Uuid,
-    /// The peer it leads to (an agent).
-    pub dst_id: Uuid,
-}
-
-/// One row of `tailnet_coordinators`, with its heartbeat's age by the database's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TailnetCoordinator {
-    /// The coordinator.
-    pub id: Uuid,
-    /// How long ago its last heartbeat was written; zero if its clock is ahead of the database's.
-    pub heartbeat_age: Duration,
-}
-
-/// What one flush of a coordinator writes, each key once, at its latest state: applied in one transaction, in the
-/// order of the fields (a single statement alone, without one).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TailnetWrites {
-    /// Sources all of whose tunnels go (a peer that disconnected gracefully), before the tunnels below.
-    pub delete_all_tunnels: Vec<Uuid>,
-    /// Tunnels removed, as `(src, dst)`.
-    pub delete_tunnels: Vec<(Uuid, Uuid)>,
-    /// Peers that disconnected gracefully.
-    pub delete_peers: Vec<Uuid>,
-    /// Peers' nodes as `(peer, node protobuf, lost)`.
-    pub upsert_peers: Vec<(Uuid, Vec<u8>, bool)>,
-    /// Tunnels opened (or refreshed), as `(src, dst)`.
-    pub upsert_tunnels: Vec<(Uuid, Uuid)>,
-}
-
-impl TailnetWrites {
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.delete_all_tunnels.is_empty()
-            && self.delete_tunnels.is_empty()
-            && self.delete_peers.is_empty()
-            && self.upsert_peers.is_empty()
-            && self.upsert_tunnels.is_empty()
-    }
-}
 
 /// PGCoordinator's statements on this store's database (see the module doc). Cheap to make: see
 /// [`Store::coder_tailnet`].
