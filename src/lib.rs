@@ -4,9 +4,9 @@
 //! session's context ([`session`]), with one module per concern under [`agentapi`]; the store
 //! (`agentwire-store`) batches hot writes; the dRPC transport (`agentwire-transport`) speaks Go's wire.
 
+pub mod agent_dial;
 pub mod agent_spec;
 pub mod agentapi;
-pub mod agent_dial;
 pub mod build_watch;
 pub mod derp;
 pub mod http;
