@@ -266,6 +266,13 @@ async fn metrics_and_health_are_served() {
         }
     };
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    // The server counts a call just after its reply leaves: wait for the count, boundedly, before reading it.
+    let counted = || {
+        let m = server.state.metrics();
+        m.rpc_count("/coder.agent.v2.Agent/UpdateLifecycle", "0") == 1
+            && m.rpc_count("/coder.agent.v2.Agent/GetManifest", "ok") == 1
+    };
+    eventually("both calls to be counted", counted).await;
     let metrics = get("/metrics").await;
     for line in [
         "agentwire_sessions_active 1",
