@@ -35,6 +35,8 @@ func coderdb(args []string) int {
 		return coderdbListen(args[1:])
 	case "channels":
 		return coderdbChannels(args[1:])
+	case "bulk":
+		return coderdbBulk(args[1:])
 	case "manifest":
 		return coderdbManifest(args[1:])
 	default:
