@@ -126,8 +126,12 @@ const UPDATE_METADATA_ROW: Stmt = Stmt::new(
 );
 
 /// A flush's notifications ride in its transaction: delivered at commit, with the rows, and costing no transaction
-/// of their own.
-const NOTIFY_IN_FLUSH: Stmt = Stmt::new("pg_notify", "SELECT pg_notify($1, $2)");
+/// of their own; all of them in one statement, since a stats flush has one per active workspace (a statement each
+/// was most of this backend's statements at 1,000 agents: BENCHMARKS.md, "Against coderd itself").
+const NOTIFY_IN_FLUSH: Stmt = Stmt::new(
+    "pg_notify",
+    "SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)",
+);
 
 /// One row's `connections_by_proto` as an element of the statement's JSON array. The handler serialises a map, but
 /// jsonb refuses `\u0000`, which an agent can put in a protocol name: one such row would fail every retry of the
@@ -146,8 +150,9 @@ impl CoderDb {
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         notices: &[(&str, &str)],
     ) -> Result<bool, StoreError> {
-        for (channel, payload) in notices {
-            q!(self.counters, PG, NOTIFY_IN_FLUSH).bind(*channel).bind(*payload).execute(&mut *tx).await?;
+        if !notices.is_empty() {
+            let (channels, payloads): (Vec<&str>, Vec<&str>) = notices.iter().copied().unzip();
+            q!(self.counters, PG, NOTIFY_IN_FLUSH).bind(channels).bind(payloads).execute(&mut *tx).await?;
         }
         commit(&self.counters, tx).await?;
         self.counters.notified(notices.len() as u64);
