@@ -14,8 +14,6 @@ mod common;
 #[path = "../../tests/common/pg.rs"]
 mod pg;
 
-use std::net::SocketAddr;
-
 use tokio::process::Command;
 
 use beside::*;
@@ -40,75 +38,13 @@ async fn real_agent_beside_real_coderd() {
     // lib/pq (coderd and the Go checks) asks for TLS unless told not to; the throwaway cluster has none.
     let db = format!("{}?sslmode=disable", pg::fresh_pg_url().await);
 
-    let front_port = free_port();
-    let coderd_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    // agentwire starts after coderd has migrated the database and made the workspace, but the front names it from the
-    // start: its port is picked now.
-    let agentwire_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let front = format!("http://127.0.0.1:{front_port}");
-    let front_addr: SocketAddr = format!("127.0.0.1:{front_port}").parse().unwrap();
-
-    let coderd_dir = dir.join("coderd");
-    let mut coderd = spawn(
-        "coderd",
-        Command::new(repo_root().join("scripts/coderd.sh")).args([
-            "--postgres-url",
-            &db,
-            "--http-address",
-            &coderd_addr.to_string(),
-            "--access-url",
-            &front,
-            "--dir",
-            coderd_dir.to_str().unwrap(),
-        ]),
-        &mut logs,
-    );
-    logs.add("coderd's log", coderd_dir.join("coderd.log"));
-    until_http_ok(&mut coderd, coderd_addr, "/api/v2/buildinfo", CODERD_START).await;
-
-    let front_dir = dir.join("front");
-    let mut nginx = spawn(
-        "front",
-        Command::new(repo_root().join("scripts/front-nginx.sh")).args([
-            "--agentwire",
-            &agentwire_addr.to_string(),
-            "--coderd",
-            &coderd_addr.to_string(),
-            "--listen",
-            &front_addr.to_string(),
-            "--dir",
-            front_dir.to_str().unwrap(),
-        ]),
-        &mut logs,
-    );
-    logs.add("the front's error log", front_dir.join("error.log"));
-    let access_log = front_dir.join("access.log");
-    // nginx is installed on first use: apt-get counts against this wait.
-    until_http_ok(&mut nginx, front_addr, "/api/v2/buildinfo", STEP).await;
-
-    let setup_path = dir.join("setup.json");
-    run_interop(
-        &interop,
-        &[
-            "coderd-setup",
-            "--url",
-            &front,
-            "--postgres-url",
-            &db,
-            "--out",
-            setup_path.to_str().unwrap(),
-            "--app-port",
-            &free_port().to_string(),
-        ],
-    )
-    .await;
-    let setup: serde_json::Value = serde_json::from_slice(&std::fs::read(&setup_path).unwrap()).unwrap();
-    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("setup has no {k}")).to_owned();
-    let session_token = field(&setup, "session_token");
-    let workspace = &setup["workspaces"][0];
+    let deployment = Deployment::start(dir, &mut logs, &interop, &db, &[]).await;
+    let Deployment { coderd_addr, agentwire_addr, front_addr, .. } = deployment;
+    let (front, access_log) = (deployment.front.clone(), deployment.access_log.clone());
+    let session_token = deployment.setup_str("session_token");
     let (workspace_id, agent_id, agent_token) =
-        (field(workspace, "id"), field(workspace, "agent_id"), field(workspace, "agent_token"));
-    let app_port = setup["app_port"].as_u64().expect("setup has the app port");
+        (deployment.workspace_str("id"), deployment.workspace_str("agent_id"), deployment.workspace_str("agent_token"));
+    let app_port = u64::from(deployment.app_port);
 
     let mut agentwire = spawn(
         "agentwire",
@@ -166,7 +102,7 @@ async fn real_agent_beside_real_coderd() {
         &[
             "agent",
             "--url",
-            &format!("ws://127.0.0.1:{front_port}"),
+            &format!("ws://{front_addr}"),
             "--token",
             &agent_token,
             "--token-cookie",

@@ -45,83 +45,28 @@ async fn coderds_clients_reach_an_agent_agentwire_serves() {
     let interop = go_interop_binary();
     let db = format!("{}?sslmode=disable", pg::fresh_pg_url().await);
 
-    let front_port = free_port();
-    let coderd_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let coderd_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let agentwire_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let front = format!("http://127.0.0.1:{front_port}");
-    let front_addr: SocketAddr = format!("127.0.0.1:{front_port}").parse().unwrap();
-
-    let coderd_dir = dir.join("coderd");
-    let mut coderd = spawn(
-        "coderd",
-        Command::new(repo_root().join("scripts/coderd.sh")).args([
-            "--postgres-url",
-            &db,
-            "--http-address",
-            &coderd_addr.to_string(),
-            "--access-url",
-            &front,
-            "--dir",
-            coderd_dir.to_str().unwrap(),
-            "--",
-            // Its statements, counted per query and route, are how the relay's cost is measured.
-            "--prometheus-enable",
-            "--prometheus-address",
-            &coderd_metrics.to_string(),
-            "--prometheus-collect-db-metrics",
-        ]),
+    let coderd_metrics_listen = coderd_metrics.to_string();
+    // Its statements, counted per query and route, are how the relay's cost is measured.
+    let metrics_flags = ["--prometheus-enable", "--prometheus-address", &coderd_metrics_listen];
+    let deployment = Deployment::start(
+        dir,
         &mut logs,
-    );
-    logs.add("coderd's log", coderd_dir.join("coderd.log"));
-    until_http_ok(&mut coderd, coderd_addr, "/api/v2/buildinfo", CODERD_START).await;
-
-    let front_dir = dir.join("front");
-    let mut nginx = spawn(
-        "front",
-        Command::new(repo_root().join("scripts/front-nginx.sh")).args([
-            "--agentwire",
-            &agentwire_addr.to_string(),
-            "--coderd",
-            &coderd_addr.to_string(),
-            "--listen",
-            &front_addr.to_string(),
-            "--dir",
-            front_dir.to_str().unwrap(),
-        ]),
-        &mut logs,
-    );
-    logs.add("the front's error log", front_dir.join("error.log"));
-    until_http_ok(&mut nginx, front_addr, "/api/v2/buildinfo", STEP).await;
-
-    let setup_path = dir.join("setup.json");
-    let app_port = free_port();
-    run_interop(
         &interop,
-        &[
-            "coderd-setup",
-            "--url",
-            &front,
-            "--postgres-url",
-            &db,
-            "--out",
-            setup_path.to_str().unwrap(),
-            "--app-port",
-            &app_port.to_string(),
-        ],
+        &db,
+        &[&metrics_flags[..], &["--prometheus-collect-db-metrics"]].concat(),
     )
     .await;
-    let setup: serde_json::Value = serde_json::from_slice(&std::fs::read(&setup_path).unwrap()).unwrap();
-    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("setup has no {k}")).to_owned();
-    let session_token = field(&setup, "session_token");
-    let username = field(&setup, "username");
-    let workspace = &setup["workspaces"][0];
+    let Deployment { coderd_addr, agentwire_addr, front_addr, app_port, .. } = deployment;
+    let front = deployment.front.clone();
+    let session_token = deployment.setup_str("session_token");
+    let username = deployment.setup_str("username");
     let (workspace_id, workspace_name, agent_id, agent_name, agent_token) = (
-        field(workspace, "id"),
-        field(workspace, "name"),
-        field(workspace, "agent_id"),
-        field(workspace, "agent_name"),
-        field(workspace, "agent_token"),
+        deployment.workspace_str("id"),
+        deployment.workspace_str("name"),
+        deployment.workspace_str("agent_id"),
+        deployment.workspace_str("agent_name"),
+        deployment.workspace_str("agent_token"),
     );
 
     let coderd_url = format!("http://{coderd_addr}");

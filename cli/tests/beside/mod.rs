@@ -336,3 +336,97 @@ impl CoderCli {
         stdout.into_owned()
     }
 }
+
+/// coderd on `db` behind the nginx front, and the workspace `interop coderd-setup` made through them; agentwire's
+/// address is picked now (the front names it from the start) but agentwire is the test's to start, after coderd has
+/// migrated the database and made the workspace. coderd and the front are killed when this is dropped.
+pub struct Deployment {
+    pub coderd_addr: SocketAddr,
+    pub agentwire_addr: SocketAddr,
+    /// The front's URL: the deployment's access URL, the agents' and the users'.
+    pub front: String,
+    pub front_addr: SocketAddr,
+    /// One line per request the front served, naming the server that answered.
+    pub access_log: PathBuf,
+    /// What `coderd-setup` wrote: the session token, the user, and per workspace its agent's id, name and token.
+    pub setup: serde_json::Value,
+    /// The port the template's app listens on in the workspace.
+    pub app_port: u16,
+    _coderd: Server,
+    _front: Server,
+}
+
+impl Deployment {
+    /// Starts coderd (with `coderd_flags` after `scripts/coderd.sh`'s own) and the front, then sets the workspace
+    /// up through the front.
+    pub async fn start(dir: &Path, logs: &mut Logs, interop: &Path, db: &str, coderd_flags: &[&str]) -> Deployment {
+        let loopback = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        let (coderd_addr, agentwire_addr, front_addr) = (loopback(), loopback(), loopback());
+        let front = format!("http://{front_addr}");
+
+        let coderd_dir = dir.join("coderd");
+        let (coderd_listen, coderd_out) = (coderd_addr.to_string(), coderd_dir.to_str().unwrap().to_owned());
+        let mut args = vec!["--postgres-url", db, "--http-address", &coderd_listen, "--access-url", &front];
+        args.extend(["--dir", &coderd_out]);
+        if !coderd_flags.is_empty() {
+            args.push("--");
+            args.extend_from_slice(coderd_flags);
+        }
+        let mut coderd = spawn("coderd", Command::new(repo_root().join("scripts/coderd.sh")).args(&args), logs);
+        logs.add("coderd's log", coderd_dir.join("coderd.log"));
+        until_http_ok(&mut coderd, coderd_addr, "/api/v2/buildinfo", CODERD_START).await;
+
+        let front_dir = dir.join("front");
+        let mut nginx = spawn(
+            "front",
+            Command::new(repo_root().join("scripts/front-nginx.sh")).args([
+                "--agentwire",
+                &agentwire_addr.to_string(),
+                "--coderd",
+                &coderd_listen,
+                "--listen",
+                &front_addr.to_string(),
+                "--dir",
+                front_dir.to_str().unwrap(),
+            ]),
+            logs,
+        );
+        logs.add("the front's error log", front_dir.join("error.log"));
+        // nginx is installed on first use: apt-get counts against this wait.
+        until_http_ok(&mut nginx, front_addr, "/api/v2/buildinfo", STEP).await;
+
+        let setup_path = dir.join("setup.json");
+        let app_port = free_port();
+        let (setup_out, app) = (setup_path.to_str().unwrap().to_owned(), app_port.to_string());
+        let setup_args =
+            ["coderd-setup", "--url", &front, "--postgres-url", db, "--out", &setup_out, "--app-port", &app];
+        run_interop(interop, &setup_args).await;
+        let setup: serde_json::Value = serde_json::from_slice(&std::fs::read(&setup_path).unwrap()).unwrap();
+        assert_eq!(setup["app_port"].as_u64(), Some(u64::from(app_port)), "setup's app port: {setup}");
+        Deployment {
+            coderd_addr,
+            agentwire_addr,
+            front,
+            front_addr,
+            access_log: front_dir.join("access.log"),
+            setup,
+            app_port,
+            _coderd: coderd,
+            _front: nginx,
+        }
+    }
+
+    /// A string field of `coderd-setup`'s output.
+    pub fn setup_str(&self, key: &str) -> String {
+        string_field(&self.setup, key)
+    }
+
+    /// A string field of the first workspace `coderd-setup` made (its id, name, agent's id, name and token).
+    pub fn workspace_str(&self, key: &str) -> String {
+        string_field(&self.setup["workspaces"][0], key)
+    }
+}
+
+fn string_field(value: &serde_json::Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_else(|| panic!("setup has no {key}: {value}")).to_owned()
+}
