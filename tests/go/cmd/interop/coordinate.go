@@ -57,36 +57,7 @@ func coordinate(args []string) int {
 		emit(map[string]any{"end": "open", "error": err.Error()})
 		return exitFail
 	}
-	node := func(n int64) *tailnetproto.CoordinateRequest {
-		var prefixes []netip.Prefix
-		if *as == "agent" {
-			// What Coder's agent claims (agent/agent.go, wireguardAddresses): its id under both service
-			// prefixes, computed by Coder's own tailnet package.
-			prefixes = []netip.Prefix{
-				tailnet.TailscaleServicePrefix.PrefixFromUUID(uuid.UUID(agent)),
-				tailnet.CoderServicePrefix.PrefixFromUUID(uuid.UUID(agent)),
-			}
-		} else {
-			// Coder's client takes a random address under the Tailscale prefix (codersdk/workspacesdk,
-			// DialAgent); a node-numbered one keeps the output reproducible.
-			var id uuid.UUID
-			id[15] = byte(n)
-			prefixes = []netip.Prefix{tailnet.TailscaleServicePrefix.PrefixFromUUID(id)}
-		}
-		addresses := make([]string, len(prefixes))
-		for i, p := range prefixes {
-			addresses[i] = p.String()
-		}
-		return &tailnetproto.CoordinateRequest{UpdateSelf: &tailnetproto.CoordinateRequest_UpdateSelf{Node: &tailnetproto.Node{
-			Id:            n,
-			Key:           make([]byte, 32),
-			Disco:         fmt.Sprintf("discokey:%s-%d", *as, n),
-			PreferredDerp: 999,
-			Addresses:     addresses,
-			AllowedIps:    addresses,
-			Endpoints:     []string{fmt.Sprintf("192.0.2.1:%d", 41641+n)},
-		}}}
-	}
+	node := func(n int64) *tailnetproto.CoordinateRequest { return nodeUpdate(*as, uuid.UUID(agent), n) }
 	tunnel := &tailnetproto.CoordinateRequest_Tunnel{Id: agent[:]}
 	first := node(*nodeID)
 	if *as == "client" {
@@ -171,6 +142,40 @@ func coordinate(args []string) int {
 	_ = session.Close()
 	wg.Wait()
 	return exitOK
+}
+
+// nodeUpdate is the node a test peer sends as node n: as Coder's agent claims its addresses (its id under both service
+// prefixes, from Coder's own tailnet package), or as Coder's client takes one under the Tailscale prefix (numbered by
+// n, so the output is reproducible). The coordinate and pgcoord verbs both send it.
+func nodeUpdate(as string, agent uuid.UUID, n int64) *tailnetproto.CoordinateRequest {
+	var prefixes []netip.Prefix
+	if as == "agent" {
+		// What Coder's agent claims (agent/agent.go, wireguardAddresses): its id under both service
+		// prefixes, computed by Coder's own tailnet package.
+		prefixes = []netip.Prefix{
+			tailnet.TailscaleServicePrefix.PrefixFromUUID(agent),
+			tailnet.CoderServicePrefix.PrefixFromUUID(agent),
+		}
+	} else {
+		// Coder's client takes a random address under the Tailscale prefix (codersdk/workspacesdk,
+		// DialAgent); a node-numbered one keeps the output reproducible.
+		var id uuid.UUID
+		id[15] = byte(n)
+		prefixes = []netip.Prefix{tailnet.TailscaleServicePrefix.PrefixFromUUID(id)}
+	}
+	addresses := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		addresses[i] = p.String()
+	}
+	return &tailnetproto.CoordinateRequest{UpdateSelf: &tailnetproto.CoordinateRequest_UpdateSelf{Node: &tailnetproto.Node{
+		Id:            n,
+		Key:           make([]byte, 32),
+		Disco:         fmt.Sprintf("discokey:%s-%d", as, n),
+		PreferredDerp: 999,
+		Addresses:     addresses,
+		AllowedIps:    addresses,
+		Endpoints:     []string{fmt.Sprintf("192.0.2.1:%d", 41641+n)},
+	}}}
 }
 
 var emitMu sync.Mutex

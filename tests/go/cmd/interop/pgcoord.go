@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -81,32 +80,7 @@ func pgcoordCmd(args []string) int {
 	}
 	defer coord.Close()
 
-	node := func(n int64) *tailnetproto.CoordinateRequest {
-		var prefixes []netip.Prefix
-		if *as == "agent" {
-			prefixes = []netip.Prefix{
-				tailnet.TailscaleServicePrefix.PrefixFromUUID(agent),
-				tailnet.CoderServicePrefix.PrefixFromUUID(agent),
-			}
-		} else {
-			var id uuid.UUID
-			id[15] = byte(n)
-			prefixes = []netip.Prefix{tailnet.TailscaleServicePrefix.PrefixFromUUID(id)}
-		}
-		addresses := make([]string, len(prefixes))
-		for i, p := range prefixes {
-			addresses[i] = p.String()
-		}
-		return &tailnetproto.CoordinateRequest{UpdateSelf: &tailnetproto.CoordinateRequest_UpdateSelf{Node: &tailnetproto.Node{
-			Id:            n,
-			Key:           make([]byte, 32),
-			Disco:         fmt.Sprintf("discokey:%s-%d", *as, n),
-			PreferredDerp: 999,
-			Addresses:     addresses,
-			AllowedIps:    addresses,
-			Endpoints:     []string{fmt.Sprintf("192.0.2.1:%d", 41641+n)},
-		}}}
-	}
+	node := func(n int64) *tailnetproto.CoordinateRequest { return nodeUpdate(*as, agent, n) }
 	tunnel := &tailnetproto.CoordinateRequest_Tunnel{Id: agent[:]}
 
 	// A peer's connection is its context: ending it without a Disconnect is how a peer is lost to PGCoordinator.
