@@ -15,6 +15,7 @@ pub mod metrics_cache;
 pub mod provision;
 pub mod server;
 pub mod session;
+pub mod site_config;
 pub mod tailnet;
 
 /// The generated messages and dRPC services (`agentwire-proto`), under the path the server's modules and tests use.

@@ -75,6 +75,8 @@ pub struct Metrics {
     build_watch: std::sync::OnceLock<std::sync::Arc<crate::build_watch::BuildWatch>>,
     /// The server's memory pool, whose use and evictions are rendered too (set once by the server).
     memory: std::sync::OnceLock<agentwire_transport::budget::MemoryBudget>,
+    /// The banners served, whose decode errors are rendered too (set once by the server).
+    banners: std::sync::OnceLock<std::sync::Arc<crate::agentapi::Banners>>,
 }
 
 impl Metrics {
@@ -90,6 +92,11 @@ impl Metrics {
     /// Renders how many sessions ended because a newer build superseded theirs (the first call wins).
     pub fn attach_build_watch(&self, watch: std::sync::Arc<crate::build_watch::BuildWatch>) {
         let _ = self.build_watch.set(watch);
+    }
+
+    /// Renders how often the stored banners did not decode (the first call wins).
+    pub fn attach_banners(&self, banners: std::sync::Arc<crate::agentapi::Banners>) {
+        let _ = self.banners.set(banners);
     }
 
     /// Renders the memory pool's use and what its limits did (the first call wins).
@@ -193,6 +200,15 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE agentwire_db_transactions_total counter");
         let _ = writeln!(out, "agentwire_db_transactions_total {}", queries.commits);
         render_batchers(&mut out, &store.batcher_stats());
+        if let Some(banners) = self.banners.get() {
+            let _ = writeln!(
+                out,
+                "# HELP agentwire_banner_decode_errors_total Stored announcement banners that did not decode (the \
+                 last good ones are served)."
+            );
+            let _ = writeln!(out, "# TYPE agentwire_banner_decode_errors_total counter");
+            let _ = writeln!(out, "agentwire_banner_decode_errors_total {}", banners.decode_errors());
+        }
         if let Some(memory) = self.memory.get() {
             render_memory(&mut out, memory);
         }

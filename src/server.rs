@@ -211,7 +211,11 @@ impl AppState {
             metrics.tailnet.clone(),
             Some(observer),
         );
-        let agent_api = AgentApi::new(store.clone(), config.agent_api.clone()).with_derp_maps(tailnet.derp_maps());
+        let shutdown = CancellationToken::new();
+        let agent_api = AgentApi::new(store.clone(), config.agent_api.clone())
+            .with_derp_maps(tailnet.derp_maps())
+            .with_watched_banners(shutdown.clone());
+        metrics.attach_banners(agent_api.banners().clone());
         agent_pb::register_agent(&mut router, Arc::new(agent_api));
         tailnet_pb::register_tailnet(&mut router, tailnet.agent_api());
         let rpc = Server::new(router, config.rpc).with_observer(metrics.clone());
@@ -219,7 +223,6 @@ impl AppState {
         metrics.attach_metrics_cache(metrics_cache.clone());
         let builds = Arc::new(BuildWatch::default());
         metrics.attach_build_watch(builds.clone());
-        let shutdown = CancellationToken::new();
         tokio::spawn(builds.clone().run(store.clone(), config.build_check_interval, shutdown.clone()));
         AppState(Arc::new(Inner {
             config,

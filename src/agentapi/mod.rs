@@ -30,6 +30,7 @@ use agentwire_store::Store;
 use agentwire_transport::server::Status;
 
 pub use self::apps::{APP_HEALTH_KIND, APP_STATUS_KIND, DEFAULT_MAX_APP_STATUS_MESSAGE_BYTES};
+pub use self::banners::{Banners, DEFAULT_BANNER_REFRESH_INTERVAL};
 pub use self::error::RpcError;
 pub use self::lifecycle::LIFECYCLE_UPDATE_KIND;
 pub use self::logs::{EVENT_FIRST_LOGS, EVENT_LOGS_OVERFLOW};
@@ -86,6 +87,8 @@ pub struct AgentApiConfig {
     pub max_context_body_bytes: usize,
     /// See [`context::DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES`].
     pub max_context_total_body_bytes: usize,
+    /// See [`banners::DEFAULT_BANNER_REFRESH_INTERVAL`].
+    pub banner_refresh_interval: Duration,
 }
 
 impl Default for AgentApiConfig {
@@ -107,6 +110,7 @@ impl Default for AgentApiConfig {
             max_context_resources: context::DEFAULT_MAX_CONTEXT_RESOURCES,
             max_context_body_bytes: context::DEFAULT_MAX_CONTEXT_BODY_BYTES,
             max_context_total_body_bytes: context::DEFAULT_MAX_CONTEXT_TOTAL_BODY_BYTES,
+            banner_refresh_interval: banners::DEFAULT_BANNER_REFRESH_INTERVAL,
         }
     }
 }
@@ -121,11 +125,33 @@ pub struct AgentApi {
     derp_map: Option<tokio::sync::watch::Receiver<crate::tailnet::derp_map::Current>>,
     /// Served while no map is stored and the watched one is not read yet (the embedded relay's region).
     derp_default: Option<Arc<crate::proto::tailnet::v2::DerpMap>>,
+    /// The banners GetServiceBanner and GetAnnouncementBanners answer; read per call until watched.
+    banners: Arc<Banners>,
 }
 
 impl AgentApi {
     pub fn new(store: Store, config: AgentApiConfig) -> Self {
-        AgentApi { store, config, log_overflow: logs::OverflowedAgents::default(), derp_map: None, derp_default: None }
+        let banners = Banners::new(store.clone());
+        AgentApi {
+            store,
+            config,
+            log_overflow: logs::OverflowedAgents::default(),
+            derp_map: None,
+            derp_default: None,
+            banners,
+        }
+    }
+
+    /// Serves the banners from a snapshot that a task of its own refreshes every `banner_refresh_interval` and on an
+    /// operator's announced write, until `stop`, instead of reading them per call.
+    pub fn with_watched_banners(self, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.banners.watch(self.config.banner_refresh_interval, stop);
+        self
+    }
+
+    /// The banners served, for their counters.
+    pub fn banners(&self) -> &Arc<Banners> {
+        &self.banners
     }
 
     /// Serves the manifest's DERP map from `maps`, the poller StreamDERPMaps watches, instead of reading it per call.

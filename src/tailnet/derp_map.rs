@@ -1,17 +1,19 @@
 //! The DERP map as StreamDERPMaps serves it: one poller per server reads the store's map every check interval
-//! (coderd's `DERPMapUpdateFrequency`, 5 s) while at least one stream is open, and every stream watches the
-//! poller's value. Streams never touch the database; a server with no stream open does not poll. With no map stored,
-//! the map is the default one (the embedded relay's region), or an empty map when there is none.
+//! (coderd's `DERPMapUpdateFrequency`, 5 s), and at once when `agentwire derp set` announces a new one
+//! ([`crate::site_config`]), while at least one stream is open; every stream watches the poller's value. Streams
+//! never touch the database; a server with no stream open does not poll. With no map stored, the map is the default
+//! one (the embedded relay's region), or an empty map when there is none.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_store::Store;
+use agentwire_store::{Store, SITE_CONFIG_DERP_MAP};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use super::derp_json::{empty_derp_map, parse_derp_map};
 use crate::proto::tailnet::v2 as pb;
+use crate::site_config::Rereads;
 
 /// The map as last read: `None` until the first read succeeded.
 pub type Current = Option<Arc<pb::DerpMap>>;
@@ -59,6 +61,7 @@ impl DerpMaps {
     }
 
     async fn poll(self: Arc<Self>) {
+        let mut rereads = Rereads::subscribe(&self.store, SITE_CONFIG_DERP_MAP, self.interval).await;
         let mut last: Option<String> = None;
         loop {
             match self.store.derp_map().await {
@@ -83,9 +86,8 @@ impl DerpMaps {
                 }
                 Err(err) => tracing::warn!(error = %err, "reading the DERP map"),
             }
-            tokio::select! {
-                _ = self.stop.cancelled() => break,
-                _ = tokio::time::sleep(self.interval) => {}
+            if !rereads.wait(&self.stop).await {
+                break;
             }
             let Ok(mut running) = self.running.lock() else { break };
             if self.tx.receiver_count() == 0 {
@@ -98,5 +100,32 @@ impl DerpMaps {
         if let Ok(mut running) = self.running.lock() {
             *running = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentwire_store::StoreOptions;
+
+    use super::*;
+
+    /// `agentwire derp set` announces its write, and the poller reads it then, not at its next check.
+    #[tokio::test]
+    async fn an_announced_map_is_read_without_waiting_for_the_interval() {
+        let store = Store::open("sqlite::memory:", StoreOptions::default()).await.expect("store");
+        let stop = CancellationToken::new();
+        let maps = DerpMaps::new(store.clone(), Duration::from_secs(3600), stop.clone());
+        let mut watched = maps.subscribe();
+        let bound = Duration::from_secs(10);
+        let first = tokio::time::timeout(bound, watched.wait_for(Option::is_some)).await.expect("first read");
+        assert!(first.expect("open").as_ref().is_some_and(|m| m.regions.is_empty()));
+        let before = store.queries().snapshot();
+        store.admin().set_derp_map(r#"{"Regions":{"7":{"RegionID":7,"RegionCode":"seven"}}}"#).await.expect("set");
+        let read = tokio::time::timeout(bound, watched.wait_for(|m| m.as_ref().is_some_and(|m| m.regions.len() == 1)))
+            .await
+            .expect("the announced map");
+        assert_eq!(read.expect("open").as_ref().map(|m| m.regions[&7].region_code.clone()).as_deref(), Some("seven"));
+        assert_eq!(store.queries().snapshot().since(&before).get("GetSiteConfig"), 1);
+        stop.cancel();
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::api_key::{hash_api_key_secret, random_api_key_chars, API_KEY_ID_LEN, API_KEY_SECRET_LEN};
 use crate::backend::{AdminSql, Db};
+use crate::pubsub::SITE_CONFIG_CHANNEL;
 use crate::rows::{BuildIds, CreatedAgent, JobState, NewAgent, NewApp, NewMetadata, NewScript, TemplateIds};
 use crate::site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SITE_CONFIG_SERVICE_BANNER};
 use crate::{Store, StoreError};
@@ -169,17 +170,30 @@ impl Admin {
         self.store.site_config(key).await
     }
 
-    /// Set the DERP map JSON.
+    /// Set a setting that servers serve from memory, and announce it on [`SITE_CONFIG_CHANNEL`] so that they re-read
+    /// it now rather than at their next interval.
+    async fn set_served_site_config(&self, key: &'static str, json: &str) -> Result<(), StoreError> {
+        self.set_site_config(key, json).await?;
+        // The value is stored: an announcement that does not go out only delays it to the servers' next re-read, so
+        // it does not fail the write.
+        if let Err(err) = self.store.pubsub().publish(SITE_CONFIG_CHANNEL, key).await {
+            tracing::warn!(key, error = %err, "announcing a site configuration write");
+        }
+        Ok(())
+    }
+
+    /// Set the DERP map JSON; running servers are told.
     pub async fn set_derp_map(&self, json: &str) -> Result<(), StoreError> {
-        self.set_site_config(SITE_CONFIG_DERP_MAP, json).await
+        self.set_served_site_config(SITE_CONFIG_DERP_MAP, json).await
     }
 
-    /// Set the announcement banners JSON array.
+    /// Set the announcement banners JSON array; running servers are told.
     pub async fn set_announcement_banners(&self, json: &str) -> Result<(), StoreError> {
-        self.set_site_config(SITE_CONFIG_ANNOUNCEMENT_BANNERS, json).await
+        self.set_served_site_config(SITE_CONFIG_ANNOUNCEMENT_BANNERS, json).await
     }
 
-    /// Set the service banner JSON object.
+    /// Set the legacy service banner JSON object. Nothing serves it: coderd v2.30 answers GetServiceBanner with the
+    /// first announcement banner, and its migration 208 moved this key into that list.
     pub async fn set_service_banner(&self, json: &str) -> Result<(), StoreError> {
         self.set_site_config(SITE_CONFIG_SERVICE_BANNER, json).await
     }

@@ -9,6 +9,8 @@
 //!   at most [`crate::DEFAULT_METADATA_NOTIFY_MAX_IDS`] per message (under the 8000-byte NOTIFY
 //!   limit).
 //!
+//! and one of agentwire's own, [`SITE_CONFIG_CHANNEL`]: the `site_configs` key the operator just wrote.
+//!
 //! Two implementations: [`InProcessPubsub`] (SQLite, single process) and [`PgPubsub`]
 //! (`pg_notify` + one shared, reconnecting `LISTEN` connection per store).
 
@@ -31,6 +33,10 @@ use crate::StoreError;
 
 /// Channel that carries batched metadata notifications (MAIN era).
 pub const METADATA_BATCH_CHANNEL: &str = "workspace_agent_metadata_batch";
+/// Channel on which [`crate::Admin`] announces its writes of a setting that servers serve from memory (the DERP map,
+/// the announcement banners), so that they re-read it at once; the payload is the `site_configs` key written.
+/// agentwire's own: coderd announces nothing, so beside it only the servers' re-read interval brings its changes.
+pub const SITE_CONFIG_CHANNEL: &str = "agentwire_site_config";
 /// PostgreSQL's NOTIFY payload limit is "less than 8000 bytes".
 pub const PG_NOTIFY_MAX_PAYLOAD: usize = 7999;
 /// Default bound of a subscriber's queue; a subscriber that falls further behind loses messages

@@ -781,9 +781,12 @@ mod cases {
         assert!(mine.update_sub_agent(child.id, &[], "/x").await.unwrap().is_none());
     }
 
+    /// The settings servers serve from memory are announced when written, by key; the legacy service banner,
+    /// which nothing serves, is not.
     pub async fn site_configs(kind: Kind) {
         let env = open(kind, quiet_options()).await;
         let store = &env.store;
+        let mut announced = store.pubsub().subscribe(agentwire_store::pubsub::SITE_CONFIG_CHANNEL).await.unwrap();
         assert!(store.derp_map().await.unwrap().is_none());
         store.admin().set_derp_map(r#"{"Regions":{}}"#).await.unwrap();
         store.admin().set_derp_map(r#"{"Regions":{"1":{}}}"#).await.unwrap();
@@ -796,6 +799,15 @@ mod cases {
         assert!(store.announcement_banners().await.unwrap().unwrap().contains("hi"));
         store.admin().set_service_banner(r#"{"enabled":false}"#).await.unwrap();
         assert_eq!(store.service_banner().await.unwrap().as_deref(), Some(r#"{"enabled":false}"#));
+        store.admin().set_derp_map(r#"{"Regions":{}}"#).await.unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..4 {
+            keys.push(tokio::time::timeout(Duration::from_secs(10), announced.recv()).await.unwrap().unwrap());
+        }
+        assert_eq!(
+            keys,
+            [SITE_CONFIG_DERP_MAP, SITE_CONFIG_DERP_MAP, SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP]
+        );
     }
 
     pub async fn app_status(kind: Kind) {

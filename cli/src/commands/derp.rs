@@ -8,8 +8,8 @@ use super::{open_store, DbArgs};
 
 #[derive(Subcommand)]
 pub enum DerpCommand {
-    /// Set the DERP map from a file of Coder's DERP map JSON (`tailcfg.DERPMap`); connected agents get it within
-    /// the check interval.
+    /// Set the DERP map from a file of Coder's DERP map JSON (`tailcfg.DERPMap`). Servers on the same PostgreSQL
+    /// database send it to connected agents at once; a server on a SQLite file, within its check interval.
     Set(DerpSetArgs),
 }
 

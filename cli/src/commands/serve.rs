@@ -260,6 +260,11 @@ struct TimerArgs {
     #[arg(long, env = "AGENTWIRE_BUILD_CHECK_INTERVAL",
           default_value_t = agentwire::build_watch::DEFAULT_BUILD_CHECK_INTERVAL.as_secs())]
     build_check_interval: u64,
+    /// Seconds between re-reads of the announcement banners served to agents. agentwire's own writes reach running
+    /// servers at once; beside coderd, a banner changed in coderd is served within this.
+    #[arg(long, env = "AGENTWIRE_BANNER_REFRESH_INTERVAL",
+          default_value_t = agentapi::DEFAULT_BANNER_REFRESH_INTERVAL.as_secs())]
+    banner_refresh_interval: u64,
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, env = "AGENTWIRE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace: u64,
@@ -408,6 +413,7 @@ impl ServeArgs {
                 max_context_resources: l.max_context_resources,
                 max_context_body_bytes: l.max_context_body_bytes,
                 max_context_total_body_bytes: l.max_context_total_body_bytes,
+                banner_refresh_interval: secs(t.banner_refresh_interval.max(1)),
                 ..AgentApiConfig::default()
             },
             tcp_listen: self.listening.tcp_listen,
@@ -763,6 +769,20 @@ mod tests {
             ),
             (10, 11, 12, 13)
         );
+    }
+
+    /// The banners' re-read interval reaches the Agent API from its flag, or its variable, and defaults to the
+    /// library's; 0 is raised to a second rather than re-reading without pause.
+    #[test]
+    fn banner_refresh_interval_comes_from_its_flag() {
+        use clap::CommandFactory;
+        let interval = |argv: &[&str]| config(argv).agent_api.banner_refresh_interval;
+        assert_eq!(interval(&[]), agentwire::agentapi::DEFAULT_BANNER_REFRESH_INTERVAL);
+        assert_eq!(interval(&["--banner-refresh-interval", "7"]), std::time::Duration::from_secs(7));
+        assert_eq!(interval(&["--banner-refresh-interval", "0"]), std::time::Duration::from_secs(1));
+        let command = Serve::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == "banner_refresh_interval").expect("the flag");
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some("AGENTWIRE_BANNER_REFRESH_INTERVAL"));
     }
 
     fn regions(derp: &agentwire::derp::DerpConfig) -> Vec<i64> {
