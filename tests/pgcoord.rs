@@ -3,7 +3,8 @@
 //! store, on the same database): a client coordinated by PGCoordinator and an agent coordinated by agentwire find
 //! each other, and the other way round; a graceful leave is DISCONNECTED; an agentwire process killed hard is LOST
 //! for PGCoordinator's client after PGCoordinator's missed heartbeats, and found again when it comes back; two
-//! agentwire replicas coordinate through the same tables.
+//! agentwire replicas coordinate through the same tables. The nodes here are fake; the data plane, the real `coder
+//! agent` reached over SSH by a client of PGCoordinator, is `cli/tests/pgcoord_reach.rs`.
 //!
 //! PGCoordinator's timing comes from Coder's package through the referee's first line, never from a copy here.
 

@@ -15,6 +15,7 @@
 //	interop coderd-setup --url http://FRONT --postgres-url URL [--workspaces N] [--out FILE]
 //	interop coderd-check --url http://FRONT --token T --agent-id ID [--checks …]
 //	interop coderd-stop --url http://FRONT --token T --workspace-id ID
+//	interop pgcoord --postgres-url URL --as agent|client --agent-id ID [--node-id N] [--url http://HOST:PORT --token T]
 //
 // See README.md for the full contract.
 package main
@@ -92,6 +93,8 @@ func usage() {
   interop coderd-setup --url http://FRONT --postgres-url URL [--workspaces N] [--out FILE] [--app-port N]
   interop coderd-check --url http://FRONT --token T --agent-id ID [--workspace-id ID] [--postgres-url URL] [--checks LIST] [--deadline D]
   interop coderd-stop --url http://FRONT --token T --workspace-id ID [--timeout D]
+  interop pgcoord --postgres-url URL --as agent|client --agent-id ID [--node-id N] [--peer-id ID] [--verbose]
+  interop pgcoord --postgres-url URL --as client --agent-id ID --url http://HOST:PORT --token USER_TOKEN [--disable-direct] [--timeout D]
 run "interop <subcommand> -h" for the flags of one subcommand
 `)
 }

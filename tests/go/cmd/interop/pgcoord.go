@@ -25,7 +25,8 @@ import (
 // pgcoordCmd runs Coder's own HA coordinator (enterprise/tailnet's PGCoordinator, NewPGCoord) on a Coder database,
 // with coderd's pubsub and sqlc store, as one coderd replica of an HA deployment would, and connects one peer to it
 // through the coordinator's own Coordinate API: a client tunnelling to --agent-id, or that agent. It prints every
-// response as coordinate's JSON lines and follows coordinate's commands on stdin. See README.md.
+// response as coordinate's JSON lines and follows coordinate's commands on stdin. With --url the client is a real
+// tailnet client that reaches the agent (pgcoord_reach.go). See README.md.
 func pgcoordCmd(args []string) int {
 	fs := flag.NewFlagSet("pgcoord", flag.ContinueOnError)
 	pgURL := fs.String("postgres-url", "", "PostgreSQL URL of a Coder database (interop coderdb migrate)")
@@ -34,12 +35,21 @@ func pgcoordCmd(args []string) int {
 	peerID := fs.String("peer-id", "", "the client's peer id (default: a fresh one, as coderd gives each client connection)")
 	nodeID := fs.Int64("node-id", 1, "Node.id of the first node sent; later nodes come from the node command")
 	verbose := fs.Bool("verbose", false, "log PGCoordinator's info lines to stderr, not only its warnings")
+	var reach reachOptions
+	fs.StringVar(&reach.url, "url", "", "--as client only: be a real tailnet client, with the DERP map of this server's connection info for the agent (http://HOST:PORT), and reach the agent over SSH")
+	fs.StringVar(&reach.token, "token", "", "with --url: a user API token for the connection info")
+	fs.BoolVar(&reach.disableDirect, "disable-direct", false, "with --url: block direct connections, every packet through DERP")
+	fs.DurationVar(&reach.timeout, "timeout", 60*time.Second, "with --url: how long each step may take")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	agent, err := uuid.Parse(*agentID)
 	if err != nil || *pgURL == "" || (*as != "agent" && *as != "client") {
 		fmt.Fprintf(os.Stderr, "pgcoord: --postgres-url, --as agent|client and a valid --agent-id are required (%v)\n", err)
+		return exitUsage
+	}
+	if reach.url != "" && (*as != "client" || reach.token == "") {
+		fmt.Fprintln(os.Stderr, "pgcoord: --url is for --as client, and needs --token")
 		return exitUsage
 	}
 	self := agent
@@ -79,6 +89,9 @@ func pgcoordCmd(args []string) int {
 		return exitFail
 	}
 	defer coord.Close()
+	if reach.url != "" {
+		return pgcoordReach(ctx, logger, coord, self, agent, auth, reach)
+	}
 
 	node := func(n int64) *tailnetproto.CoordinateRequest { return nodeUpdate(*as, agent, n) }
 	tunnel := &tailnetproto.CoordinateRequest_Tunnel{Id: agent[:]}
@@ -110,16 +123,7 @@ func pgcoordCmd(args []string) int {
 		go func() {
 			defer wg.Done()
 			for resp := range resps {
-				if resp.Error != "" {
-					emit(map[string]any{"error": resp.Error})
-				}
-				for _, u := range resp.PeerUpdates {
-					line := map[string]any{"id": formatUUID(u.Id), "kind": u.Kind.String(), "reason": u.Reason}
-					if u.Node != nil {
-						line["node"] = u.Node.Id
-					}
-					emit(line)
-				}
+				emitResponse(resp)
 			}
 			emit(map[string]any{"end": "closed"})
 		}()
@@ -132,14 +136,7 @@ func pgcoordCmd(args []string) int {
 	if !connect(*nodeID) {
 		return exitFail
 	}
-	// The protocol's timing comes from Coder's package, for the tests to reason with: never copied.
-	emit(map[string]any{
-		"ready":               true,
-		"peer_id":             self.String(),
-		"heartbeat_period_ms": entailnet.HeartbeatPeriod.Milliseconds(),
-		"missed_heartbeats":   entailnet.MissedHeartbeats,
-		"heartbeat_channel":   entailnet.EventHeartbeats,
-	})
+	emit(pgcoordReady(self))
 
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -206,4 +203,30 @@ func pgcoordCmd(args []string) int {
 	peerCancel()
 	wg.Wait()
 	return exitOK
+}
+
+// pgcoordReady is the first line: the peer's id, and the protocol's timing from Coder's package, for the tests to
+// reason with: never copied.
+func pgcoordReady(self uuid.UUID) map[string]any {
+	return map[string]any{
+		"ready":               true,
+		"peer_id":             self.String(),
+		"heartbeat_period_ms": entailnet.HeartbeatPeriod.Milliseconds(),
+		"missed_heartbeats":   entailnet.MissedHeartbeats,
+		"heartbeat_channel":   entailnet.EventHeartbeats,
+	}
+}
+
+// emitResponse prints a coordinator's response as coordinate's lines: its error, then one line per peer update.
+func emitResponse(resp *tailnetproto.CoordinateResponse) {
+	if resp.Error != "" {
+		emit(map[string]any{"error": resp.Error})
+	}
+	for _, u := range resp.PeerUpdates {
+		line := map[string]any{"id": formatUUID(u.Id), "kind": u.Kind.String(), "reason": u.Reason}
+		if u.Node != nil {
+			line["node"] = u.Node.Id
+		}
+		emit(line)
+	}
 }

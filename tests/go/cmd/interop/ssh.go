@@ -133,41 +133,7 @@ func sshCmd(args []string) int {
 	})
 
 	step("ssh", func(ctx context.Context) (map[string]any, error) {
-		sshClient, err := conn.SSHClient(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer sshClient.Close()
-		session, err := sshClient.NewSession()
-		if err != nil {
-			return nil, fmt.Errorf("new session: %w", err)
-		}
-		defer session.Close()
-		cmd, want := *command, ""
-		if cmd == "" {
-			nonce := uuid.NewString()
-			cmd, want = "echo "+nonce, nonce
-		}
-		var stdout, stderr bytes.Buffer
-		session.Stdout, session.Stderr = &stdout, &stderr
-		done := make(chan error, 1)
-		go func() { done <- session.Run(cmd) }()
-		select {
-		case err = <-done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%q: %w", cmd, ctx.Err())
-		}
-		out := map[string]any{"command": cmd, "stdout": stdout.String()}
-		if stderr.Len() > 0 {
-			out["stderr"] = stderr.String()
-		}
-		if err != nil {
-			return out, fmt.Errorf("%q: %w", cmd, err)
-		}
-		if want != "" && strings.TrimSpace(stdout.String()) != want {
-			return out, fmt.Errorf("stdout %q, want %q", stdout.String(), want+"\n")
-		}
-		return out, nil
+		return sshRun(ctx, conn, *command)
 	})
 
 	if *port != 0 {
@@ -176,6 +142,46 @@ func sshCmd(args []string) int {
 		})
 	}
 	return sshSummary(failed)
+}
+
+// sshRun runs command over the agent's SSH server (workspacesdk's SSHClient, on Coder's AgentSSHPort), or, when
+// command is empty, `echo NONCE`, which must print the nonce back: the round trip of the ssh and pgcoord verbs.
+func sshRun(ctx context.Context, conn workspacesdk.AgentConn, command string) (map[string]any, error) {
+	sshClient, err := conn.SSHClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sshClient.Close()
+	session, err := sshClient.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	defer session.Close()
+	cmd, want := command, ""
+	if cmd == "" {
+		nonce := uuid.NewString()
+		cmd, want = "echo "+nonce, nonce
+	}
+	var stdout, stderr bytes.Buffer
+	session.Stdout, session.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	go func() { done <- session.Run(cmd) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%q: %w", cmd, ctx.Err())
+	}
+	out := map[string]any{"command": cmd, "stdout": stdout.String()}
+	if stderr.Len() > 0 {
+		out["stderr"] = stderr.String()
+	}
+	if err != nil {
+		return out, fmt.Errorf("%q: %w", cmd, err)
+	}
+	if want != "" && strings.TrimSpace(stdout.String()) != want {
+		return out, fmt.Errorf("stdout %q, want %q", stdout.String(), want+"\n")
+	}
+	return out, nil
 }
 
 // portForwardGet does what `coder port-forward --tcp L:R` does for one
