@@ -313,7 +313,13 @@ impl AppState {
         let span = tracing::info_span!("session", agent_id = %scope.agent().id, agent_name = %scope.agent().name);
         let replica = self.0.config.replica_id;
         let coderd_relay = self.0.tailnet.coderd_relay().zip(token).map(|(relay, token)| relay.link(token, version));
-        let session = Arc::new(Session { scope, api_version: version, replica_id: replica, coderd_relay });
+        let session = Arc::new(Session {
+            scope,
+            api_version: version,
+            replica_id: replica,
+            coderd_relay,
+            monitors: Default::default(),
+        });
         let state = self.clone();
         let rpc = &self.0.config.rpc;
         let memory = permit.memory.session(rpc.session_memory, rpc.session_guaranteed_memory);

@@ -21,6 +21,8 @@ pub struct Session {
     /// Beside coderd with relayed coordination: the way to coderd with the agent's token, which only relayed sessions
     /// keep.
     pub coderd_relay: Option<Box<crate::tailnet::coderd_relay::AgentLink>>,
+    /// The agent's resource monitors, loaded by the monitoring RPCs' first call and kept for the session's life.
+    pub monitors: crate::agentapi::ResourceMonitors,
 }
 
 impl Session {

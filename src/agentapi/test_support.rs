@@ -38,5 +38,11 @@ pub(crate) async fn session_for(store: &Store, agent: &CreatedAgent) -> Arc<Sess
     let resolved =
         store.resolve_agent_by_token(&agent.auth_token.to_string()).await.expect("resolve").expect("known token");
     let scope = store.agent(&resolved);
-    Arc::new(Session { scope, api_version: ApiVersion::CURRENT, replica_id: Uuid::new_v4(), coderd_relay: None })
+    Arc::new(Session {
+        scope,
+        api_version: ApiVersion::CURRENT,
+        replica_id: Uuid::new_v4(),
+        coderd_relay: None,
+        monitors: Default::default(),
+    })
 }

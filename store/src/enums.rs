@@ -1,4 +1,5 @@
-//! Coder's enum labels that the store writes (lifecycle states, app healths, log levels, agent subsystems), as typed
+//! Coder's enum labels that the store writes (lifecycle states, app healths, log levels, agent subsystems, resource
+//! monitor states), as typed
 //! values: handlers convert from the protobuf once, and nothing else can reach a column.
 
 use crate::StoreError;
@@ -84,6 +85,15 @@ coder_enum!(
         Envbox = "envbox",
         Envbuilder = "envbuilder",
         Exectrace = "exectrace",
+    }
+);
+
+coder_enum!(
+    /// `workspace_agent_monitor_state`: a resource monitor's verdict. Typed because its writes are batched: one label
+    /// the database refused would fail every agent's monitors in that flush.
+    MonitorState, "monitor state" {
+        Ok = "OK",
+        Nok = "NOK",
     }
 );
 

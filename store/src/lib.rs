@@ -78,7 +78,8 @@
 //!
 //! Lifecycle, startup, logs, log sources, script timings, connection logs, app health/status,
 //! sub-agents, boundary logs, context state, connect/disconnect: written before the call
-//! returns. Stats, metadata and heartbeats: batched ([`batch`]), each flush one transaction.
+//! returns. Stats, metadata, heartbeats and resource monitor states: batched ([`batch`]), each flush one
+//! transaction.
 //!
 //! # Pubsub
 //!
@@ -129,7 +130,7 @@ pub use definition::{
     VolumeMonitorDefinition,
 };
 pub use engine::Engine;
-pub use enums::{AppHealth, LifecycleState, LogLevel, Subsystem};
+pub use enums::{AppHealth, LifecycleState, LogLevel, MonitorState, Subsystem};
 pub use error::StoreError;
 pub use model::*;
 pub use pubsub::{InProcessPubsub, PgPubsub, Pubsub, Subscription};
@@ -140,6 +141,7 @@ pub use site_config::{SITE_CONFIG_ANNOUNCEMENT_BANNERS, SITE_CONFIG_DERP_MAP, SI
 use backend::{BuildSql, Db, LookupSql};
 use batch::heartbeat::{Heartbeat, HeartbeatFlush};
 use batch::metadata::{MetaItem, MetadataFlush};
+use batch::monitors::{MonitorFlush, MonitorItem};
 use batch::stats::StatsFlush;
 use batch::{BatchCounters, Batcher};
 use rows::StatsRow;
@@ -176,6 +178,12 @@ pub const DEFAULT_HEARTBEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEARTBEAT_FLUSH_AT: usize = 500;
 /// Heartbeats: queue capacity.
 pub const DEFAULT_HEARTBEAT_QUEUE_CAPACITY: usize = 2500;
+/// Resource monitor states: flush every 5 s (an agent pushes every 10 s; coderd writes each push at once).
+pub const DEFAULT_MONITOR_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Resource monitor states: flush at 500 distinct monitors.
+pub const DEFAULT_MONITOR_FLUSH_AT: usize = 500;
+/// Resource monitor states: queue capacity; beyond it a push's writes are dropped (the next push writes again).
+pub const DEFAULT_MONITOR_QUEUE_CAPACITY: usize = 2500;
 
 /// Every knob of the store. `Default` gives Coder's values.
 #[derive(Debug, Clone)]
@@ -216,6 +224,12 @@ pub struct StoreOptions {
     pub heartbeat_flush_at: usize,
     /// Heartbeat queue capacity.
     pub heartbeat_queue_capacity: usize,
+    /// Resource monitor batcher timing.
+    pub monitor_flush_interval: Duration,
+    /// Resource monitors: flush at this many distinct monitors.
+    pub monitor_flush_at: usize,
+    /// Resource monitor queue capacity (monitor states).
+    pub monitor_queue_capacity: usize,
     /// Per-subscriber pubsub queue.
     pub subscriber_queue: usize,
 }
@@ -241,6 +255,9 @@ impl Default for StoreOptions {
             heartbeat_flush_interval: DEFAULT_HEARTBEAT_FLUSH_INTERVAL,
             heartbeat_flush_at: DEFAULT_HEARTBEAT_FLUSH_AT,
             heartbeat_queue_capacity: DEFAULT_HEARTBEAT_QUEUE_CAPACITY,
+            monitor_flush_interval: DEFAULT_MONITOR_FLUSH_INTERVAL,
+            monitor_flush_at: DEFAULT_MONITOR_FLUSH_AT,
+            monitor_queue_capacity: DEFAULT_MONITOR_QUEUE_CAPACITY,
             subscriber_queue: pubsub::DEFAULT_SUBSCRIBER_QUEUE,
         }
     }
@@ -277,6 +294,7 @@ struct Inner {
     stats: Batcher<StatsFlush>,
     metadata: Batcher<MetadataFlush>,
     heartbeats: Batcher<HeartbeatFlush>,
+    monitors: Batcher<MonitorFlush>,
 }
 
 /// The store handle: cheap to clone, shared by every connection.
@@ -300,7 +318,7 @@ pub enum Schema {
     Coder,
 }
 
-/// Counters of the three batchers.
+/// Counters of the four batchers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllBatcherStats {
     /// Stats batcher.
@@ -309,6 +327,8 @@ pub struct AllBatcherStats {
     pub metadata: BatcherStats,
     /// Heartbeat batcher.
     pub heartbeats: BatcherStats,
+    /// Resource monitor batcher.
+    pub monitors: BatcherStats,
 }
 
 impl Store {
@@ -364,7 +384,16 @@ impl Store {
             },
             Arc::new(BatchCounters::default()),
         );
-        Store { inner: Arc::new(Inner { core, stats, metadata, heartbeats }) }
+        let monitors = Batcher::spawn(
+            MonitorFlush { core: core.clone() },
+            BatchOptions {
+                flush_interval: opts.monitor_flush_interval,
+                flush_at: opts.monitor_flush_at,
+                queue_capacity: opts.monitor_queue_capacity,
+            },
+            Arc::new(BatchCounters::default()),
+        );
+        Store { inner: Arc::new(Inner { core, stats, metadata, heartbeats, monitors }) }
     }
 
     pub(crate) fn core(&self) -> &Core {
@@ -402,6 +431,7 @@ impl Store {
             stats: self.inner.stats.stats(),
             metadata: self.inner.metadata.stats(),
             heartbeats: self.inner.heartbeats.stats(),
+            monitors: self.inner.monitors.stats(),
         }
     }
 
@@ -410,6 +440,7 @@ impl Store {
         self.inner.stats.flush().await;
         self.inner.metadata.flush().await;
         self.inner.heartbeats.flush().await;
+        self.inner.monitors.flush().await;
     }
 
     /// Flush every batcher and stop them; later enqueues are dropped and counted. Does not
@@ -418,6 +449,7 @@ impl Store {
         self.inner.stats.shutdown().await;
         self.inner.metadata.shutdown().await;
         self.inner.heartbeats.shutdown().await;
+        self.inner.monitors.shutdown().await;
     }
 
     /// [`Store::shutdown`], then close the pools.
@@ -477,5 +509,9 @@ impl Store {
 
     pub(crate) fn enqueue_heartbeat(&self, hb: Heartbeat) -> bool {
         self.inner.heartbeats.enqueue(hb)
+    }
+
+    pub(crate) fn enqueue_monitor(&self, item: MonitorItem) -> bool {
+        self.inner.monitors.enqueue(item)
     }
 }

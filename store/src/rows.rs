@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use crate::enums::MonitorState;
 use crate::model::{StatsReport, UnixMicros};
 
 // The operator's writes (`crate::Admin`).
@@ -341,3 +342,19 @@ pub(crate) type MetaEntry = ((Uuid, String), (String, String, UnixMicros));
 
 /// One agent of a heartbeat flush and its latest `(at, replica)`.
 pub(crate) type HeartbeatEntry = (Uuid, (UnixMicros, Uuid));
+
+/// What a monitor flush writes to one resource monitor's row: Coder's `UpdateMemoryResourceMonitor` and
+/// `UpdateVolumeResourceMonitor` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MonitorWrite {
+    pub state: MonitorState,
+    pub updated_at: UnixMicros,
+    /// 0: never debounced (Coder's zero time).
+    pub debounced_until: UnixMicros,
+}
+
+/// One agent's memory monitor in a monitor flush.
+pub(crate) type MemoryMonitorEntry = (Uuid, MonitorWrite);
+
+/// One `(agent, path)` volume monitor in a monitor flush.
+pub(crate) type VolumeMonitorEntry = ((Uuid, String), MonitorWrite);

@@ -13,9 +13,10 @@ use uuid::Uuid;
 use crate::backend::{AgentSql, Db, LogBatch};
 use crate::batch::heartbeat::Heartbeat;
 use crate::batch::metadata::MetaItem;
+use crate::batch::monitors::MonitorItem;
 use crate::model::*;
-use crate::rows::StatsRow;
-use crate::{AppHealth, LifecycleState, Subsystem};
+use crate::rows::{MonitorWrite, StatsRow};
+use crate::{AppHealth, LifecycleState, MonitorState, Subsystem};
 use crate::{Store, StoreError};
 
 /// Coder's fixed log source for agents that send the nil source id.
@@ -312,25 +313,29 @@ impl AgentScope {
         self.db().volume_monitors(self).await
     }
 
-    /// Write the memory monitor's state.
-    pub async fn update_memory_monitor(
+    /// Queue the memory monitor's new state for the monitor batcher (Coder's `UpdateMemoryResourceMonitor`, written
+    /// at the next flush, the latest per monitor winning). `false` when the queue is full: the write is dropped and
+    /// counted.
+    pub fn enqueue_memory_monitor(
         &self,
-        state: &str,
+        state: MonitorState,
         updated_at: UnixMicros,
         debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        self.db().update_memory_monitor(self, state, updated_at, debounced_until).await
+    ) -> bool {
+        let write = MonitorWrite { state, updated_at, debounced_until };
+        self.store.enqueue_monitor(MonitorItem { agent_id: self.agent.id, path: None, write })
     }
 
-    /// Write one volume monitor's state.
-    pub async fn update_volume_monitor(
+    /// Queue the new state of the volume monitor at `path`, as [`AgentScope::enqueue_memory_monitor`].
+    pub fn enqueue_volume_monitor(
         &self,
         path: &str,
-        state: &str,
+        state: MonitorState,
         updated_at: UnixMicros,
         debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        self.db().update_volume_monitor(self, path, state, updated_at, debounced_until).await
+    ) -> bool {
+        let write = MonitorWrite { state, updated_at, debounced_until };
+        self.store.enqueue_monitor(MonitorItem { agent_id: self.agent.id, path: Some(path.to_owned()), write })
     }
 
     /// CreateSubAgent (new agent path): a child of this agent on the same resource, with a

@@ -108,6 +108,7 @@ async fn env() -> Env {
         stats_flush_interval: hour,
         metadata_flush_interval: hour,
         heartbeat_flush_interval: hour,
+        monitor_flush_interval: hour,
         ..StoreOptions::default()
     };
     let store = Store::open_coder(&coder.url, opts).await.unwrap();
@@ -891,13 +892,24 @@ async fn resource_monitors_keep_coders_zero_time_and_state_enum() {
         [("/data", false, 70, 0), ("/home/coder", true, 90, 0)]
     );
 
+    // The monitor batcher's flush: both agents' states, the latest per monitor, in one transaction of one statement
+    // per kind.
     let now = 1_700_000_000_000_000;
+    let theirs = env.other_scope().await;
     let before = env.store.queries().snapshot();
-    assert!(scope.update_memory_monitor("NOK", now, now + 1_800_000_000).await.unwrap());
-    assert!(scope.update_volume_monitor("/home/coder", "NOK", now, 0).await.unwrap());
-    assert!(!scope.update_volume_monitor("/nope", "NOK", now, 0).await.unwrap());
+    assert!(scope.enqueue_memory_monitor(MonitorState::Ok, now - 10_000_000, 0));
+    assert!(scope.enqueue_memory_monitor(MonitorState::Nok, now, now + 1_800_000_000));
+    assert!(scope.enqueue_volume_monitor("/home/coder", MonitorState::Nok, now, 0));
+    assert!(scope.enqueue_volume_monitor("/nope", MonitorState::Nok, now, 0));
+    assert!(theirs.enqueue_volume_monitor("/home/coder", MonitorState::Nok, now + 1, now + 2));
+    assert_eq!(diff(&env.store, &before).total(), 0, "nothing written before the flush");
+    env.store.flush().await;
     let d = diff(&env.store, &before);
-    assert_eq!((d.get("UpdateMemoryResourceMonitor"), d.get("UpdateVolumeResourceMonitor"), d.begins), (1, 2, 0));
+    assert_eq!(
+        (d.get("UpdateMemoryResourceMonitor"), d.get("UpdateVolumeResourceMonitor"), d.total(), d.begins, d.commits),
+        (1, 1, 2, 1, 1),
+        "{d:?}"
+    );
     let m = scope.memory_monitor().await.unwrap().unwrap();
     assert_eq!((m.state.as_str(), m.updated_at, m.debounced_until), ("NOK", now, now + 1_800_000_000));
     let home = scope.volume_monitors().await.unwrap().into_iter().find(|v| v.path == "/home/coder").unwrap();
@@ -910,23 +922,32 @@ async fn resource_monitors_keep_coders_zero_time_and_state_enum() {
         ))
         .await
     );
-    // Coder's enum is upper case; anything else is refused.
-    assert!(scope.update_memory_monitor("nok", now, 0).await.is_err());
+    // coderd reads the rows back with its own queries and types: state enum, times, zero time.
     let read = env.referee(agent).await;
     let memory = &read["memory_monitor"];
     assert_eq!((&memory["state"], go_micros(&memory["updated_at"])), (&Value::from("NOK"), Some(now)));
     assert_eq!(go_micros(&memory["debounced_until"]), Some(now + 1_800_000_000));
-    let home = read["volume_monitors"].as_array().unwrap().iter().find(|v| v["path"] == "/home/coder").unwrap();
+    let volumes = read["volume_monitors"].as_array().unwrap();
+    let home = volumes.iter().find(|v| v["path"] == "/home/coder").unwrap();
     assert_eq!((&home["state"], &home["debounced_until"]), (&Value::from("NOK"), &Value::from("0001-01-01T00:00:00Z")));
-    // The other agent's monitors are untouched.
-    let theirs = env.other_scope().await;
+    assert_eq!(go_micros(&home["updated_at"]), Some(now));
+    assert_eq!(volumes.len(), 2, "a state for a path without a monitor creates none: {volumes:?}");
+    let data = volumes.iter().find(|v| v["path"] == "/data").unwrap();
+    assert_eq!(data["state"], "OK", "a monitor the flush did not name is untouched");
+    // The other agent: its volume as it was flushed, its memory monitor untouched.
+    let other = env.referee(env.seed.other_agent).await;
+    let their_home = &other["volume_monitors"].as_array().unwrap()[0];
+    assert_eq!((&their_home["state"], go_micros(&their_home["updated_at"])), (&Value::from("NOK"), Some(now + 1)));
+    assert_eq!(go_micros(&their_home["debounced_until"]), Some(now + 2));
     assert_eq!(theirs.memory_monitor().await.unwrap().unwrap().state, "OK");
-    assert_eq!(theirs.volume_monitors().await.unwrap()[0].state, "OK");
 
-    // Without a memory monitor there is nothing to read or write.
+    // Without a memory monitor there is nothing to read, and a state flushed for it writes nothing.
     env.exec(&format!("DELETE FROM workspace_agent_memory_resource_monitors WHERE agent_id = '{agent}'")).await;
     assert_eq!(scope.memory_monitor().await.unwrap(), None);
-    assert!(!scope.update_memory_monitor("OK", now, 0).await.unwrap());
+    assert!(scope.enqueue_memory_monitor(MonitorState::Ok, now, 0));
+    env.store.flush().await;
+    assert_eq!(env.store.batcher_stats().monitors.flush_errors, 0);
+    assert_eq!(scope.memory_monitor().await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -285,8 +285,8 @@ mod cases {
         let update =
             |key: &str| MetadataUpdate { key: key.into(), value: format!("{key}-value"), error: String::new() };
         scope.enqueue_metadata(&[update("load"), update("gone")]);
+        assert!(scope.enqueue_volume_monitor("/", MonitorState::Nok, 5, 6));
         env.store.flush().await;
-        assert!(scope.update_volume_monitor("/", "NOK", 5, 6).await.unwrap());
 
         let before = env.store.queries().snapshot();
         assert!(admin.replace_agent_definition(created.agent.id, &second_definition()).await.unwrap());

@@ -31,6 +31,7 @@ dual!(
     connection_bookkeeping_and_heartbeats,
     connection_log_upsert,
     resource_monitors,
+    monitor_flush_is_one_statement_per_kind_for_all_agents,
     context_state,
     site_configs,
     app_status,
@@ -658,14 +659,81 @@ mod cases {
         assert!(scope.memory_monitor().await.unwrap().is_none());
         env.store.admin().add_memory_monitor(f.agent.id, true, 80).await.unwrap();
         env.store.admin().add_volume_monitor(f.agent.id, "/home", true, 90).await.unwrap();
-        assert!(scope.update_memory_monitor("NOK", 5, 6).await.unwrap());
-        assert!(scope.update_volume_monitor("/home", "NOK", 5, 7).await.unwrap());
-        assert!(!scope.update_volume_monitor("/nope", "NOK", 5, 7).await.unwrap());
+        assert!(scope.enqueue_memory_monitor(MonitorState::Nok, 5, 6));
+        assert!(scope.enqueue_volume_monitor("/home", MonitorState::Nok, 5, 7));
+        assert!(scope.enqueue_volume_monitor("/nope", MonitorState::Nok, 5, 7));
+        env.store.flush().await;
         let m = scope.memory_monitor().await.unwrap().unwrap();
-        assert_eq!((m.state.as_str(), m.threshold, m.debounced_until), ("NOK", 80, 6));
+        assert_eq!((m.state.as_str(), m.threshold, m.updated_at, m.debounced_until), ("NOK", 80, 5, 6));
         let v = scope.volume_monitors().await.unwrap();
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].debounced_until, 7);
+        assert_eq!(v.len(), 1, "a state for a path without a monitor creates none: {v:?}");
+        assert_eq!((v[0].state.as_str(), v[0].updated_at, v[0].debounced_until), ("NOK", 5, 7));
+    }
+
+    /// The monitor batcher: the latest state per (agent, monitor) wins within a flush, and a flush is one transaction
+    /// with one statement per monitor kind for every agent in it, touching only the monitors it names.
+    pub async fn monitor_flush_is_one_statement_per_kind_for_all_agents(kind: Kind) {
+        let env = open(kind, quiet_options()).await;
+        let store = &env.store;
+        let admin = store.admin();
+        let mut scopes = Vec::new();
+        for name in ["mona", "moe", "mel"] {
+            let f = fixture(store, name).await;
+            admin.add_memory_monitor(f.agent.id, true, 80).await.unwrap();
+            admin.add_volume_monitor(f.agent.id, "/home", true, 90).await.unwrap();
+            admin.add_volume_monitor(f.agent.id, "/data", true, 90).await.unwrap();
+            scopes.push(store.agent(&f.agent));
+        }
+        let untouched = fixture(store, "otto").await;
+        admin.add_memory_monitor(untouched.agent.id, true, 80).await.unwrap();
+        let before = store.queries().snapshot();
+        let batcher_before = store.batcher_stats().monitors;
+        for (i, scope) in scopes.iter().enumerate() {
+            let t = 100 * (i as i64 + 1);
+            // Three pushes' worth each; the middle one arrives last but is older, so it loses.
+            for (at, state) in [(t, MonitorState::Nok), (t + 2, MonitorState::Ok), (t + 1, MonitorState::Nok)] {
+                assert!(scope.enqueue_memory_monitor(state, at, at + 1000));
+                assert!(scope.enqueue_volume_monitor("/home", state, at, 0));
+            }
+            assert!(scope.enqueue_volume_monitor("/data", MonitorState::Nok, t, t + 5));
+        }
+        assert_eq!(store.queries().snapshot().since(&before).total(), 0, "nothing is written before the flush");
+        store.flush().await;
+        let d = store.queries().snapshot().since(&before);
+        assert_eq!(
+            d.by_name,
+            [("UpdateMemoryResourceMonitor", 1), ("UpdateVolumeResourceMonitor", 1)].into(),
+            "one statement per kind for three agents: {d:?}"
+        );
+        assert_eq!((d.begins, d.commits), (1, 1), "{d:?}");
+        let s = store.batcher_stats().monitors;
+        let (enqueued, superseded, written) =
+            (s.enqueued - batcher_before.enqueued, s.superseded - batcher_before.superseded, s.items_flushed);
+        assert_eq!((enqueued, superseded, written, s.flushes - batcher_before.flushes), (21, 12, 9, 1), "{s:?}");
+
+        for (i, scope) in scopes.iter().enumerate() {
+            let t = 100 * (i as i64 + 1);
+            let m = scope.memory_monitor().await.unwrap().unwrap();
+            assert_eq!((m.state.as_str(), m.updated_at, m.debounced_until), ("OK", t + 2, t + 1002));
+            let v: Vec<(String, String, i64, i64)> = scope
+                .volume_monitors()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.path, v.state, v.updated_at, v.debounced_until))
+                .collect();
+            let want = [("/data", "NOK", t, t + 5), ("/home", "OK", t + 2, 0)]
+                .map(|(p, s, u, d)| (p.to_owned(), s.to_owned(), u, d));
+            assert_eq!(v, want);
+        }
+        let theirs = store.agent(&untouched.agent).memory_monitor().await.unwrap().unwrap();
+        assert_eq!((theirs.state.as_str(), theirs.debounced_until), ("OK", 0));
+
+        // Pending states are written at shutdown.
+        assert!(scopes[0].enqueue_memory_monitor(MonitorState::Nok, 900, 901));
+        store.shutdown().await;
+        let m = scopes[0].memory_monitor().await.unwrap().unwrap();
+        assert_eq!((m.state.as_str(), m.updated_at, m.debounced_until), ("NOK", 900, 901));
     }
 
     pub async fn context_state(kind: Kind) {

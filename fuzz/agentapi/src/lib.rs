@@ -203,8 +203,13 @@ async fn new_agent(store: &Store, owner: Uuid, template: Uuid) -> Agent {
     let log_source = scope.list_log_sources().await.expect("log sources").first().expect("the script's source").id;
     let sub = NewSubAgent { name: "child".to_owned(), directory: "/workspaces/dev".to_owned(), ..Default::default() };
     let sub_agent = scope.create_sub_agent(&sub).await.expect("sub agent").id;
-    let session =
-        Arc::new(Session { scope, api_version: ApiVersion::CURRENT, replica_id: Uuid::new_v4(), coderd_relay: None });
+    let session = Arc::new(Session {
+        scope,
+        api_version: ApiVersion::CURRENT,
+        replica_id: Uuid::new_v4(),
+        coderd_relay: None,
+        monitors: Default::default(),
+    });
     Agent { session, app, script, log_source, sub_agent }
 }
 
@@ -279,6 +284,7 @@ async fn check(w: &World, rpc: Rpc, body: &[u8]) {
         ("stats", &batchers_before.stats, &batchers.stats),
         ("metadata", &batchers_before.metadata, &batchers.metadata),
         ("heartbeats", &batchers_before.heartbeats, &batchers.heartbeats),
+        ("monitors", &batchers_before.monitors, &batchers.monitors),
     ] {
         assert_eq!(before.flush_errors, after.flush_errors, "{rpc:?}: the {name} batcher failed a flush");
     }

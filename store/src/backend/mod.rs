@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::model::*;
 use crate::rows::{
     ActivityDay, ActivitySpan, AgentStatsWindow, BuildDuration, BuildIds, CreatedAgent, DemoHistory, DemoStat,
-    HeartbeatEntry, JobState, MetaEntry, NewAgent, NewApp, NewMetadata, NewScript, StatsRow, TemplateDayUsers,
-    TemplateIds, TemplateRow, UserActivityDay, WorkspaceStateCounts,
+    HeartbeatEntry, JobState, MemoryMonitorEntry, MetaEntry, NewAgent, NewApp, NewMetadata, NewScript, StatsRow,
+    TemplateDayUsers, TemplateIds, TemplateRow, UserActivityDay, VolumeMonitorEntry, WorkspaceStateCounts,
 };
 use crate::tailnet::rows::{TailnetCoordinator, TailnetPeer, TailnetTunnel, TailnetWrites};
 use crate::{AgentScope, QueryCounters, StoreError, StoreOptions};
@@ -300,23 +300,6 @@ contract! {
         async fn memory_monitor(&self, a: &AgentScope) -> Result<Option<MemoryMonitor>, StoreError>;
         /// Volume monitors, by path.
         async fn volume_monitors(&self, a: &AgentScope) -> Result<Vec<VolumeMonitor>, StoreError>;
-        /// Write the memory monitor's state; `false` if there is none.
-        async fn update_memory_monitor(
-            &self,
-            a: &AgentScope,
-            state: &str,
-            updated_at: UnixMicros,
-            debounced_until: UnixMicros,
-        ) -> Result<bool, StoreError>;
-        /// Write one volume monitor's state; `false` if there is none at `path`.
-        async fn update_volume_monitor(
-            &self,
-            a: &AgentScope,
-            path: &str,
-            state: &str,
-            updated_at: UnixMicros,
-            debounced_until: UnixMicros,
-        ) -> Result<bool, StoreError>;
         /// Insert `sub` as a child of the agent on its resource, inheriting its timeout, URL and key scope.
         async fn create_sub_agent(&self, a: &AgentScope, sub: &SubAgent, new: &NewSubAgent) -> Result<(), StoreError>;
         /// The agent's live children.
@@ -498,6 +481,13 @@ contract! {
         async fn flush_metadata(&self, entries: &[MetaEntry], notices: &[(&str, &str)]) -> Result<bool, StoreError>;
         /// Refresh agents' `last_connected_at` and replica, never moving the timestamp backwards.
         async fn flush_heartbeats(&self, entries: &[HeartbeatEntry]) -> Result<(), StoreError>;
+        /// Set the state, `updated_at` and debounce of these memory monitors (by agent) and volume monitors (by agent
+        /// and path): one statement per kind that has entries. A monitor that no longer exists is left alone.
+        async fn flush_monitors(
+            &self,
+            memory: &[MemoryMonitorEntry],
+            volumes: &[VolumeMonitorEntry],
+        ) -> Result<(), StoreError>;
         /// Benchmark only: one metadata key in a transaction of its own, the per-row shape the batcher replaces,
         /// counted under a name of its own. The rows changed.
         async fn update_metadata_row_per_tx(

@@ -8,8 +8,9 @@
 //! * **Full queue:** [`Batcher::enqueue`] never blocks (handlers must not stall on a slow
 //!   database); an item that does not fit is refused and counted in [`BatcherStats::refused`]
 //!   and [`BatcherStats::dropped`].
-//! * **Failed flush:** each batcher decides (stats and heartbeats keep what they hold for the
-//!   next tick, stats as Coder's DBBatcher, heartbeats bounded by one entry per agent; metadata
+//! * **Failed flush:** each batcher decides (stats, heartbeats and monitor states keep what they
+//!   hold for the next tick, stats as Coder's DBBatcher, heartbeats and monitor states bounded by
+//!   one entry per agent or monitor; metadata
 //!   drops the batch, as Coder does, the next report superseding it), counted in
 //!   [`BatcherStats::flush_errors`]; every item a failed flush discards is counted in
 //!   [`BatcherStats::dropped`]. After a failure, size triggers wait for the next tick so a dead
@@ -19,6 +20,7 @@
 
 pub(crate) mod heartbeat;
 pub(crate) mod metadata;
+pub(crate) mod monitors;
 pub(crate) mod stats;
 
 use std::future::Future;

@@ -100,6 +100,7 @@ pub fn quiet_options() -> StoreOptions {
         stats_flush_interval: hour,
         metadata_flush_interval: hour,
         heartbeat_flush_interval: hour,
+        monitor_flush_interval: hour,
         ..StoreOptions::default()
     }
 }

@@ -322,48 +322,6 @@ impl AgentSql for AgentwireDb {
         self.agent_rows(a, &GET_VOLUME_MONITORS).await
     }
 
-    async fn update_memory_monitor(
-        &self,
-        a: &AgentScope,
-        state: &str,
-        updated_at: UnixMicros,
-        debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, write, |eng, pool| {
-            q!(self.counters, eng, UPDATE_MEMORY_MONITOR)
-                .bind(&a.agent_key)
-                .bind(state)
-                .bind(updated_at)
-                .bind(debounced_until)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n > 0)
-    }
-
-    async fn update_volume_monitor(
-        &self,
-        a: &AgentScope,
-        path: &str,
-        state: &str,
-        updated_at: UnixMicros,
-        debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, write, |eng, pool| {
-            q!(self.counters, eng, UPDATE_VOLUME_MONITOR)
-                .bind(&a.agent_key)
-                .bind(path)
-                .bind(state)
-                .bind(updated_at)
-                .bind(debounced_until)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n > 0)
-    }
-
     async fn create_sub_agent(&self, a: &AgentScope, sub: &SubAgent, new: &NewSubAgent) -> Result<(), StoreError> {
         with_pool!(self, write, |eng, pool| {
             q!(self.counters, eng, INSERT_SUB_AGENT)

@@ -128,16 +128,6 @@ pub(super) const GET_VOLUME_MONITORS: Stmt = Stmt::new(
     "SELECT path, enabled, threshold, state, updated_at, debounced_until \
      FROM workspace_agent_volume_resource_monitors WHERE agent_id = $1 ORDER BY path",
 );
-pub(super) const UPDATE_MEMORY_MONITOR: Stmt = Stmt::new(
-    "UpdateMemoryResourceMonitor",
-    "UPDATE workspace_agent_memory_resource_monitors SET state = $2, updated_at = $3, \
-     debounced_until = $4 WHERE agent_id = $1",
-);
-pub(super) const UPDATE_VOLUME_MONITOR: Stmt = Stmt::new(
-    "UpdateVolumeResourceMonitor",
-    "UPDATE workspace_agent_volume_resource_monitors SET state = $3, updated_at = $4, \
-     debounced_until = $5 WHERE agent_id = $1 AND path = $2",
-);
 pub(super) const INSERT_SUB_AGENT: Stmt = Stmt::new(
     "InsertWorkspaceAgent",
     "INSERT INTO workspace_agents (id, created_at, updated_at, name, parent_id, resource_id, \

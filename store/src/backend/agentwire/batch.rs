@@ -1,5 +1,5 @@
-//! [`BatchSql`] on agentwire's schema: the batchers' flushes (stats, metadata, heartbeats), each one transaction of
-//! multi-row statements built with `QueryBuilder`, written once for both engines.
+//! [`BatchSql`] on agentwire's schema: the batchers' flushes (stats, metadata, heartbeats, resource monitor states),
+//! each one transaction of multi-row statements built with `QueryBuilder`, written once for both engines.
 
 use uuid::Uuid;
 
@@ -8,7 +8,9 @@ use crate::backend::{begin, commit, q, rows_per_statement, with_pool, AgentwireD
 use crate::counting::Stmt;
 use crate::engine::Engine;
 use crate::model::{id, now_micros, UnixMicros};
-use crate::rows::{ActivitySpan, HeartbeatEntry, MetaEntry, StatsRow, UPSERT_ACTIVITY_DAYS};
+use crate::rows::{
+    ActivitySpan, HeartbeatEntry, MemoryMonitorEntry, MetaEntry, StatsRow, VolumeMonitorEntry, UPSERT_ACTIVITY_DAYS,
+};
 use crate::StoreError;
 
 /// Statement name under which each multi-row stats INSERT is counted.
@@ -23,6 +25,11 @@ const METADATA_COLS: usize = 5;
 /// Statement name under which each batched heartbeat UPDATE is counted.
 const BATCH_UPDATE_HEARTBEATS: &str = "BatchUpdateWorkspaceAgentHeartbeats";
 const HEARTBEAT_COLS: usize = 3;
+/// Statement names of the monitor flush: Coder's per-monitor queries, each here carrying every agent of the flush.
+const UPDATE_MEMORY_MONITORS: &str = "UpdateMemoryResourceMonitor";
+const MEMORY_MONITOR_COLS: usize = 4;
+const UPDATE_VOLUME_MONITORS: &str = "UpdateVolumeResourceMonitor";
+const VOLUME_MONITOR_COLS: usize = 5;
 
 /// PostgreSQL's NOTIFY inside a flush transaction: delivered at commit, with the rows, and costing no transaction
 /// of its own (sent after the commit, each message would be one more write transaction).
@@ -169,6 +176,50 @@ impl BatchSql for AgentwireDb {
                      (workspace_agents.last_connected_at IS NULL OR \
                      workspace_agents.last_connected_at < v.column2)",
                 );
+                qb.build().execute(&mut *tx).await?;
+            }
+            commit(&self.counters, tx).await
+        })
+    }
+
+    async fn flush_monitors(
+        &self,
+        memory: &[MemoryMonitorEntry],
+        volumes: &[VolumeMonitorEntry],
+    ) -> Result<(), StoreError> {
+        with_pool!(self, write, |eng, pool| {
+            let mut tx = begin(&self.counters, eng, pool).await?;
+            // One statement per kind, unless a flush holds more monitors of a kind than one statement's binds allow
+            // (7,500 memory, 6,000 volume monitors: past the default flush size of 500).
+            for chunk in memory.chunks(rows_per_statement(MEMORY_MONITOR_COLS)) {
+                self.counters.hit(UPDATE_MEMORY_MONITORS);
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE workspace_agent_memory_resource_monitors AS m SET state = v.column2, \
+                     updated_at = v.column3, debounced_until = v.column4 FROM (",
+                );
+                qb.push_values(chunk, |mut b, (agent, w)| {
+                    b.push_bind(id(*agent))
+                        .push_bind(w.state.as_str())
+                        .push_bind(w.updated_at)
+                        .push_bind(w.debounced_until);
+                });
+                qb.push(") AS v WHERE m.agent_id = v.column1");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in volumes.chunks(rows_per_statement(VOLUME_MONITOR_COLS)) {
+                self.counters.hit(UPDATE_VOLUME_MONITORS);
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE workspace_agent_volume_resource_monitors AS m SET state = v.column3, \
+                     updated_at = v.column4, debounced_until = v.column5 FROM (",
+                );
+                qb.push_values(chunk, |mut b, ((agent, path), w)| {
+                    b.push_bind(id(*agent))
+                        .push_bind(path.as_str())
+                        .push_bind(w.state.as_str())
+                        .push_bind(w.updated_at)
+                        .push_bind(w.debounced_until);
+                });
+                qb.push(") AS v WHERE m.agent_id = v.column1 AND m.path = v.column2");
                 qb.build().execute(&mut *tx).await?;
             }
             commit(&self.counters, tx).await

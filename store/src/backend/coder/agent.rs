@@ -46,19 +46,6 @@ macro_rules! ts {
     };
 }
 
-/// A unix-microseconds parameter as a `timestamptz`, 0 written as Go's zero time (see [`micros_or_zero!`]).
-macro_rules! ts_or_zero {
-    ($param:literal) => {
-        concat!(
-            "(CASE WHEN ",
-            $param,
-            "::bigint = 0 THEN '0001-01-01 00:00:00+00'::timestamptz ELSE to_timestamp(",
-            $param,
-            "::float8 / 1e6) END)"
-        )
-    };
-}
-
 const GET_STATE: Stmt = Stmt::new(
     "GetWorkspaceAgentByID",
     concat!(
@@ -283,28 +270,6 @@ const GET_VOLUME_MONITORS: Stmt = Stmt::new(
         " AS updated_at, ",
         micros_or_zero!("debounced_until"),
         " AS debounced_until FROM workspace_agent_volume_resource_monitors WHERE agent_id = $1::uuid ORDER BY path",
-    ),
-);
-
-const UPDATE_MEMORY_MONITOR: Stmt = Stmt::new(
-    "UpdateMemoryResourceMonitor",
-    concat!(
-        "UPDATE workspace_agent_memory_resource_monitors SET updated_at = ",
-        ts!("$2"),
-        ", state = $3::workspace_agent_monitor_state, debounced_until = ",
-        ts_or_zero!("$4"),
-        " WHERE agent_id = $1::uuid",
-    ),
-);
-
-const UPDATE_VOLUME_MONITOR: Stmt = Stmt::new(
-    "UpdateVolumeResourceMonitor",
-    concat!(
-        "UPDATE workspace_agent_volume_resource_monitors SET updated_at = ",
-        ts!("$3"),
-        ", state = $4::workspace_agent_monitor_state, debounced_until = ",
-        ts_or_zero!("$5"),
-        " WHERE agent_id = $1::uuid AND path = $2",
     ),
 );
 
@@ -730,44 +695,6 @@ impl AgentSql for CoderDb {
 
     async fn volume_monitors(&self, a: &AgentScope) -> Result<Vec<VolumeMonitor>, StoreError> {
         self.agent_rows(a, &GET_VOLUME_MONITORS).await
-    }
-
-    async fn update_memory_monitor(
-        &self,
-        a: &AgentScope,
-        state: &str,
-        updated_at: UnixMicros,
-        debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        let n = q!(self.counters, PG, UPDATE_MEMORY_MONITOR)
-            .bind(&a.agent_key)
-            .bind(updated_at)
-            .bind(state)
-            .bind(debounced_until)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
-    }
-
-    async fn update_volume_monitor(
-        &self,
-        a: &AgentScope,
-        path: &str,
-        state: &str,
-        updated_at: UnixMicros,
-        debounced_until: UnixMicros,
-    ) -> Result<bool, StoreError> {
-        let n = q!(self.counters, PG, UPDATE_VOLUME_MONITOR)
-            .bind(&a.agent_key)
-            .bind(path)
-            .bind(updated_at)
-            .bind(state)
-            .bind(debounced_until)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
     }
 
     async fn create_sub_agent(&self, a: &AgentScope, sub: &SubAgent, new: &NewSubAgent) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use crate::backend::{begin, commit, q, BatchSql};
 use crate::counting::Stmt;
 use crate::engine::Engine;
 use crate::model::{id, now_micros, UnixMicros};
-use crate::rows::{ActivitySpan, HeartbeatEntry, MetaEntry, StatsRow};
+use crate::rows::{ActivitySpan, HeartbeatEntry, MemoryMonitorEntry, MetaEntry, StatsRow, VolumeMonitorEntry};
 use crate::StoreError;
 
 const PG: Engine = Engine::Postgres;
@@ -115,6 +115,32 @@ const BATCH_UPDATE_HEARTBEATS: Stmt = Stmt::new(
      FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS at, unnest($3::uuid[]) AS replica) v \
      WHERE a.id = v.id \
        AND (a.last_connected_at IS NULL OR a.last_connected_at < to_timestamp(v.at::float8 / 1e6))",
+);
+
+/// coderd's `UpdateMemoryResourceMonitor` (state, `updated_at`, `debounced_until` by agent), which coderd runs once per
+/// push for each agent; here for every agent of a monitor flush at once. A debounce of 0 is Go's zero time, the
+/// column's "never", as coderd writes it.
+const UPDATE_MEMORY_MONITORS: Stmt = Stmt::new(
+    "UpdateMemoryResourceMonitor",
+    "UPDATE workspace_agent_memory_resource_monitors m \
+     SET updated_at = to_timestamp(v.updated_at::float8 / 1e6), state = v.state::workspace_agent_monitor_state, \
+       debounced_until = CASE WHEN v.debounced_until = 0 THEN '0001-01-01 00:00:00+00'::timestamptz \
+         ELSE to_timestamp(v.debounced_until::float8 / 1e6) END \
+     FROM (SELECT unnest($1::uuid[]) AS agent_id, unnest($2::text[]) AS state, unnest($3::bigint[]) AS updated_at, \
+       unnest($4::bigint[]) AS debounced_until) v \
+     WHERE m.agent_id = v.agent_id",
+);
+
+/// coderd's `UpdateVolumeResourceMonitor` (by agent and path), for every volume monitor of a flush at once.
+const UPDATE_VOLUME_MONITORS: Stmt = Stmt::new(
+    "UpdateVolumeResourceMonitor",
+    "UPDATE workspace_agent_volume_resource_monitors m \
+     SET updated_at = to_timestamp(v.updated_at::float8 / 1e6), state = v.state::workspace_agent_monitor_state, \
+       debounced_until = CASE WHEN v.debounced_until = 0 THEN '0001-01-01 00:00:00+00'::timestamptz \
+         ELSE to_timestamp(v.debounced_until::float8 / 1e6) END \
+     FROM (SELECT unnest($1::uuid[]) AS agent_id, unnest($2::text[]) AS path, unnest($3::text[]) AS state, \
+       unnest($4::bigint[]) AS updated_at, unnest($5::bigint[]) AS debounced_until) v \
+     WHERE m.agent_id = v.agent_id AND m.path = v.path",
 );
 
 /// The per-row metadata write: coderd's single-agent `UpdateWorkspaceAgentMetadata` with one key, counted under the
@@ -299,6 +325,58 @@ impl BatchSql for CoderDb {
                 .bind(at)
                 .bind(replicas)
                 .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        commit(&self.counters, tx).await
+    }
+
+    async fn flush_monitors(
+        &self,
+        memory: &[MemoryMonitorEntry],
+        volumes: &[VolumeMonitorEntry],
+    ) -> Result<(), StoreError> {
+        let mut tx = begin(&self.counters, PG, &self.pool).await?;
+        if !memory.is_empty() {
+            let n = memory.len();
+            let (mut agents, mut states, mut updated, mut debounced) =
+                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            for (agent, w) in memory {
+                agents.push(id(*agent));
+                states.push(w.state.as_str());
+                updated.push(w.updated_at);
+                debounced.push(w.debounced_until);
+            }
+            q!(self.counters, PG, UPDATE_MEMORY_MONITORS)
+                .bind(agents)
+                .bind(states)
+                .bind(updated)
+                .bind(debounced)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !volumes.is_empty() {
+            let n = volumes.len();
+            let (mut agents, mut paths, mut states, mut updated, mut debounced) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for ((agent, path), w) in volumes {
+                agents.push(id(*agent));
+                paths.push(path.as_str());
+                states.push(w.state.as_str());
+                updated.push(w.updated_at);
+                debounced.push(w.debounced_until);
+            }
+            q!(self.counters, PG, UPDATE_VOLUME_MONITORS)
+                .bind(agents)
+                .bind(paths)
+                .bind(states)
+                .bind(updated)
+                .bind(debounced)
                 .execute(&mut *tx)
                 .await?;
         }
