@@ -265,9 +265,12 @@ fn render_batchers(out: &mut String, batchers: &agentwire_store::AllBatcherStats
     for (name, help, field) in series {
         let _ = writeln!(out, "# HELP agentwire_batcher_{name}_total {help}");
         let _ = writeln!(out, "# TYPE agentwire_batcher_{name}_total counter");
-        for (batcher, stats) in
-            [("stats", &batchers.stats), ("metadata", &batchers.metadata), ("heartbeats", &batchers.heartbeats)]
-        {
+        for (batcher, stats) in [
+            ("stats", &batchers.stats),
+            ("metadata", &batchers.metadata),
+            ("heartbeats", &batchers.heartbeats),
+            ("monitors", &batchers.monitors),
+        ] {
             let _ = writeln!(out, "agentwire_batcher_{name}_total{{batcher=\"{batcher}\"}} {}", field(stats));
         }
     }

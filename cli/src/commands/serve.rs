@@ -138,6 +138,16 @@ struct BatchingArgs {
     #[arg(long, env = "AGENTWIRE_HEARTBEAT_FLUSH_INTERVAL_MS",
           default_value_t = StoreOptions::default().heartbeat_flush_interval.as_millis() as u64)]
     heartbeat_flush_interval_ms: u64,
+    /// Resource monitor batcher (the states PushResourcesMonitoringUsage computes): flush at this many monitors…
+    #[arg(long, env = "AGENTWIRE_MONITOR_FLUSH_AT", default_value_t = StoreOptions::default().monitor_flush_at)]
+    monitor_flush_at: usize,
+    /// …or after this many milliseconds.
+    #[arg(long, env = "AGENTWIRE_MONITOR_FLUSH_INTERVAL_MS",
+          default_value_t = StoreOptions::default().monitor_flush_interval.as_millis() as u64)]
+    monitor_flush_interval_ms: u64,
+    /// Monitor states queued at most; past it a push's states are dropped and counted (the next push writes again).
+    #[arg(long, env = "AGENTWIRE_MONITOR_QUEUE", default_value_t = StoreOptions::default().monitor_queue_capacity)]
+    monitor_queue: usize,
 }
 
 /// What one agent, session or request may make the server hold (README, "Limits").
@@ -374,6 +384,9 @@ impl ServeArgs {
             stats_flush_interval: std::time::Duration::from_millis(b.stats_flush_interval_ms),
             heartbeat_flush_at: b.heartbeat_flush_at,
             heartbeat_flush_interval: std::time::Duration::from_millis(b.heartbeat_flush_interval_ms),
+            monitor_flush_at: b.monitor_flush_at,
+            monitor_flush_interval: std::time::Duration::from_millis(b.monitor_flush_interval_ms),
+            monitor_queue_capacity: b.monitor_queue,
             max_logs_length: self.limits.max_logs_length,
             pg_max_connections: self.database.pg_max_connections,
             acquire_timeout: std::time::Duration::from_millis(self.database.db_acquire_timeout_ms),
@@ -708,6 +721,23 @@ mod tests {
     fn config(argv: &[&str]) -> agentwire::server::ServeConfig {
         let parsed = Serve::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
         parsed.args.config("http://127.0.0.1:3000".into()).unwrap()
+    }
+
+    /// The monitor batcher's sizes reach the store from their flags, and default to the store's own.
+    #[test]
+    fn monitor_batcher_flags_reach_the_store_options() {
+        let options = |argv: &[&str]| {
+            let parsed = Serve::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
+            let o = parsed.args.store_options();
+            (o.monitor_flush_at, o.monitor_flush_interval, o.monitor_queue_capacity)
+        };
+        let defaults = agentwire_store::StoreOptions::default();
+        assert_eq!(
+            options(&[]),
+            (defaults.monitor_flush_at, defaults.monitor_flush_interval, defaults.monitor_queue_capacity)
+        );
+        let set = options(&["--monitor-flush-at", "7", "--monitor-flush-interval-ms", "1500", "--monitor-queue", "9"]);
+        assert_eq!(set, (7, std::time::Duration::from_millis(1500), 9));
     }
 
     /// The agent HTTP endpoints' limits reach the server from their flags, and default to the server's own.
