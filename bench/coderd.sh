@@ -13,10 +13,12 @@
 #   --agents N     workspaces, each with one agent (default 1000)
 #   --duration S   the measured window of each run, seconds (default 60)
 #   --warmup S     seconds from the loadgen's start to the window; covers the connect ramp and each session's first
-#                  calls (manifest, banner) (default 30)
+#                  calls (manifest, banners, monitoring configuration) (default 30)
 #   --storm S      seconds the storm may take before the run ends anyway (default 30)
 #   --mix S        then, per run, a window of the real agent's whole idle mix (`loadgen --mode fixed-rate --rpc mix`
-#                  at its 22 calls a minute per agent), which the realistic mode lacks part of (default 30; 0: none)
+#                  at its 22 calls a minute per agent), which the steady window misses part of: as the real agent's,
+#                  the realistic mode's banner refresh comes 2 minutes and its first resource push 200 s after the
+#                  connect (default 30; 0: none)
 #   --idle S       seconds each server is measured with no agent first, the baseline per-agent figures are net of
 #                  (default 10)
 #   --short        the CI variant: --idle 5 --warmup 10 --duration 30 --storm 15 --mix 0 unless given, a debug

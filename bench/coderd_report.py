@@ -437,8 +437,10 @@ def render(out, fs, env, bulk):
         lines.append(f"| {m} | " + " | ".join(cell(l) for l in ls) + " | "
                      + " / ".join(f"{l.get('count', 0):,}" for l in ls) + " |")
     lines.append("")
-    lines.append("The hot methods are the periodic ones (BatchUpdateMetadata, UpdateStats); GetManifest and "
-                 "GetServiceBanner come once per session, so theirs are the connect burst's figures.")
+    lines.append("The hot methods are the periodic ones (BatchUpdateMetadata, UpdateStats); GetManifest, "
+                 "GetAnnouncementBanners and GetResourcesMonitoringConfiguration come once per session at connect, so "
+                 "theirs are the connect burst's figures (as the real agent, the loadgen asks for the banners again "
+                 "2 minutes later and pushes resource usage once its window is full, 200 s after the connect).")
     lines.append("")
 
     for f in runs:

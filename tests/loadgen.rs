@@ -30,7 +30,12 @@ fn ok(report: &Report, method: &str) -> u64 {
 async fn realistic_run_counts_what_the_server_counted() {
     let store = memory_store().await;
     let tokens = agents(&store, 10).await;
-    let server = start(store.clone(), ServeConfig::default()).await;
+    let mut serve = ServeConfig::default();
+    // A window of one datapoint a second, so that the run sees pushes: at coderd's 20 every 10 s the first would come
+    // 200 s after the connect.
+    serve.agent_api.resources_monitoring_num_datapoints = 1;
+    serve.agent_api.resources_monitoring_collection_interval = Duration::from_secs(1);
+    let server = start(store.clone(), serve).await;
     let config = LoadgenConfig::new(
         ws_target(&server),
         TokenSource::List(tokens.clone()),
@@ -43,7 +48,10 @@ async fn realistic_run_counts_what_the_server_counted() {
     assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
     // Once per agent: the startup sequence.
     assert_eq!(ok(&report, pb::agent_methods::GET_MANIFEST), 10);
-    assert_eq!(ok(&report, pb::agent_methods::GET_SERVICE_BANNER), 10);
+    assert_eq!(ok(&report, pb::agent_methods::GET_ANNOUNCEMENT_BANNERS), 10, "on connect; the next 2 minutes later");
+    assert_eq!(ok(&report, pb::agent_methods::GET_RESOURCES_MONITORING_CONFIGURATION), 10);
+    assert!(!report.rpcs.contains_key(pb::agent_methods::GET_SERVICE_BANNER), "a v2.30 agent does not call it");
+    assert!(ok(&report, pb::agent_methods::PUSH_RESOURCES_MONITORING_USAGE) > 0, "no push once the window was full");
     assert_eq!(ok(&report, pb::agent_methods::UPDATE_LIFECYCLE), 20, "starting, then ready");
     assert_eq!(ok(&report, pb::agent_methods::UPDATE_STARTUP), 10);
     assert_eq!(ok(&report, pb::agent_methods::BATCH_CREATE_LOGS), 10);
@@ -382,6 +390,9 @@ async fn already_started_agents_skip_the_startup_writes() {
     config.already_started = true;
     let report = loadgen::run(config).await.unwrap();
     assert_eq!(ok(&report, pb::agent_methods::GET_MANIFEST), 3, "every session still reads its manifest");
+    assert_eq!(ok(&report, pb::agent_methods::GET_RESOURCES_MONITORING_CONFIGURATION), 3, "and its monitors");
+    // Its usage window starts empty, as the agent's on every connection: the first push is 200 s away.
+    assert!(!report.rpcs.contains_key(pb::agent_methods::PUSH_RESOURCES_MONITORING_USAGE));
     for method in
         [pb::agent_methods::UPDATE_LIFECYCLE, pb::agent_methods::UPDATE_STARTUP, pb::agent_methods::BATCH_CREATE_LOGS]
     {

@@ -39,6 +39,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Coder's agent reports changed metadata at most this often (`ReportMetadataInterval`).
 pub const DEFAULT_METADATA_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Coder's agent asks for the announcement banners this often (`ServiceBannerRefreshInterval`), and once on connect.
+pub const DEFAULT_BANNER_REFRESH_INTERVAL: Duration = Duration::from_secs(120);
 /// Fixed-rate mode: calls one agent may have in flight before its next send waits (the wait still counts).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Concurrent calls per session in saturating mode.
@@ -54,8 +56,8 @@ pub const RPC_PATH: &str = "/api/v2/workspaceagents/me/rpc?version=2.10";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModeName {
-    /// Coder's default intervals: startup calls, metadata every second, stats every report interval, the DERP map
-    /// and coordinate streams held open.
+    /// What Coder's agent sends at its defaults: startup calls, metadata every second, stats every report interval,
+    /// banners every 2 minutes, resource usage once its window is full, the DERP map and coordinate streams held open.
     Realistic,
     /// Each session runs --concurrency calls back to back (closed loop), of --rpc (by default the real agent's
     /// mix).
@@ -158,9 +160,14 @@ pub struct LoadgenArgs {
     #[arg(long, env = "AGENTWIRE_LOADGEN_METADATA_REPORT_MS",
           default_value_t = DEFAULT_METADATA_REPORT_INTERVAL.as_millis() as u64)]
     pub metadata_report_ms: u64,
+    /// Realistic: seconds between GetAnnouncementBanners calls after the one on connect.
+    #[arg(long, env = "AGENTWIRE_LOADGEN_BANNER_REFRESH_INTERVAL",
+          default_value_t = DEFAULT_BANNER_REFRESH_INTERVAL.as_secs())]
+    pub banner_refresh_interval: u64,
     /// Realistic: the agents are already running (ready) on connect, as after a server restart or a move to another
-    /// replica: no lifecycle, startup or log calls, only what every session does (manifest, banner, streams, the
-    /// periodic reports). Without it every agent starts up once per run (four writes each).
+    /// replica: no lifecycle, startup or log calls, only what every session does (manifest, banners, the monitoring
+    /// configuration, streams, the periodic reports). Without it every agent starts up once per run (four writes
+    /// each). Either way a session's resource usage window starts empty, as the agent's does on every connection.
     #[arg(long, env = "AGENTWIRE_LOADGEN_ALREADY_STARTED")]
     pub already_started: bool,
     /// Realistic: log lines each agent sends on its first connect.
@@ -259,6 +266,8 @@ pub struct LoadgenConfig {
     pub drain_timeout: Duration,
     pub call_timeout: Duration,
     pub metadata_report_interval: Duration,
+    /// See [`DEFAULT_BANNER_REFRESH_INTERVAL`].
+    pub banner_refresh_interval: Duration,
     pub log_lines: usize,
     /// See [`LoadgenArgs::already_started`].
     pub already_started: bool,
@@ -285,6 +294,7 @@ impl LoadgenConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             metadata_report_interval: DEFAULT_METADATA_REPORT_INTERVAL,
+            banner_refresh_interval: DEFAULT_BANNER_REFRESH_INTERVAL,
             log_lines: DEFAULT_LOG_LINES,
             already_started: false,
             server_pid: None,
@@ -331,6 +341,9 @@ impl LoadgenConfig {
         }
         if self.reconnect_concurrency == 0 || self.call_timeout.is_zero() || self.metadata_report_interval.is_zero() {
             return bad("--reconnect-concurrency, --call-timeout and --metadata-report-ms must be above 0".into());
+        }
+        if self.banner_refresh_interval.is_zero() {
+            return bad("--banner-refresh-interval must be above 0".into());
         }
         match &self.mode {
             Mode::Saturating { concurrency, .. } if *concurrency == 0 || *concurrency > MAX_CONCURRENCY => {
@@ -432,6 +445,7 @@ impl LoadgenArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             call_timeout: Duration::from_secs(self.call_timeout),
             metadata_report_interval: Duration::from_millis(self.metadata_report_ms),
+            banner_refresh_interval: Duration::from_secs(self.banner_refresh_interval),
             log_lines: self.log_lines,
             already_started: self.already_started,
             server_pid: self.server_pid,
@@ -473,6 +487,28 @@ mod tests {
         assert_eq!(parse(&["--rpc", "push-resources-monitoring-usage"]), RpcName::PushResourcesMonitoringUsage);
     }
 
+    /// The realistic mode's banner interval is the agent's unless told, by flag or variable.
+    #[tokio::test]
+    async fn the_banner_interval_is_the_agents_unless_told() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LoadgenArgs,
+        }
+        let interval = |extra: &[&str]| {
+            let base = ["loadgen", "--tcp", "127.0.0.1:1", "--duration", "1"];
+            let args = Cli::try_parse_from(base.iter().chain(extra)).unwrap().args;
+            async move { args.config().await.map(|c| c.banner_refresh_interval) }
+        };
+        assert_eq!(interval(&[]).await.unwrap(), Duration::from_secs(120));
+        assert_eq!(interval(&["--banner-refresh-interval", "7"]).await.unwrap(), Duration::from_secs(7));
+        assert!(interval(&["--banner-refresh-interval", "0"]).await.is_err());
+        let command = Cli::command();
+        let arg = command.get_arguments().find(|a| a.get_id() == "banner_refresh_interval").unwrap();
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some("AGENTWIRE_LOADGEN_BANNER_REFRESH_INTERVAL"));
+    }
+
     #[test]
     fn bounds_are_enforced() {
         let target = Target::Tcp { addr: "127.0.0.1:1".parse().unwrap() };
@@ -482,6 +518,8 @@ mod tests {
         assert!(too_many.validate().is_err());
         let forever = LoadgenConfig { duration: MAX_DURATION + Duration::from_secs(1), ..ok.clone() };
         assert!(forever.validate().is_err());
+        let no_banner_pause = LoadgenConfig { banner_refresh_interval: Duration::ZERO, ..ok.clone() };
+        assert!(no_banner_pause.validate().is_err());
         let rate = LoadgenConfig {
             mode: Mode::FixedRate { rpc: RpcName::UpdateStats, rate: MAX_RATE * 2.0, max_in_flight: 1 },
             ..ok.clone()

@@ -1,8 +1,14 @@
 //! `agentwire loadgen`: N simulated Coder agents against an agent endpoint (agentwire, coderd, or the Go reference
 //! server), over WebSocket or plain-TCP yamux, in one of four modes:
 //!
-//! - **realistic**: Coder's default intervals (startup calls, metadata every second for changed keys, stats every
-//!   report interval, the DERP map and coordinate streams held open), agents' phases spread at random;
+//! - **realistic**: what Coder's v2.30 agent sends at Coder's defaults: on connect the manifest,
+//!   GetAnnouncementBanners (again every `--banner-refresh-interval`, the agent's 2 minutes) and
+//!   GetResourcesMonitoringConfiguration, then (once per agent, unless `--already-started`) the start-up calls;
+//!   metadata every second for changed keys and stats every report interval, their phases spread at random; the
+//!   agent's resources monitor, one datapoint of the configured memory and volumes per `collection_interval_seconds`
+//!   into a window of `num_datapoints` that starts empty on every connection, and once it is full (at coderd's 20 ×
+//!   10 s, 200 s after the connect) PushResourcesMonitoringUsage with the whole window each interval; the DERP map
+//!   and coordinate streams held open;
 //! - **saturating**: every session runs K unary calls back to back (closed loop);
 //! - **fixed-rate**: R calls per second in total on a schedule (open loop), latency from the intended send time so
 //!   a stalled server cannot hide behind fewer samples (coordinated omission);

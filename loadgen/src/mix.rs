@@ -205,26 +205,35 @@ const RESOURCE_DATAPOINTS: u32 = 20;
 const RESOURCE_COLLECTION_INTERVAL: Duration = Duration::from_secs(10);
 const GIB: i64 = 1 << 30;
 
-/// The `nth` push of the run: the window of the example's monitors, memory and the volume `/`, each datapoint in
-/// bytes as the agent reads them, below the example's 90 % thresholds (no alert).
+/// The `nth` push of the run: the window of the example's monitors, memory and the volume `/`.
 pub(crate) fn resources_request(nth: u64) -> pb::PushResourcesMonitoringUsageRequest {
     let now = SystemTime::now();
+    let volumes = ["/".to_owned()];
     let datapoints = (0..RESOURCE_DATAPOINTS)
         .map(|i| {
-            let k = (nth + u64::from(i)) as i64;
             let age = RESOURCE_COLLECTION_INTERVAL * (RESOURCE_DATAPOINTS - 1 - i);
-            Datapoint {
-                collected_at: Some(timestamp(now.checked_sub(age).unwrap_or(now))),
-                memory: Some(datapoint::MemoryUsage { used: 4 * GIB + (k % 64) * (1 << 20), total: 16 * GIB }),
-                volumes: vec![datapoint::VolumeUsage {
-                    volume: "/".to_owned(),
-                    used: 40 * GIB + (k % 1024) * 4096,
-                    total: 100 * GIB,
-                }],
-            }
+            resources_datapoint(nth + u64::from(i), now.checked_sub(age).unwrap_or(now), true, &volumes)
         })
         .collect();
     pb::PushResourcesMonitoringUsageRequest { datapoints }
+}
+
+/// The `k`th collection of an agent's resources: its memory if `memory`, and each of `volumes`, in bytes as the
+/// agent reads them, below the example's 90 % thresholds (no alert).
+pub(crate) fn resources_datapoint(k: u64, collected_at: SystemTime, memory: bool, volumes: &[String]) -> Datapoint {
+    let k = k as i64;
+    Datapoint {
+        collected_at: Some(timestamp(collected_at)),
+        memory: memory.then(|| datapoint::MemoryUsage { used: 4 * GIB + (k % 64) * (1 << 20), total: 16 * GIB }),
+        volumes: volumes
+            .iter()
+            .map(|volume| datapoint::VolumeUsage {
+                volume: volume.clone(),
+                used: 40 * GIB + (k % 1024) * 4096,
+                total: 100 * GIB,
+            })
+            .collect(),
+    }
 }
 
 /// A metric's name, type, label (the agent's have at most one) and value.

@@ -2,8 +2,9 @@
 //! budget, and stops being issued when the run stops; calls already in flight finish (the server counted them,
 //! so the report must too).
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use agentwire_transport::client::{CallError, TypedClientStream};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -361,13 +362,30 @@ async fn realistic(shared: &Shared, state: &mut AgentState, client: &agentwire_t
         };
     }
 
-    // As an agent's API loops start: the manifest, the banner, then (once per agent) the lifecycle to ready with
-    // startup and logs in between.
+    // As an agent's API loops start: the manifest, the banners, the resources monitoring configuration, then (once
+    // per agent) the lifecycle to ready with startup and logs in between. The agent's timers start on connect.
+    let connected = TokioInstant::now();
     let manifest = counted!(pb::agent_methods::GET_MANIFEST, agent.get_manifest(&pb::GetManifestRequest {}));
     if let Some(manifest) = &manifest {
         state.learn(manifest, report_every);
     }
-    counted!(pb::agent_methods::GET_SERVICE_BANNER, agent.get_service_banner(&pb::GetServiceBannerRequest {}));
+    counted!(
+        pb::agent_methods::GET_ANNOUNCEMENT_BANNERS,
+        agent.get_announcement_banners(&pb::GetAnnouncementBannersRequest {})
+    );
+    let monitoring = counted!(
+        pb::agent_methods::GET_RESOURCES_MONITORING_CONFIGURATION,
+        agent.get_resources_monitoring_configuration(&pb::GetResourcesMonitoringConfigurationRequest {})
+    );
+    // Without a configuration there is no monitor: the agent would end the connection and dial again, which a load
+    // run would rather count than copy.
+    let monitor = monitoring.as_ref().and_then(|config| {
+        let plan = MonitorPlan::from_config(config);
+        if plan.is_none() {
+            shared.recorder.error(index, "resources_monitoring_config".into());
+        }
+        plan
+    });
     if !state.started {
         state.started = true;
         let lifecycle = |s: pb::lifecycle::State| pb::UpdateLifecycleRequest {
@@ -403,6 +421,25 @@ async fn realistic(shared: &Shared, state: &mut AgentState, client: &agentwire_t
 
     let (derp, coordinate) = open_streams(shared, state, &tailnet).await;
     let streams = hold_streams_until_stop(shared, derp, coordinate);
+
+    let agent = &agent;
+    let banners = every_tick(connected, shared.config.banner_refresh_interval, &shared.stop, move || async move {
+        counted!(
+            pb::agent_methods::GET_ANNOUNCEMENT_BANNERS,
+            agent.get_announcement_banners(&pb::GetAnnouncementBannersRequest {})
+        );
+    });
+    let resources = async {
+        if let Some(plan) = monitor {
+            plan.run(connected, &shared.stop, move |request| async move {
+                counted!(
+                    pb::agent_methods::PUSH_RESOURCES_MONITORING_USAGE,
+                    agent.push_resources_monitoring_usage(&request)
+                );
+            })
+            .await;
+        }
+    };
 
     let periodic = async {
         // The first stats call is empty and tells the interval; the agent then adopts whatever the server returns.
@@ -456,7 +493,85 @@ async fn realistic(shared: &Shared, state: &mut AgentState, client: &agentwire_t
             }
         }
     };
-    futures::future::join(periodic, streams).await;
+    futures::future::join4(periodic, banners, resources, streams).await;
+}
+
+/// Calls `f` every `every` from `start` (the first call one interval after it) until `stop`, as the agent's Go
+/// tickers do; a tick that a slow call overran is dropped, as Go's ticker drops it.
+async fn every_tick<F, Fut>(start: TokioInstant, every: Duration, stop: &CancellationToken, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval_at(start + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => f().await,
+        }
+    }
+}
+
+/// The resources monitor Coder's agent starts on every connection (`agent/proto/resourcesmonitor`), as the server
+/// configured it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MonitorPlan {
+    /// Datapoints a push carries: `num_datapoints`.
+    window: usize,
+    /// `collection_interval_seconds`.
+    every: Duration,
+    /// The memory monitor is present and enabled.
+    memory: bool,
+    /// The enabled volume monitors' paths, in the configuration's order.
+    volumes: Vec<String>,
+}
+
+impl MonitorPlan {
+    /// The plan of a GetResourcesMonitoringConfiguration reply; `None` without a window size and interval above
+    /// zero, on which the agent's monitor cannot run.
+    pub(crate) fn from_config(config: &pb::GetResourcesMonitoringConfigurationResponse) -> Option<MonitorPlan> {
+        let c = config.config.as_ref()?;
+        let window = usize::try_from(c.num_datapoints).ok().filter(|&n| n > 0)?;
+        let every = u64::try_from(c.collection_interval_seconds).ok().filter(|&s| s > 0).map(Duration::from_secs)?;
+        Some(MonitorPlan {
+            window,
+            every,
+            memory: config.memory.as_ref().is_some_and(|m| m.enabled),
+            volumes: config.volumes.iter().filter(|v| v.enabled).map(|v| v.path.clone()).collect(),
+        })
+    }
+
+    /// Runs the monitor until `stop`: every interval from `start` (the first one interval after it) a datapoint of
+    /// the enabled monitors joins a window of the last `window`; once the window is full, each collection pushes all
+    /// of it. The window starts empty on every connection, a reconnect after a server restart included, so the
+    /// first push comes `window` intervals after the connect.
+    async fn run<F, Fut>(&self, start: TokioInstant, stop: &CancellationToken, mut push: F)
+    where
+        F: FnMut(pb::PushResourcesMonitoringUsageRequest) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut collected = VecDeque::with_capacity(self.window);
+        let mut k = 0u64;
+        every_tick(start, self.every, stop, || {
+            if collected.len() == self.window {
+                collected.pop_front();
+            }
+            k += 1;
+            collected.push_back(mix::resources_datapoint(k, SystemTime::now(), self.memory, &self.volumes));
+            let full = collected.len() == self.window;
+            let request = full
+                .then(|| pb::PushResourcesMonitoringUsageRequest { datapoints: collected.iter().cloned().collect() });
+            let push = request.map(&mut push);
+            async move {
+                if let Some(push) = push {
+                    push.await;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// StreamDERPMaps and Coordinate (with this agent's node), as an agent holds them for its whole session.
@@ -595,6 +710,106 @@ mod tests {
         };
         schedule(Instant::now(), Duration::from_millis(1), 1, &stop, || true, send).await;
         assert_eq!(sends, 0);
+    }
+
+    fn monitoring(
+        window: i32,
+        every_secs: i32,
+        memory: Option<bool>,
+        volumes: &[(&str, bool)],
+    ) -> pb::GetResourcesMonitoringConfigurationResponse {
+        use pb::get_resources_monitoring_configuration_response::{Config, Memory, Volume};
+        pb::GetResourcesMonitoringConfigurationResponse {
+            config: Some(Config { num_datapoints: window, collection_interval_seconds: every_secs }),
+            memory: memory.map(|enabled| Memory { enabled }),
+            volumes: volumes.iter().map(|&(path, enabled)| Volume { enabled, path: path.to_owned() }).collect(),
+        }
+    }
+
+    /// Runs `plan` as one session from now for `secs` seconds of tokio's (paused) clock; each push with its offset
+    /// from the session's start.
+    async fn pushes(plan: &MonitorPlan, secs: u64) -> Vec<(Duration, pb::PushResourcesMonitoringUsageRequest)> {
+        let stop = CancellationToken::new();
+        let start = TokioInstant::now();
+        let pushed = std::cell::RefCell::new(Vec::new());
+        let run = plan.run(start, &stop, |request| {
+            pushed.borrow_mut().push((start.elapsed(), request));
+            async {}
+        });
+        tokio::select! {
+            _ = run => panic!("the monitor ended before its stop"),
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+        }
+        pushed.into_inner()
+    }
+
+    /// At coderd's defaults (20 datapoints, 10 s): nothing until the window is full, 200 s after the connect, then
+    /// every 10 s the whole window, sliding by one, each datapoint with the memory and the enabled volumes. A second
+    /// session (a reconnect, after a server restart or not) starts with an empty window again, as the agent's.
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_pushes_its_whole_window_once_it_is_full() {
+        let config = monitoring(20, 10, Some(true), &[("/", true), ("/data", false), ("/home", true)]);
+        let plan = MonitorPlan::from_config(&config).expect("a usable configuration");
+        for session in 0..2 {
+            let pushed = pushes(&plan, 305).await;
+            let at: Vec<u64> = pushed.iter().map(|(at, _)| at.as_secs()).collect();
+            assert_eq!(at, (200..=300).step_by(10).collect::<Vec<u64>>(), "session {session}");
+            for (_, push) in &pushed {
+                assert_eq!(push.datapoints.len(), 20);
+                for point in &push.datapoints {
+                    let volumes: Vec<&str> = point.volumes.iter().map(|v| v.volume.as_str()).collect();
+                    assert_eq!((point.memory.is_some(), volumes), (true, vec!["/", "/home"]));
+                }
+            }
+            for pair in pushed.windows(2) {
+                assert_eq!(pair[0].1.datapoints[1..], pair[1].1.datapoints[..19], "the window slides by one");
+            }
+        }
+    }
+
+    /// The window size and interval are the server's: 3 datapoints every 2 s push from 6 s on. Without monitors the
+    /// agent still collects and pushes, datapoints with neither memory nor volumes.
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_takes_its_window_and_interval_from_the_configuration() {
+        let plan = MonitorPlan::from_config(&monitoring(3, 2, Some(false), &[])).expect("usable");
+        let pushed = pushes(&plan, 11).await;
+        let at: Vec<u64> = pushed.iter().map(|(at, _)| at.as_secs()).collect();
+        assert_eq!(at, [6, 8, 10]);
+        for (_, push) in &pushed {
+            assert_eq!(push.datapoints.len(), 3);
+            assert!(push.datapoints.iter().all(|p| p.memory.is_none() && p.volumes.is_empty()));
+        }
+        let unusable = [
+            pb::GetResourcesMonitoringConfigurationResponse::default(),
+            monitoring(0, 10, Some(true), &[]),
+            monitoring(20, 0, Some(true), &[]),
+            monitoring(-1, 10, Some(true), &[]),
+            monitoring(20, -10, Some(true), &[]),
+        ];
+        for config in unusable {
+            assert_eq!(MonitorPlan::from_config(&config), None, "{config:?}");
+        }
+    }
+
+    /// The banner refresh: one call per interval from the connect, none at the connect itself (the session's first
+    /// calls make that one); a call that outlasts intervals is followed by one call at once, not a burst, as after
+    /// Go's ticker.
+    #[tokio::test(start_paused = true)]
+    async fn ticks_come_once_per_interval_from_the_start() {
+        for (call_takes, until, want) in [(0, 601, vec![120, 240, 360, 480, 600]), (250, 701, vec![120, 370, 620])] {
+            let stop = CancellationToken::new();
+            let start = TokioInstant::now();
+            let calls = std::cell::RefCell::new(Vec::new());
+            let ticking = every_tick(start, Duration::from_secs(120), &stop, || {
+                calls.borrow_mut().push(start.elapsed().as_secs());
+                tokio::time::sleep(Duration::from_secs(call_takes))
+            });
+            tokio::select! {
+                _ = ticking => panic!("the ticks ended before their stop"),
+                _ = tokio::time::sleep(Duration::from_secs(until)) => {}
+            }
+            assert_eq!(calls.into_inner(), want, "calls taking {call_takes} s");
+        }
     }
 
     #[test]
