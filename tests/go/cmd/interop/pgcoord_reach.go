@@ -120,22 +120,31 @@ func pgcoordReach(
 		emit(line)
 		return err == nil
 	}
-	_ = step("reachable", func(ctx context.Context) (map[string]any, error) {
-		if !agentConn.AwaitReachable(ctx) {
-			return nil, fmt.Errorf("the agent did not answer over tailnet: %w", ctx.Err())
-		}
-		return nil, nil
-	}) && step("ping", func(ctx context.Context) (map[string]any, error) {
-		return pingRun(ctx, agentConn, conn.GetBlockEndpoints())
-	}) && step("ssh", func(ctx context.Context) (map[string]any, error) {
-		return sshRun(ctx, agentConn, "")
-	})
+	roundTrip := func() {
+		_ = step("reachable", func(ctx context.Context) (map[string]any, error) {
+			if !agentConn.AwaitReachable(ctx) {
+				return nil, fmt.Errorf("the agent did not answer over tailnet: %w", ctx.Err())
+			}
+			return nil, nil
+		}) && step("ping", func(ctx context.Context) (map[string]any, error) {
+			return pingRun(ctx, agentConn, conn.GetBlockEndpoints())
+		}) && step("ssh", func(ctx context.Context) (map[string]any, error) {
+			return sshRun(ctx, agentConn, "")
+		})
+	}
+	roundTrip()
 
-	// Peer updates go on being printed (a LOST, once the agent's coordinator is dead) until stdin ends.
+	// Peer updates go on being printed (a LOST, once the agent's coordinator is dead, and its NODE when it is back)
+	// until stdin ends; `reach` runs the round trip again on the same Conn, as a user's next command would.
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		if fields := strings.Fields(in.Text()); len(fields) > 0 {
-			fmt.Fprintf(os.Stderr, "pgcoord: --url takes no command (%q); end stdin to close\n", fields[0])
+		fields := strings.Fields(in.Text())
+		switch {
+		case len(fields) == 0:
+		case fields[0] == "reach" && len(fields) == 1:
+			roundTrip()
+		default:
+			fmt.Fprintf(os.Stderr, "pgcoord: --url takes only `reach` (%q); end stdin to close\n", fields[0])
 		}
 	}
 	// The controller disconnects gracefully from PGCoordinator when its context ends.
