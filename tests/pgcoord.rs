@@ -3,7 +3,8 @@
 //! store, on the same database): a client coordinated by PGCoordinator and an agent coordinated by agentwire find
 //! each other, and the other way round; a graceful leave is DISCONNECTED; an agentwire process killed hard is LOST
 //! for PGCoordinator's client after PGCoordinator's missed heartbeats, and found again when it comes back; two
-//! agentwire replicas coordinate through the same tables. The nodes here are fake; the data plane, the real `coder
+//! agentwire replicas coordinate through the same tables; a coordinator whose own heartbeats fail ends its peers
+//! and turns new ones away, as PGCoordinator does when unhealthy, until they work again. The nodes here are fake; the data plane, the real `coder
 //! agent` reached over SSH by a client of PGCoordinator, is `cli/tests/pgcoord_reach.rs`.
 //!
 //! PGCoordinator's timing comes from Coder's package through the referee's first line, never from a copy here.
@@ -52,6 +53,13 @@ struct GoPeer {
 
 impl GoPeer {
     async fn spawn(args: &[&str]) -> GoPeer {
+        let mut peer = GoPeer::start(args);
+        peer.ready = peer.expect(|l| l["ready"] == true).await;
+        peer
+    }
+
+    /// Started, its ready line not awaited.
+    fn start(args: &[&str]) -> GoPeer {
         let mut child = tokio::process::Command::new(coderdb::binary())
             .args(args)
             .stdin(Stdio::piped())
@@ -62,28 +70,19 @@ impl GoPeer {
             .expect("start the Go peer");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut peer = GoPeer { child, stdin, lines, ready: Value::Null };
-        peer.ready = peer.expect(|l| l["ready"] == true).await;
-        peer
+        GoPeer { child, stdin, lines, ready: Value::Null }
+    }
+
+    fn agentwire_args(url: &str, token: &str, role: &str, agent_id: &str, node: &str) -> Vec<String> {
+        ["coordinate", "--url", url, "--token", token, "--as", role, "--agent-id", agent_id, "--node-id", node]
+            .map(str::to_owned)
+            .into()
     }
 
     /// `interop coordinate` through agentwire.
     async fn agentwire(url: &str, token: &str, role: &str, agent_id: &str, node: i64) -> GoPeer {
-        let node = node.to_string();
-        GoPeer::spawn(&[
-            "coordinate",
-            "--url",
-            url,
-            "--token",
-            token,
-            "--as",
-            role,
-            "--agent-id",
-            agent_id,
-            "--node-id",
-            &node,
-        ])
-        .await
+        let args = GoPeer::agentwire_args(url, token, role, agent_id, &node.to_string());
+        GoPeer::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
     }
 
     /// `interop pgcoord`: Coder's PGCoordinator on `db`, with one peer.
@@ -215,6 +214,7 @@ fn assert_pgcoordinators_timing(referee: &GoPeer) {
     assert_eq!(r["heartbeat_period_ms"].as_u64(), Some(pgcoord::HEARTBEAT_PERIOD.as_millis() as u64), "{r}");
     assert_eq!(r["missed_heartbeats"].as_u64(), Some(u64::from(pgcoord::MISSED_HEARTBEATS)), "{r}");
     assert_eq!(r["heartbeat_channel"], agentwire_store::tailnet::HEARTBEAT_CHANNEL, "{r}");
+    assert_eq!(r["close_err_unhealthy"], pgcoord::CLOSE_ERR_UNHEALTHY, "{r}");
 }
 
 /// A client on Coder's PGCoordinator and an agent on agentwire: nodes both ways, ready for handshake, a graceful
@@ -358,6 +358,91 @@ async fn an_agentwire_client_reaches_a_pgcoordinator_agent_and_replicas_coordina
     for name in ["UpsertTailnetCoordinator", "UpsertTailnetPeer", "GetTailnetPeers", "GetAllTailnetPeers"] {
         assert!(q.get(name) > 0, "{name} never ran: {:?}", q.by_name);
     }
+}
+
+/// PGCoordinator's unhealthy coordinator (`unhealthyCloseAll`): agentwire's own heartbeats fail (a trigger refuses
+/// its row's upserts, and counts them in a sequence, which no rollback undoes), and after PGCoordinator's count of
+/// failures its agent is told PGCoordinator's `CloseErrUnhealthy` and its stream ends; PGCoordinator's client sees
+/// the agent LOST; a new connection is turned away with the same words. Once a heartbeat goes through again, the
+/// agent is taken back and found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_heartbeats_fail_ends_its_peers_until_they_work_again() {
+    use sqlx::Connection;
+
+    let db = coderdb::fresh_coder_db().await;
+    let agent_id = seed_str(&db.seed, &["agent", "id"]).to_owned();
+    let token = seed_str(&db.seed, &["agent", "token"]).to_owned();
+    let replica = start(Store::open_coder(&db.url, StoreOptions::default()).await.expect("store"), config()).await;
+    let agent_url = format!("ws://{}/api/v2/workspaceagents/me/rpc?version=2.0", replica.addr);
+
+    let mut agent = GoPeer::agentwire(&agent_url, &token, "agent", &agent_id, 1).await;
+    let mut client = GoPeer::pgcoord(&db.url, "client", &agent_id, 7).await;
+    assert_pgcoordinators_timing(&client);
+    let unhealthy = client.ready["close_err_unhealthy"].as_str().expect("CloseErrUnhealthy").to_owned();
+    let client_id = client.ready["peer_id"].as_str().expect("peer_id").to_owned();
+    client.expect_update(&agent_id, "NODE", Some(1)).await;
+    agent.expect_update(&client_id, "NODE", Some(7)).await;
+
+    // agentwire's coordinator is the one whose row holds the agent; only its heartbeats are refused.
+    let mut sql = sqlx::PgConnection::connect(&db.url).await.expect("connect to the Coder database");
+    let me: String = sqlx::query_scalar("SELECT coordinator_id::text FROM tailnet_peers WHERE id = $1::uuid")
+        .bind(&agent_id)
+        .fetch_one(&mut sql)
+        .await
+        .expect("the agent's row");
+    for statement in [
+        "CREATE SEQUENCE refused_heartbeats".to_owned(),
+        "CREATE FUNCTION refuse_heartbeat() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM nextval('refused_heartbeats'); RAISE EXCEPTION 'heartbeat refused by the test'; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER refuse_heartbeat BEFORE INSERT OR UPDATE ON tailnet_coordinators FOR EACH ROW \
+             WHEN (NEW.id = '{me}') EXECUTE FUNCTION refuse_heartbeat()"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut sql).await.expect("refuse agentwire's heartbeats");
+    }
+
+    // Unhealthy: the agent is told why, then its stream ends; not before PGCoordinator's count of failures.
+    let told = agent.expect(|l| l.get("error").is_some() && l.get("end").is_none()).await;
+    assert_eq!(told["error"], unhealthy.as_str(), "{told}");
+    let refused: i64 = sqlx::query_scalar("SELECT last_value FROM refused_heartbeats")
+        .fetch_one(&mut sql)
+        .await
+        .expect("the refused heartbeats");
+    assert!(refused >= i64::from(pgcoord::UNHEALTHY_AFTER_FAILED_HEARTBEATS), "closed after {refused} failures");
+    let end = agent.expect(|l| l.get("end").is_some()).await;
+    assert!(end["error"].as_str().is_some_and(|e| e.contains(&unhealthy)), "{end}");
+    client.expect_update(&agent_id, "LOST", None).await;
+
+    // Still unhealthy: a new connection is turned away with the same words.
+    let args = GoPeer::agentwire_args(&agent_url, &token, "agent", &agent_id, "2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut turned_away = GoPeer::start(&args);
+    let end = turned_away.expect(|l| l.get("end").is_some()).await;
+    assert!(end["error"].as_str().is_some_and(|e| e.contains(&unhealthy)), "{end}");
+    assert_eq!(replica.state.tailnet().coordinator().peer_counts().0, 0);
+
+    // Heartbeats go through again: the agent, trying again as its backoff would, is taken back, and found.
+    sqlx::query("DROP TRIGGER refuse_heartbeat ON tailnet_coordinators").execute(&mut sql).await.expect("drop");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut agent = loop {
+        let mut agent = GoPeer::start(&args);
+        let first = agent.expect(|l| l.get("kind").is_some() || l.get("end").is_some()).await;
+        if first.get("kind").is_some() {
+            assert_eq!((first["id"].as_str(), first["node"].as_i64()), (Some(client_id.as_str()), Some(7)), "{first}");
+            break agent;
+        }
+        assert!(first["error"].as_str().is_some_and(|e| e.contains(&unhealthy)), "{first}");
+        assert!(tokio::time::Instant::now() < deadline, "still turned away after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let found = client.expect_update(&agent_id, "NODE", Some(2)).await;
+    assert_eq!(found["reason"], "found", "{found}");
+    agent.command("disconnect").await;
+    agent.expect(|l| l.get("end").is_some()).await;
+    client.expect_update(&agent_id, "DISCONNECTED", None).await;
+    client.close().await;
 }
 
 /// The store's statements on Coder's tables: each row as PGCoordinator's queries read it back, each change

@@ -140,6 +140,8 @@ struct State {
     local: usize,
     /// Local peers whose queue was full during the current `apply`.
     overflow: Vec<Uuid>,
+    /// Why new local peers are turned away, while they are ([`Coordinator::refuse`]).
+    refusing: Option<String>,
 }
 
 impl State {
@@ -455,6 +457,9 @@ impl Coordinator {
         let generation = self.0.generation.fetch_add(1, Ordering::Relaxed);
         let close: CloseSlot = Arc::default();
         let mut state = self.lock()?;
+        if let Some(reason) = &state.refusing {
+            return Err(CoordinateError::Closed(reason.clone()));
+        }
         let replacing = match state.peers.get(&id) {
             Some(Peer { home: Home::Local(old), .. }) => {
                 set_close(&old.close, CLOSE_ERR_OVERWRITTEN);
@@ -578,6 +583,47 @@ impl Coordinator {
             for peer in peers {
                 let _ = state.apply(&self.0.stats.coordinator, &Event::Gone { peer, lost: true }, Some(replica));
             }
+        }
+    }
+
+    /// Ends every local peer's stream with `reason` (a response carrying it, then the stream's error) and turns new
+    /// ones away with it until [`Coordinator::accept`]; the ended peers are lost to the others, as a stream that ends
+    /// without a disconnect. PGCoordinator does this when it is unhealthy, so that its peers reconnect elsewhere.
+    pub(crate) fn refuse(&self, reason: &str) {
+        let mut publish = Vec::new();
+        if let Ok(mut state) = self.0.state.lock() {
+            state.refusing = Some(reason.to_owned());
+            let ended: Vec<(Uuid, mpsc::Sender<pb::CoordinateResponse>)> = state
+                .peers
+                .iter()
+                .filter_map(|(id, p)| match &p.home {
+                    Home::Local(local) => {
+                        set_close(&local.close, reason);
+                        Some((*id, local.tx.clone()))
+                    }
+                    Home::Remote { .. } => None,
+                })
+                .collect();
+            for (peer, _) in &ended {
+                let gone = Event::Gone { peer: *peer, lost: true };
+                // A peer whose queue overflows here is one of those being ended anyway.
+                let _ = state.apply(&self.0.stats.coordinator, &gone, None);
+                publish.push(gone);
+            }
+            // After the LOSTs of each other, if they shared tunnels; the streams end once these senders go.
+            for (_, tx) in ended {
+                let _ = tx.try_send(pb::CoordinateResponse { peer_updates: Vec::new(), error: reason.to_owned() });
+            }
+        }
+        for event in publish {
+            self.publish(&event);
+        }
+    }
+
+    /// Takes new local peers again after [`Coordinator::refuse`].
+    pub(crate) fn accept(&self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.refusing = None;
         }
     }
 
@@ -793,6 +839,44 @@ mod tests {
         // Once it fell silent and was forgotten, its next hello is greeted again.
         coordinator.expire_replicas(Instant::now() + std::time::Duration::from_secs(1));
         assert!(coordinator.remote_event(other, None));
+    }
+
+    /// Refusing ends every local peer's stream with the reason, last, and turns new peers away until accepted.
+    #[tokio::test]
+    async fn refusing_ends_every_local_peer_and_turns_new_ones_away_until_accepted() {
+        let store = Store::open("sqlite::memory:", agentwire_store::StoreOptions::default()).await.unwrap();
+        let stats = Arc::new(TailnetStats::default());
+        let coordinator = Coordinator::new(
+            store,
+            Uuid::new_v4(),
+            TailnetConfig::default(),
+            stats,
+            CancellationToken::new(),
+            no_replica_link,
+        );
+        let (agent, client) = (Uuid::new_v4(), Uuid::new_v4());
+        let (mut agent_handle, mut agent_rx) = coordinator.register(agent, Role::Agent).unwrap();
+        let (_client_handle, mut client_rx) = coordinator.register(client, Role::Client { agent_id: agent }).unwrap();
+        let node = pb::Node { id: 1, ..Default::default() };
+        coordinator.local_event(Event::Node { peer: agent, node: Arc::new(node) });
+        coordinator.local_event(Event::AddTunnel { src: client, dst: agent });
+        const REASON: &str = "coordinator unhealthy";
+        coordinator.refuse(REASON);
+        assert_eq!(coordinator.peer_counts(), (0, 0));
+        for rx in [&mut agent_rx, &mut client_rx] {
+            let mut last = None;
+            while let Some(response) = rx.recv().await {
+                last = Some(response);
+            }
+            assert_eq!(last.map(|r| r.error), Some(REASON.to_owned()));
+        }
+        assert_eq!(agent_handle.close_reason().as_deref(), Some(REASON));
+        assert!(
+            matches!(agent_handle.handle(pb::CoordinateRequest::default()), Err(CoordinateError::Closed(r)) if r == REASON)
+        );
+        assert!(matches!(coordinator.register(agent, Role::Agent), Err(CoordinateError::Closed(r)) if r == REASON));
+        coordinator.accept();
+        assert!(coordinator.register(agent, Role::Agent).is_ok());
     }
 
     #[test]

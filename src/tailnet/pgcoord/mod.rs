@@ -20,15 +20,17 @@
 //!   its peers within the same time; its rows stay until PGCoordinator's cleanup (every [`CLEANUP_PERIOD`], run
 //!   here too) deletes coordinators silent for a day, with their peers and tunnels. Until then a peer it held
 //!   that later leaves another coordinator gracefully is LOST, not DISCONNECTED: its dead coordinator's row is the
-//!   best left, as PGCoordinator ranks rows.
+//!   best left, as PGCoordinator ranks rows;
+//! * **its own heartbeats failing**: after [`UNHEALTHY_AFTER_FAILED_HEARTBEATS`] in a row the others are about to
+//!   think it dead, so, as PGCoordinator's `unhealthyCloseAll`, every local peer is told [`CLOSE_ERR_UNHEALTHY`]
+//!   and its stream ended (LOST to the others), and new peers are turned away with the same words until a heartbeat
+//!   goes through: they reconnect, to a healthy replica if the front has one.
 //!
 //! The state holds every peer of the deployment that has a node, as the link to agentwire's own replicas does (a
 //! client connecting here gets its agent's node at once): one read per burst of notifications, whatever its size.
 //!
-//! Not done: PGCoordinator closes all its connections after three failed heartbeats, so that peers move to a
-//! healthy replica; here the failures are logged and the peers stay. Notifications lost while the LISTEN
-//! connection reconnects are not noticed (the store's pubsub does not say), until the next change of those peers
-//! or tunnels.
+//! Not done: notifications lost while the LISTEN connection reconnects are not noticed (the store's pubsub does
+//! not say), until the next change of those peers or tunnels.
 
 mod mirror;
 mod reader;
@@ -62,8 +64,11 @@ pub const DB_MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const DB_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// cenkalti/backoff's `DefaultMultiplier`: each further wait is this much longer.
 pub const DB_BACKOFF_MULTIPLIER: f64 = 1.5;
-/// Failed heartbeats in a row after which PGCoordinator calls itself unhealthy.
+/// Failed heartbeats in a row after which PGCoordinator calls itself unhealthy: its `heartbeats.failedHeartbeats`
+/// reaching 3 in `sendBeat`, a literal there rather than a constant of the package.
 pub const UNHEALTHY_AFTER_FAILED_HEARTBEATS: u32 = 3;
+/// PGCoordinator's `CloseErrUnhealthy`: what an unhealthy coordinator tells the peers it closes or turns away.
+pub const CLOSE_ERR_UNHEALTHY: &str = "coordinator unhealthy";
 
 /// Why a configuration cannot join PGCoordinator.
 pub const AGENTWIRE_SCHEMA_REFUSAL: &str = "--coder-coordination postgres joins coderd's PGCoordinator on a Coder \
@@ -128,7 +133,7 @@ pub(crate) fn start(
     let tailnet = store.coder_tailnet();
     let (beat_tx, beat_rx) = watch::channel(false);
     let local = LocalPeers::default();
-    tokio::spawn(heartbeats(tailnet.clone(), me, beat_tx, stop.clone()));
+    tokio::spawn(heartbeats(coordinator.clone(), tailnet.clone(), me, beat_tx, stop.clone()));
     tokio::spawn(cleanup(tailnet.clone(), stop.clone()));
     let batch = store.options().subscriber_queue;
     tokio::spawn(reader::run(
@@ -143,31 +148,74 @@ pub(crate) fn start(
     Some(tokio::spawn(writer::run(tailnet, me, outbox, local, beat_rx, stop)))
 }
 
-/// `UpsertTailnetCoordinator` every [`HEARTBEAT_PERIOD`]; `beat` turns true with the first that succeeds.
-async fn heartbeats(tailnet: CoderTailnet, me: Uuid, beat: watch::Sender<bool>, stop: CancellationToken) {
+/// What a heartbeat's outcome turns this coordinator into, when it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Unhealthy,
+    Healthy,
+}
+
+/// PGCoordinator's count of its own failed heartbeats in a row (`heartbeats.failedHeartbeats`).
+#[derive(Debug, Default)]
+struct Health {
+    failed: u32,
+}
+
+impl Health {
+    /// One heartbeat's outcome: unhealthy at the [`UNHEALTHY_AFTER_FAILED_HEARTBEATS`]th failure in a row (once, not
+    /// again at the next failures), healthy at the first success after that.
+    fn beat(&mut self, ok: bool) -> Option<Turn> {
+        if ok {
+            let was_unhealthy = self.failed >= UNHEALTHY_AFTER_FAILED_HEARTBEATS;
+            self.failed = 0;
+            return was_unhealthy.then_some(Turn::Healthy);
+        }
+        self.failed = self.failed.saturating_add(1);
+        (self.failed == UNHEALTHY_AFTER_FAILED_HEARTBEATS).then_some(Turn::Unhealthy)
+    }
+}
+
+/// `UpsertTailnetCoordinator` every [`HEARTBEAT_PERIOD`]; `beat` turns true with the first that succeeds. After
+/// [`UNHEALTHY_AFTER_FAILED_HEARTBEATS`] failures in a row the others think this coordinator dead and its peers lost
+/// (they need three missed beats too): as PGCoordinator's `unhealthyCloseAll`, every local peer is ended with
+/// [`CLOSE_ERR_UNHEALTHY`], so that it reconnects, perhaps to a healthy replica, and new ones are turned away until a
+/// heartbeat succeeds again.
+async fn heartbeats(
+    coordinator: Coordinator,
+    tailnet: CoderTailnet,
+    me: Uuid,
+    beat: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failed = 0u32;
+    let mut health = Health::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match tailnet.heartbeat(me).await {
-            Ok(()) => {
-                if failed >= UNHEALTHY_AFTER_FAILED_HEARTBEATS {
-                    tracing::info!(coordinator = %me, "the tailnet coordinator's heartbeats work again");
+        let result = tailnet.heartbeat(me).await;
+        let turn = health.beat(result.is_ok());
+        match (result, turn) {
+            (Ok(()), turn) => {
+                if turn == Some(Turn::Healthy) {
+                    tracing::info!(coordinator = %me, "the tailnet coordinator's heartbeats work again: it takes peers again");
+                    coordinator.accept();
                 }
-                failed = 0;
                 beat.send_if_modified(|b| !std::mem::replace(b, true));
             }
-            Err(err) => {
-                failed += 1;
-                if failed == UNHEALTHY_AFTER_FAILED_HEARTBEATS {
-                    tracing::error!(coordinator = %me, error = %err, "the tailnet coordinator failed {failed} heartbeats: coderd's replicas will lose its peers");
-                } else {
-                    tracing::warn!(coordinator = %me, error = %err, "a tailnet coordinator heartbeat failed");
-                }
+            (Err(err), Some(Turn::Unhealthy)) => {
+                tracing::error!(
+                    coordinator = %me,
+                    error = %err,
+                    "the tailnet coordinator failed {UNHEALTHY_AFTER_FAILED_HEARTBEATS} heartbeats and is unhealthy: \
+                     its peers are ended and new ones turned away until a heartbeat succeeds"
+                );
+                coordinator.refuse(CLOSE_ERR_UNHEALTHY);
+            }
+            (Err(err), _) => {
+                tracing::warn!(coordinator = %me, error = %err, "a tailnet coordinator heartbeat failed");
             }
         }
     }
@@ -198,6 +246,24 @@ mod tests {
         assert_eq!(b.next(), DB_INITIAL_BACKOFF);
         assert_eq!(b.next(), Duration::from_millis(750));
         assert_eq!((0..20).map(|_| b.next()).last(), Some(DB_MAX_BACKOFF));
+    }
+
+    /// Unhealthy once, at the last of PGCoordinator's count of failures in a row; healthy at the next success, and
+    /// only after being unhealthy.
+    #[test]
+    fn health_turns_at_pgcoordinators_count_of_failed_heartbeats() {
+        let mut h = Health::default();
+        for _ in 1..UNHEALTHY_AFTER_FAILED_HEARTBEATS {
+            assert_eq!(h.beat(false), None);
+        }
+        assert_eq!(h.beat(true), None, "one short, then a success: the count starts again");
+        for _ in 1..UNHEALTHY_AFTER_FAILED_HEARTBEATS {
+            assert_eq!(h.beat(false), None);
+        }
+        assert_eq!(h.beat(false), Some(Turn::Unhealthy));
+        assert_eq!(h.beat(false), None, "unhealthy once");
+        assert_eq!(h.beat(true), Some(Turn::Healthy));
+        assert_eq!(h.beat(true), None);
     }
 
     #[test]

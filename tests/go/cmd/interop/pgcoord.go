@@ -205,8 +205,8 @@ func pgcoordCmd(args []string) int {
 	return exitOK
 }
 
-// pgcoordReady is the first line: the peer's id, and the protocol's timing from Coder's package, for the tests to
-// reason with: never copied.
+// pgcoordReady is the first line: the peer's id, and the protocol's timing and words from Coder's package, for the
+// tests to reason with: never copied.
 func pgcoordReady(self uuid.UUID) map[string]any {
 	return map[string]any{
 		"ready":               true,
@@ -214,6 +214,7 @@ func pgcoordReady(self uuid.UUID) map[string]any {
 		"heartbeat_period_ms": entailnet.HeartbeatPeriod.Milliseconds(),
 		"missed_heartbeats":   entailnet.MissedHeartbeats,
 		"heartbeat_channel":   entailnet.EventHeartbeats,
+		"close_err_unhealthy": entailnet.CloseErrUnhealthy,
 	}
 }
 
