@@ -122,8 +122,15 @@ pub struct Keepalive<T> {
     /// Bytes read and filtered, not yet handed to the crate.
     readable: BytesMut,
     /// Bytes the crate wrote, not yet on the socket. The crate writes a frame's header and body separately and
-    /// flushes after every frame: buffering here turns two syscalls per frame into one.
+    /// flushes after every frame; see [`Keepalive::flush_owed`] for when they go out.
     writable: BytesMut,
+    /// The crate asked for a flush that has not reached the socket yet. Its driver flushes after every frame, then
+    /// takes the next frame a stream queued, and reads the socket only once no stream has anything more to send. So
+    /// the flush is kept until the crate next asks the socket for bytes (or shuts it down, or more than
+    /// [`WRITE_BUFFER`] is waiting): every frame made ready in one turn of the session's task leaves in one socket
+    /// write (one WebSocket message), where each used to be its own. Nothing waits longer than that turn: the
+    /// driver never goes idle without reading.
+    flush_owed: bool,
     /// A ping is due and waits for a frame boundary in `writable`.
     ping_due: bool,
     awaiting: Option<u32>,
@@ -150,6 +157,7 @@ impl<T> Keepalive<T> {
             outbound: FrameCursor::default(),
             readable: BytesMut::new(),
             writable: BytesMut::new(),
+            flush_owed: false,
             ping_due: false,
             awaiting: None,
             next_nonce: 0,
@@ -253,6 +261,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Keepalive<T> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Ready(result) => {
                 self.write_stall = None;
+                self.flush_owed = false;
                 Poll::Ready(result)
             }
             Poll::Pending => self.stalled(cx).map_ok(|_| ()),
@@ -315,6 +324,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Keepalive<T> {
                 this.readable.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            // The crate has taken every byte read so far and wants more: the turn is over, what it wrote goes out.
+            // A socket that cannot take it now wakes this task again; the read is tried meanwhile.
+            if this.flush_owed {
+                if let Poll::Ready(Err(err)) = this.poll_send(cx) {
+                    return Poll::Ready(Err(err));
+                }
+            }
             if !ready!(this.fill_readable(cx))? {
                 return Poll::Ready(Ok(()));
             }
@@ -350,13 +366,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Keepalive<T> {
         Poll::Ready(Ok(data.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_send(cx)
+    /// Owed, not done: see [`Keepalive::flush_owed`].
+    fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flush_owed = true;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.poll_write_out(cx))?;
+        ready!(this.poll_send(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
@@ -456,16 +474,20 @@ mod tests {
         // The crate pings (id 0); the peer answers, then answers again, then answers a ping nobody sent.
         ka.write_all(&ping_frame(FLAG_SYN, 0)).await.unwrap();
         ka.flush().await.unwrap();
-        let mut ping = [0u8; HEADER_LEN];
-        peer.read_exact(&mut ping).await.unwrap();
-        assert_eq!(ping, ping_frame(FLAG_SYN, 0));
-        for answer in [ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 5)] {
-            peer.write_all(&answer).await.unwrap();
-        }
         let data = header(TYPE_DATA, 0, 1, 0);
-        peer.write_all(&data).await.unwrap();
+        let peer_side = async {
+            let mut ping = [0u8; HEADER_LEN];
+            peer.read_exact(&mut ping).await.unwrap();
+            assert_eq!(ping, ping_frame(FLAG_SYN, 0));
+            for answer in [ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 0), ping_frame(FLAG_ACK, 5)] {
+                peer.write_all(&answer).await.unwrap();
+            }
+            peer.write_all(&data).await.unwrap();
+        };
+        // The session's read sends the owed ping, then takes what the peer answered.
         let mut seen = vec![0u8; 2 * HEADER_LEN];
-        ka.read_exact(&mut seen).await.unwrap();
+        let ((), read) = tokio::join!(peer_side, ka.read_exact(&mut seen));
+        read.unwrap();
         assert_eq!(seen[..HEADER_LEN], ping_frame(FLAG_ACK, 0));
         assert_eq!(seen[HEADER_LEN..], data[..]);
     }
@@ -476,7 +498,9 @@ mod tests {
         let mut ka = Keepalive::new(ours, KeepaliveConfig { interval: None, ..KeepaliveConfig::default() });
         let started = Instant::now();
         ka.write_all(&[0u8; 4096]).await.unwrap();
-        let err = ka.flush().await.unwrap_err();
+        ka.flush().await.unwrap();
+        // The owed flush is tried when the session next reads, and that read is where the stall ends it.
+        let err = ka.read(&mut [0u8; 1]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), DEFAULT_WRITE_TIMEOUT);
     }
@@ -495,9 +519,66 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_millis(1), ka.read(&mut buf)).await;
         ka.write_all(&frame[6..]).await.unwrap();
         ka.flush().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(1), ka.read(&mut buf)).await;
         let mut seen = vec![0u8; frame.len() + HEADER_LEN];
         peer.read_exact(&mut seen).await.unwrap();
         assert_eq!(&seen[..frame.len()], &frame[..]);
         assert_eq!(seen[frame.len() + 1], TYPE_PING);
+    }
+
+    /// Counts the writes that reach the socket.
+    struct CountingIo<T> {
+        inner: T,
+        writes: usize,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            Pin::new(&mut self.inner).poll_write(cx, data)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_flushed_in_one_turn_leave_in_one_write_when_the_session_next_reads() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let mut ka = Keepalive::new(CountingIo { inner: ours, writes: 0 }, KeepaliveConfig::default());
+        // The crate's way: header, body, flush, for each frame a turn makes ready.
+        let mut sent = Vec::new();
+        for stream in [1u32, 3, 5] {
+            let h = header(TYPE_DATA, 0, stream, 3);
+            ka.write_all(&h).await.unwrap();
+            ka.write_all(b"abc").await.unwrap();
+            ka.flush().await.unwrap();
+            sent.extend_from_slice(&h);
+            sent.extend_from_slice(b"abc");
+        }
+        assert_eq!(ka.get_ref().writes, 0, "nothing leaves before the turn ends");
+        // The turn ends when the session asks the socket for more than it has.
+        let _ = tokio::time::timeout(Duration::from_millis(1), ka.read(&mut [0u8; 1])).await;
+        assert_eq!(ka.get_ref().writes, 1);
+        let mut seen = vec![0u8; sent.len()];
+        peer.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen, sent);
+        // Shutting down sends what is owed too.
+        ka.write_all(&header(TYPE_GO_AWAY, 0, 0, 0)).await.unwrap();
+        ka.flush().await.unwrap();
+        ka.shutdown().await.unwrap();
+        assert_eq!(ka.get_ref().writes, 2);
+        let mut go_away = [0u8; HEADER_LEN];
+        peer.read_exact(&mut go_away).await.unwrap();
+        assert_eq!(go_away[1], TYPE_GO_AWAY);
     }
 }
