@@ -4,7 +4,8 @@
 //! each other, and the other way round; a graceful leave is DISCONNECTED; an agentwire process killed hard is LOST
 //! for PGCoordinator's client after PGCoordinator's missed heartbeats, and found again when it comes back; two
 //! agentwire replicas coordinate through the same tables; a coordinator whose own heartbeats fail ends its peers
-//! and turns new ones away, as PGCoordinator does when unhealthy, until they work again. The nodes here are fake; the data plane, the real `coder
+//! and turns new ones away, as PGCoordinator does when unhealthy, until they work again; a change made while
+//! agentwire's LISTEN connection is down still reaches its peer once it is back. The nodes here are fake; the data plane, the real `coder
 //! agent` reached over SSH by a client of PGCoordinator, is `cli/tests/pgcoord_reach.rs`.
 //!
 //! PGCoordinator's timing comes from Coder's package through the referee's first line, never from a copy here.
@@ -443,6 +444,90 @@ async fn a_coordinator_whose_heartbeats_fail_ends_its_peers_until_they_work_agai
     agent.expect(|l| l.get("end").is_some()).await;
     client.expect_update(&agent_id, "DISCONNECTED", None).await;
     client.close().await;
+}
+
+/// Notifications sent while agentwire's LISTEN connection is down are lost (PostgreSQL keeps none for a listener
+/// that is not there); once it listens again, agentwire reads Coder's tables again, as PGCoordinator resyncs on
+/// coderd's pubsub's `ErrDroppedMessages`, so a change made in the gap still reaches its peer. agentwire connects as
+/// a role of its own, so that its LISTEN backend can be terminated and its reconnection held off (the role may not
+/// log in) while PGCoordinator's client, as `postgres`, sends a new node. Every backend of the role goes, not only
+/// the LISTEN one: the pool would hand the listener one of its idle connections at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_agentwires_listen_connection_is_down_still_reaches_its_peer() {
+    use sqlx::Connection;
+
+    let db = coderdb::fresh_coder_db().await;
+    let agent_id = seed_str(&db.seed, &["agent", "id"]).to_owned();
+    let token = seed_str(&db.seed, &["agent", "token"]).to_owned();
+    let mut sql = sqlx::PgConnection::connect(&db.url).await.expect("connect to the Coder database");
+    let role = format!("aw_listen_{}", uuid::Uuid::new_v4().simple());
+    let role_url = db.url.replacen("://postgres@", &format!("://{role}@"), 1);
+    assert_ne!(role_url, db.url, "the test cluster's URL names the postgres user");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN SUPERUSER")))
+        .execute(&mut sql)
+        .await
+        .expect("create agentwire's role");
+    let replica = start(Store::open_coder(&role_url, StoreOptions::default()).await.expect("store"), config()).await;
+    let agent_url = format!("ws://{}/api/v2/workspaceagents/me/rpc?version=2.0", replica.addr);
+
+    let mut agent = GoPeer::agentwire(&agent_url, &token, "agent", &agent_id, 1).await;
+    let mut client = GoPeer::pgcoord(&db.url, "client", &agent_id, 7).await;
+    let client_id = client.ready["peer_id"].as_str().expect("peer_id").to_owned();
+    client.expect_update(&agent_id, "NODE", Some(1)).await;
+    agent.expect_update(&client_id, "NODE", Some(7)).await;
+
+    let backends = |what: &'static str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 {what}"
+        )))
+        .bind(role.clone())
+    };
+    const LISTENING: &str = "AND query LIKE 'LISTEN %'";
+    assert!(backends(LISTENING).fetch_one(&mut sql).await.expect("backends") >= 1, "agentwire listens as {role}");
+    let reconnects = replica.store.pubsub().reconnects();
+
+    // The gap: agentwire's role may not log in, and every backend of it is gone (waited for, up to WAIT).
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} NOLOGIN"))).execute(&mut sql).await.expect("nologin");
+    let wait_ms = WAIT.as_millis() as i64;
+    let terminated: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&role)
+            .bind(wait_ms)
+            .fetch_all(&mut sql)
+            .await
+            .expect("terminate agentwire's backends");
+    assert!(!terminated.is_empty() && terminated.iter().all(|t| *t), "{terminated:?}");
+
+    // PGCoordinator's client sends a new node; its row is written, and its notification goes to no one of
+    // agentwire's.
+    let node = "SELECT node FROM tailnet_peers WHERE id = $1::uuid";
+    let before: Vec<u8> = sqlx::query_scalar(node).bind(&client_id).fetch_one(&mut sql).await.expect("the row");
+    client.command("node 8").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now: Vec<u8> = sqlx::query_scalar(node).bind(&client_id).fetch_one(&mut sql).await.expect("the row");
+        if now != before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "PGCoordinator wrote no new node in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (The listener may have listened again for a moment on one of the pool's connections not yet terminated, and
+    // counted it; by now there is none.)
+    assert_eq!(backends(LISTENING).fetch_one(&mut sql).await.expect("backends"), 0, "no listener in the gap");
+
+    // agentwire may log in again: it listens again, reads the tables again, and its agent gets the node.
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} LOGIN"))).execute(&mut sql).await.expect("login");
+    agent.expect_update(&client_id, "NODE", Some(8)).await;
+    assert!(replica.store.pubsub().reconnects() > reconnects);
+
+    // And the notifications flow again: a graceful leave is DISCONNECTED for the agent.
+    client.command("disconnect").await;
+    client.expect(|l| l["end"] == "closed").await;
+    agent.expect_update(&client_id, "DISCONNECTED", None).await;
+    client.close().await;
+    agent.command("disconnect").await;
+    agent.expect(|l| l.get("end").is_some()).await;
 }
 
 /// The store's statements on Coder's tables: each row as PGCoordinator's queries read it back, each change

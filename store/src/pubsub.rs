@@ -133,6 +133,12 @@ pub trait Pubsub: Send + Sync + 'static {
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, StoreError>>;
     /// Messages dropped because a subscriber's queue was full.
     fn dropped(&self) -> u64;
+    /// How many times the connection messages arrive on was lost and is back, listening again: whatever was
+    /// published in between is lost for every subscriber (Coder's pubsub tells each `ErrDroppedMessages`). A
+    /// subscriber that must not miss a change reads the state again when this moves. Never moves in process.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 type Subscribers = HashMap<String, Vec<mpsc::Sender<String>>>;
@@ -209,7 +215,8 @@ enum ListenCmd {
 /// PostgreSQL pubsub: `pg_notify` through the store's pool, and one background task that owns a
 /// [`PgListener`] shared by all of this store's subscriptions. The listener reconnects by itself
 /// (and re-issues its LISTENs); notifications sent while it was disconnected are lost, as with
-/// Coder's pq listener, and each loss is counted in `reconnects`.
+/// Coder's pq listener, and each loss is counted in [`Pubsub::reconnects`] once the LISTENs are
+/// back, so that a subscriber that reads again then misses nothing.
 pub struct PgPubsub {
     pool: PgPool,
     cmd: mpsc::Sender<ListenCmd>,
@@ -235,11 +242,6 @@ impl PgPubsub {
         let reconnects = Arc::new(AtomicU64::new(0));
         tokio::spawn(listen_loop(pool.clone(), cmd_rx, dropped.clone(), reconnects.clone()));
         PgPubsub { pool, cmd, queue: queue.max(1), dropped, reconnects, counters }
-    }
-
-    /// How many times the LISTEN connection was lost and re-established.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
     }
 }
 
@@ -274,6 +276,10 @@ impl Pubsub for PgPubsub {
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
 }
 
 async fn listen_loop(
@@ -284,6 +290,8 @@ async fn listen_loop(
 ) {
     let mut subs: Subscribers = HashMap::new();
     let mut listener: Option<PgListener> = None;
+    // A connection was lost: the next one that listens again is a reconnect.
+    let mut lost = false;
 
     enum Event {
         Cmd(Option<ListenCmd>),
@@ -294,6 +302,8 @@ async fn listen_loop(
         if listener.is_none() {
             match PgListener::connect_with(&pool).await {
                 Ok(mut l) => {
+                    // A lost connection is then replaced inside `try_recv`, LISTENs included, before it says so.
+                    l.eager_reconnect(true);
                     // Re-LISTEN everything we had, after a hard failure.
                     let channels: Vec<&str> = subs.keys().map(String::as_str).collect();
                     if let Err(e) = l.listen_all(channels).await {
@@ -302,6 +312,10 @@ async fn listen_loop(
                         continue;
                     }
                     listener = Some(l);
+                    if std::mem::take(&mut lost) {
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("pubsub: listening again; what was published meanwhile is lost");
+                    }
                 }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
@@ -360,15 +374,17 @@ async fn listen_loop(
                 dropped.fetch_add(d, Ordering::Relaxed);
             }
             Event::Notification(Ok(None)) => {
-                // Connection lost; sqlx reconnects and re-LISTENs on the next call.
+                // Connection lost, and (eager reconnect) already replaced, LISTENs included.
                 reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("pubsub: LISTEN connection lost; reconnecting");
+                tracing::warn!(
+                    "pubsub: LISTEN connection lost and re-established; what was published meanwhile is lost"
+                );
             }
             Event::Notification(Err(sqlx::Error::PoolClosed)) => return,
             Event::Notification(Err(e)) => {
-                reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "pubsub: listener failed; reconnecting");
                 listener = None;
+                lost = true;
                 tokio::time::sleep(DEFAULT_LISTENER_RETRY).await;
             }
         }

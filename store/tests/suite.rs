@@ -1036,6 +1036,33 @@ async fn postgres_notification_crosses_replicas() {
     b.close().await;
 }
 
+/// Its LISTEN connection terminated, the pubsub listens again on another and counts a reconnect only then: a message
+/// published once the count has moved is delivered, which is what a subscriber that reads its state again on a
+/// reconnect relies on to miss nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_listener_counts_a_reconnect_once_it_listens_again() {
+    use sqlx::Connection;
+    let url = common::fresh_pg_url().await;
+    let store = Store::open(&url, quiet_options()).await.unwrap();
+    let ps = store.pubsub();
+    let mut sub = ps.subscribe("agent-logs:again").await.unwrap();
+    assert_eq!(ps.reconnects(), 0);
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(terminated, vec![true], "the one LISTEN connection");
+    wait_for(|| ps.reconnects() == 1).await;
+    ps.publish("agent-logs:again", "after").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.unwrap().unwrap();
+    assert_eq!(got, "after");
+    store.close().await;
+}
+
 /// `sqlite::memory:` (one never-recycled connection for reads and writes) works end to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_memory_store_works() {

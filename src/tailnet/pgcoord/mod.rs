@@ -28,9 +28,9 @@
 //!
 //! The state holds every peer of the deployment that has a node, as the link to agentwire's own replicas does (a
 //! client connecting here gets its agent's node at once): one read per burst of notifications, whatever its size.
-//!
-//! Not done: notifications lost while the LISTEN connection reconnects are not noticed (the store's pubsub does
-//! not say), until the next change of those peers or tunnels.
+//! Notifications are lost while the LISTEN connection is down (PostgreSQL keeps none for a listener that is not
+//! there); once the store's pubsub says it listens again, or that a full queue dropped some, everything is read
+//! again, as PGCoordinator resyncs on `ErrDroppedMessages`, so a change made in the gap still arrives.
 
 mod mirror;
 mod reader;

@@ -7,8 +7,10 @@
 //! back as notifications too) are not read: the state has those peers already.
 //!
 //! Everything is read once at start (the coordinators alive by their last heartbeat, all peers, all tunnels), and
-//! again when the pubsub dropped messages (checked every [`HEARTBEAT_PERIOD`]) or a read failed (retried with
-//! backoff): PGCoordinator's resync after `ErrDroppedMessages`.
+//! again when notifications may have been lost, checked every [`HEARTBEAT_PERIOD`]: the pubsub dropped messages
+//! for a full queue, or its LISTEN connection was lost and is back (it counts a reconnect only once it listens
+//! again, so a read after that misses nothing that was sent in the gap); and when a read failed (retried with
+//! backoff). PGCoordinator's resync after `ErrDroppedMessages`, which coderd's pubsub says in both cases.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,7 +136,9 @@ pub(super) async fn run(
     let mut mirror = Mirror::new(me, HEARTBEAT_TIMEOUT);
     let mut reload_at = Some(Instant::now());
     let mut backoff = Backoff::default();
-    let mut dropped = pubsub.dropped();
+    // What the pubsub lost so far: messages for full queues, and LISTEN connections.
+    let losses = |p: &Arc<dyn Pubsub>| (p.dropped(), p.reconnects());
+    let mut lost = losses(&pubsub);
     let mut check = tokio::time::interval(HEARTBEAT_PERIOD);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let batch = batch.max(1);
@@ -215,10 +219,15 @@ pub(super) async fn run(
                 mirror.expire(std::time::Instant::now(), &mut out);
             }
             _ = check.tick() => {
-                let now_dropped = pubsub.dropped();
-                if now_dropped != dropped {
-                    dropped = now_dropped;
-                    tracing::warn!("the pubsub dropped messages; reading Coder's tailnet peers and tunnels again");
+                let now_lost = losses(&pubsub);
+                if now_lost != lost {
+                    let (dropped, reconnects) = (now_lost.0.saturating_sub(lost.0), now_lost.1.saturating_sub(lost.1));
+                    lost = now_lost;
+                    tracing::warn!(
+                        dropped,
+                        reconnects,
+                        "the pubsub may have lost notifications; reading Coder's tailnet peers and tunnels again"
+                    );
                     reload_at.get_or_insert_with(Instant::now);
                 }
             }
