@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -150,12 +151,18 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
         let (handle, mut incoming) = spawn_session(io, Mode::Server, &self.config.session);
         let calls = Arc::new(Semaphore::new(self.config.max_concurrent_calls.max(1)));
         let budget = StreamMemory { memory: memory.clone(), patience: self.config.memory_wait };
-        let tracker = tokio_util::task::TaskTracker::new();
+        // The session's streams run inside this task, not as tasks of their own: a call's frames then wake one task
+        // instead of hopping between threads from the stream's task to the session's, and a session's calls, few at
+        // a time for an agent, never needed more than one core. A panicking call ends its stream only.
+        // Boxed: the set keeps a stub node the size of its future type, which would be one more idle call's worth of
+        // memory in every session.
+        let mut running: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
         let stopped = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Stop::Shutdown,
                 evicted = memory.evicted() => break Stop::OverBudget(evicted),
+                Some(()) = running.next(), if !running.is_empty() => {}
                 stream = incoming.next() => match stream {
                     Some(stream) => {
                         let task = serve_stream(
@@ -168,16 +175,21 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                             self.observer.clone(),
                             shutdown.clone(),
                         );
-                        tracker.spawn(task.in_current_span());
+                        running.push(Box::pin(AssertUnwindSafe(task).catch_unwind().map(|ended| {
+                            if ended.is_err() {
+                                tracing::error!("a call panicked; its stream ended");
+                            }
+                        })));
                     }
                     None => break Stop::PeerLeft,
                 },
             }
         };
-        tracker.close();
+        // Calls in flight finish (or end with the budget) whatever ended the session, as they would as tasks.
+        let finish_calls = async { while running.next().await.is_some() {} };
         match stopped {
             Stop::Shutdown => {
-                tracker.wait().await;
+                finish_calls.await;
                 handle.close();
                 let _ = incoming.ended().await;
                 SessionEnd::Shutdown
@@ -193,13 +205,16 @@ impl<C: Clone + Send + Sync + 'static> Server<C> {
                 // (see `serve_stream`).
                 handle.close();
                 let _ = incoming.ended().await;
-                tracker.wait().await;
+                finish_calls.await;
                 SessionEnd::OverBudget(evicted)
             }
-            Stop::PeerLeft => match incoming.ended().await {
-                Ok(()) => SessionEnd::PeerClosed,
-                Err(err) => SessionEnd::Failed(err),
-            },
+            Stop::PeerLeft => {
+                finish_calls.await;
+                match incoming.ended().await {
+                    Ok(()) => SessionEnd::PeerClosed,
+                    Err(err) => SessionEnd::Failed(err),
+                }
+            }
         }
     }
 }
