@@ -173,23 +173,9 @@ fn seed_str(seed: &Value, path: &[&str]) -> String {
     value.as_str().unwrap_or_else(|| panic!("seed has no {path:?}: {seed}")).to_owned()
 }
 
-/// The real agent, env as in real_agent.rs, its output in the logs; killed when dropped.
+/// The real agent (`coder_agent_command`), its output in the logs; killed when dropped.
 fn start_agent(coder: &Path, dir: &Path, url: &str, token: &str, logs: &mut Logs) -> beside::Server {
-    let tmp = dir.join("agent-tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let mut cmd = Command::new(coder);
-    cmd.arg("agent")
-        .env("CODER_AGENT_URL", url)
-        .env("CODER_AGENT_TOKEN", token)
-        .env("CODER_AGENT_AUTH", "token")
-        .env("CODER_AGENT_LOG_DIR", dir.join("agent-logs"))
-        .env("CODER_AGENT_SCRIPT_DATA_DIR", dir.join("agent-scripts"))
-        .env("CODER_AGENT_DEBUG_ADDRESS", "127.0.0.1:0")
-        .env("CODER_AGENT_PPROF_ADDRESS", "127.0.0.1:0")
-        .env("CODER_AGENT_PROMETHEUS_ADDRESS", "127.0.0.1:0")
-        // No Docker daemon here, and the seeded devcontainer is not this test's business.
-        .env("CODER_AGENT_DEVCONTAINERS_ENABLE", "false")
-        .env("TMPDIR", &tmp);
+    let mut cmd = beside::coder_agent_command(coder, dir, &dir.join("agent-tmp"), url, token);
     spawn("coder agent", &mut cmd, logs)
 }
 

@@ -8,6 +8,9 @@
 //! PostgreSQL.
 
 mod common;
+// Not in `common`: the beside-coderd tests load it through `beside`, beside `common`.
+#[path = "common/coder_agent.rs"]
+mod coder_agent;
 
 #[path = "../../tests/common/pg.rs"]
 mod pg;
@@ -291,22 +294,7 @@ impl AgentProcess {
     fn start(coder: &Path, dir: &Path, url: &str, token: &str) -> AgentProcess {
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let tmp = dir.join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let child = Command::new(coder)
-            .arg("agent")
-            .env("CODER_AGENT_URL", url)
-            .env("CODER_AGENT_TOKEN", token)
-            .env("CODER_AGENT_AUTH", "token")
-            .env("CODER_AGENT_LOG_DIR", dir.join("agent-logs"))
-            .env("CODER_AGENT_SCRIPT_DATA_DIR", dir.join("agent-scripts"))
-            .env("CODER_AGENT_DEBUG_ADDRESS", "127.0.0.1:0")
-            .env("CODER_AGENT_PPROF_ADDRESS", "127.0.0.1:0")
-            .env("CODER_AGENT_PROMETHEUS_ADDRESS", "127.0.0.1:0")
-            // No Docker daemon here: devcontainer detection off, so its absence is not an error to tolerate.
-            .env("CODER_AGENT_DEVCONTAINERS_ENABLE", "false")
-            // The example's scripts keep their files under $TMPDIR: one directory per run.
-            .env("TMPDIR", &tmp)
+        let child = coder_agent::coder_agent_command(coder, dir, &dir.join("tmp"), url, token)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true)

@@ -12,6 +12,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../common/coder_agent.rs"]
+mod coder_agent;
+pub use coder_agent::coder_agent_command;
+
 /// coderd migrates an empty database before it answers; on two busy cores that takes a while.
 pub const CODERD_START: Duration = Duration::from_secs(240);
 /// Each step that waits on a real agent, coderd or a provisioner job.
@@ -179,7 +183,7 @@ pub async fn until_log_line(path: &Path, what: &str, want: impl Fn(&str) -> bool
     }
 }
 
-/// The real agent as a child process, env as in real_agent.rs, its output in a file.
+/// The real agent as a child process (`coder_agent_command`), its output in a file.
 pub struct AgentProcess {
     pub child: Child,
     pub log_path: PathBuf,
@@ -192,21 +196,7 @@ impl AgentProcess {
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let tmp = dir.join("agent-tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let child = Command::new(coder)
-            .arg("agent")
-            .env("CODER_AGENT_URL", url)
-            .env("CODER_AGENT_TOKEN", token)
-            .env("CODER_AGENT_AUTH", "token")
-            .env("CODER_AGENT_LOG_DIR", dir.join("agent-logs"))
-            .env("CODER_AGENT_SCRIPT_DATA_DIR", dir.join("agent-scripts"))
-            .env("CODER_AGENT_DEBUG_ADDRESS", "127.0.0.1:0")
-            .env("CODER_AGENT_PPROF_ADDRESS", "127.0.0.1:0")
-            .env("CODER_AGENT_PROMETHEUS_ADDRESS", "127.0.0.1:0")
-            // No Docker daemon here.
-            .env("CODER_AGENT_DEVCONTAINERS_ENABLE", "false")
-            // The template's scripts keep their files under $TMPDIR: one directory per run.
-            .env("TMPDIR", &tmp)
+        let child = coder_agent_command(coder, dir, &tmp, url, token)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
