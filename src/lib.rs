@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod metrics_cache;
 pub mod provision;
+pub mod resource_monitors;
 pub mod server;
 pub mod session;
 pub mod site_config;

@@ -22,7 +22,7 @@ pub struct Session {
     /// keep.
     pub coderd_relay: Option<Box<crate::tailnet::coderd_relay::AgentLink>>,
     /// The agent's resource monitors, loaded by the monitoring RPCs' first call and kept for the session's life.
-    pub monitors: crate::agentapi::ResourceMonitors,
+    pub monitors: crate::resource_monitors::ResourceMonitors,
 }
 
 impl Session {

@@ -4,7 +4,7 @@
 //!
 //! Differences from Coder, and why:
 //! * Coder loads the monitor rows when the connection starts (`InitMonitors`) and keeps them in the connection; the
-//!   session here loads them on the first call of either RPC instead ([`ResourceMonitors`]), so a session that never
+//!   session here loads them on the first call of either RPC instead ([`ResourceMonitors`](crate::resource_monitors::ResourceMonitors)), so a session that never
 //!   monitors reads nothing and holds one empty slot. From then on, as in Coder, each push computes from that copy
 //!   and updates it, under a lock held for the whole push, so two pushes of one session never interleave. Monitors
 //!   the template changes later are seen by the agent's next connection, as with coderd.
@@ -19,13 +19,12 @@
 //! * A push with no datapoints keeps the old state (Coder's rule would call an empty window NOK, since
 //!   "0 consecutive NOKs ≥ 50 % of 0"); a datapoint with `total <= 0` is UNKNOWN rather than Go's float quirk.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use agentwire_store::{now_micros, AgentScope, MonitorState, UnixMicros};
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use agentwire_store::{now_micros, MonitorState, UnixMicros};
 
 use super::{pb, AgentApi, RpcError};
+use crate::resource_monitors::{Loaded, Monitor};
 use crate::session::Session;
 
 use pb::get_resources_monitoring_configuration_response as config;
@@ -42,63 +41,6 @@ pub const MINIMUM_NOKS_PERCENT: usize = 20;
 /// NOK if a run of consecutive NOKs covers at least this share of the window (Coder's `ConsecutiveNOKsPercent`).
 pub const CONSECUTIVE_NOKS_PERCENT: usize = 50;
 
-/// A session's copy of its agent's resource monitors, loaded by the first call that needs them.
-///
-/// Every session has one, and most never monitor: empty, it is a pointer-sized cell and a flag (16 bytes); the lock
-/// and the rows are allocated on first use.
-#[derive(Default)]
-pub struct ResourceMonitors(OnceLock<Box<Mutex<Option<Loaded>>>>);
-
-impl std::fmt::Debug for ResourceMonitors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResourceMonitors").field("used", &self.0.get().is_some()).finish()
-    }
-}
-
-/// The rows as a push needs them: what Coder's connection keeps of `workspace_agent_*_resource_monitors`.
-#[derive(Debug, Default)]
-struct Loaded {
-    memory: Option<Monitor>,
-    /// By path.
-    volumes: Vec<(String, Monitor)>,
-}
-
-#[derive(Debug)]
-struct Monitor {
-    enabled: bool,
-    threshold: i64,
-    state: MonitorState,
-    debounced_until: UnixMicros,
-}
-
-impl Monitor {
-    fn new(enabled: bool, threshold: i64, state: &str, debounced_until: UnixMicros) -> Self {
-        // Anything but NOK counts as OK, as Coder's state machine treats its default.
-        let state = state.parse().unwrap_or(MonitorState::Ok);
-        Monitor { enabled, threshold, state, debounced_until }
-    }
-}
-
-impl ResourceMonitors {
-    /// The agent's monitors, read from the store on the first call (2 keyed reads, Coder's `InitMonitors`), held
-    /// locked until the guard drops. A failed read leaves the slot empty, so the next call tries again.
-    async fn lock(&self, scope: &AgentScope) -> Result<MappedMutexGuard<'_, Loaded>, RpcError> {
-        let mut slot = self.0.get_or_init(Box::default).lock().await;
-        if slot.is_none() {
-            let memory = scope.memory_monitor().await.map_err(RpcError::store("fetch memory resource monitor"))?;
-            let volumes = scope.volume_monitors().await.map_err(RpcError::store("fetch volume resource monitors"))?;
-            *slot = Some(Loaded {
-                memory: memory.map(|m| Monitor::new(m.enabled, m.threshold, &m.state, m.debounced_until)),
-                volumes: volumes
-                    .into_iter()
-                    .map(|v| (v.path, Monitor::new(v.enabled, v.threshold, &v.state, v.debounced_until)))
-                    .collect(),
-            });
-        }
-        Ok(MutexGuard::map(slot, |loaded| loaded.get_or_insert_with(Loaded::default)))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sample {
     Unknown,
@@ -111,7 +53,7 @@ pub(super) async fn get_resources_monitoring_configuration(
     session: &Session,
     _request: pb::GetResourcesMonitoringConfigurationRequest,
 ) -> Result<pb::GetResourcesMonitoringConfigurationResponse, RpcError> {
-    let monitors = session.monitors.lock(&session.scope).await?;
+    let monitors = session.monitors.lock(&session.scope).await.map_err(RpcError::store("fetch resource monitors"))?;
     Ok(pb::GetResourcesMonitoringConfigurationResponse {
         config: Some(config::Config {
             num_datapoints: api.config.resources_monitoring_num_datapoints,
@@ -133,7 +75,8 @@ pub(super) async fn push_resources_monitoring_usage(
     request: pb::PushResourcesMonitoringUsageRequest,
 ) -> Result<pb::PushResourcesMonitoringUsageResponse, RpcError> {
     // Held to the end of the push, as Coder holds its lock: read, compute and update are one step per session.
-    let mut monitors = session.monitors.lock(&session.scope).await?;
+    let mut monitors =
+        session.monitors.lock(&session.scope).await.map_err(RpcError::store("fetch resource monitors"))?;
     let now = now_micros();
     let debounce = i64::try_from(api.config.resources_monitoring_debounce.as_micros()).unwrap_or(i64::MAX);
     let points = &request.datapoints;
@@ -224,6 +167,7 @@ fn next_state(old: MonitorState, samples: &[Sample]) -> MonitorState {
 mod tests {
     use super::super::test_support::{another_agent, fixture};
     use super::*;
+    use crate::resource_monitors::ResourceMonitors;
     use agentwire_store::QuerySnapshot;
     use pb::push_resources_monitoring_usage_request::datapoint::{MemoryUsage, VolumeUsage};
 
