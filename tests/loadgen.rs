@@ -344,7 +344,10 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
         TokenSource::List(tokens),
         10,
         Mode::Idle { hold_streams: true },
-        Duration::from_secs(5),
+        // Room for a loaded machine (the whole suite runs beside it) to bring every session back and open both its
+        // streams before the run ends: a session is counted at its upgrade, its streams come after. With 5 s, a
+        // restart that took most of the run left some sessions without their streams at its end.
+        Duration::from_secs(10),
     );
     config.backoff_min = Duration::from_millis(20);
     config.backoff_max = Duration::from_millis(200);
