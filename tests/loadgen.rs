@@ -337,6 +337,8 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
     let addr = probe.local_addr().unwrap();
     drop(probe);
     let first = serve_on(store.clone(), addr).await;
+    let derp_maps = first.state.tailnet().derp_maps().clone();
+    let own_views = derp_maps.subscribers();
 
     let url = format!("ws://{addr}/api/v2/workspaceagents/me/rpc?version=2.10");
     let mut config = LoadgenConfig::new(
@@ -356,6 +358,10 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
 
     let metrics = first.state.metrics();
     eventually("10 sessions on the first server", || metrics.sessions_active() == 10).await;
+    // A session is counted at its upgrade and opens its streams after: a shutdown before they are open would leave
+    // sessions that never had them, and the count below would not be the reconnects' doing.
+    eventually("every session's DERP map stream on the first server", || derp_maps.subscribers() == own_views + 10)
+        .await;
     // The server goes away (every session closed, the listener gone), then comes back on the same port and file.
     first.state.shutdown().await;
     let _ = first.http.await;
@@ -364,6 +370,9 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
     let second = serve_on(store.clone(), addr).await;
     let metrics = second.state.metrics();
     eventually("10 sessions on the restarted server", || metrics.sessions_active() == 10).await;
+    let derp_maps = second.state.tailnet().derp_maps().clone();
+    eventually("every session's DERP map stream on the restarted server", || derp_maps.subscribers() == own_views + 10)
+        .await;
 
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.sessions.drops, 10);
@@ -374,7 +383,7 @@ async fn after_a_server_restart_every_agent_reconnects_and_the_storm_is_reported
     assert_eq!(report.reconnect.storms[0].drops, 10);
     assert!(report.reconnect.storms[0].recovered_after_ms.is_some(), "all agents were back");
     assert_eq!(report.reconnect.longest_ms, report.reconnect.storms[0].recovered_after_ms);
-    assert_eq!(report.sessions.streams_opened, 40, "both streams again on every new session");
+    assert_eq!(report.sessions.streams_opened, 40, "both streams again on every new session: {:?}", report.errors);
     second.state.shutdown().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);

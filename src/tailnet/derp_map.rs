@@ -49,6 +49,11 @@ impl DerpMaps {
         self.default.clone()
     }
 
+    /// Views open now: one per StreamDERPMaps stream being served, and the server's own.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// A view of the current map (`None` until the first read succeeded); starts the poller if it is idle.
     pub fn subscribe(self: &Arc<Self>) -> watch::Receiver<Current> {
         let Ok(mut running) = self.running.lock() else { return self.tx.subscribe() };
