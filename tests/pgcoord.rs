@@ -264,10 +264,14 @@ async fn a_pgcoordinator_client_and_an_agentwire_agent_find_each_other() {
     let found = client.expect_update(&agent_id, "NODE", Some(4)).await;
     assert_eq!(found["reason"], "found", "{found}");
 
-    // The client leaves gracefully: the agent is told DISCONNECTED.
+    client_leaves_gracefully(client, agent, &client_id).await;
+}
+
+/// The client leaves gracefully, the agent is told DISCONNECTED, then the agent leaves too.
+async fn client_leaves_gracefully(mut client: GoPeer, mut agent: GoPeer, client_id: &str) {
     client.command("disconnect").await;
     client.expect(|l| l["end"] == "closed").await;
-    agent.expect_update(&client_id, "DISCONNECTED", None).await;
+    agent.expect_update(client_id, "DISCONNECTED", None).await;
     client.close().await;
     agent.command("disconnect").await;
     agent.expect(|l| l.get("end").is_some()).await;
@@ -521,13 +525,8 @@ async fn a_change_made_while_agentwires_listen_connection_is_down_still_reaches_
     agent.expect_update(&client_id, "NODE", Some(8)).await;
     assert!(replica.store.pubsub().reconnects() > reconnects);
 
-    // And the notifications flow again: a graceful leave is DISCONNECTED for the agent.
-    client.command("disconnect").await;
-    client.expect(|l| l["end"] == "closed").await;
-    agent.expect_update(&client_id, "DISCONNECTED", None).await;
-    client.close().await;
-    agent.command("disconnect").await;
-    agent.expect(|l| l.get("end").is_some()).await;
+    // And the notifications flow again.
+    client_leaves_gracefully(client, agent, &client_id).await;
 }
 
 /// The store's statements on Coder's tables: each row as PGCoordinator's queries read it back, each change

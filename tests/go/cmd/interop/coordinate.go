@@ -78,16 +78,7 @@ func coordinate(args []string) int {
 				emit(map[string]any{"end": "recv", "error": err.Error()})
 				return
 			}
-			if resp.Error != "" {
-				emit(map[string]any{"error": resp.Error})
-			}
-			for _, u := range resp.PeerUpdates {
-				line := map[string]any{"id": formatUUID(u.Id), "kind": u.Kind.String(), "reason": u.Reason}
-				if u.Node != nil {
-					line["node"] = u.Node.Id
-				}
-				emit(line)
-			}
+			emitResponse(resp)
 		}
 	}()
 	emit(map[string]any{"ready": true})

@@ -106,19 +106,7 @@ func pgcoordReach(
 		CloseFunc: func() error { return workspacesdk.ErrSkipClose },
 	})
 	step := func(name string, run func(ctx context.Context) (map[string]any, error)) bool {
-		stepCtx, cancel := context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		started := time.Now()
-		out, err := run(stepCtx)
-		line := map[string]any{"step": name, "ok": err == nil, "ms": time.Since(started).Milliseconds()}
-		for k, v := range out {
-			line[k] = v
-		}
-		if err != nil {
-			line["error"] = err.Error()
-		}
-		emit(line)
-		return err == nil
+		return runStep(ctx, o.timeout, name, run)
 	}
 	roundTrip := func() {
 		_ = step("reachable", func(ctx context.Context) (map[string]any, error) {

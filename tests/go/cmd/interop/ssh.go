@@ -67,20 +67,11 @@ func sshCmd(args []string) int {
 
 	failed := 0
 	step := func(name string, run func(ctx context.Context) (map[string]any, error)) bool {
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		defer cancel()
-		started := time.Now()
-		out, err := run(ctx)
-		line := map[string]any{"step": name, "ok": err == nil, "ms": time.Since(started).Milliseconds()}
-		for k, v := range out {
-			line[k] = v
-		}
-		if err != nil {
-			line["error"] = err.Error()
+		ok := runStep(context.Background(), *timeout, name, run)
+		if !ok {
 			failed++
 		}
-		emit(line)
-		return err == nil
+		return ok
 	}
 
 	var conn workspacesdk.AgentConn
@@ -259,4 +250,22 @@ func sshSummary(failed int) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// runStep runs one step of a data-plane check under its own timeout and prints its line: the step's name, whether
+// it succeeded, how long it took, what it reported and its error. It says whether the step succeeded.
+func runStep(parent context.Context, timeout time.Duration, name string, run func(ctx context.Context) (map[string]any, error)) bool {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	started := time.Now()
+	out, err := run(ctx)
+	line := map[string]any{"step": name, "ok": err == nil, "ms": time.Since(started).Milliseconds()}
+	for k, v := range out {
+		line[k] = v
+	}
+	if err != nil {
+		line["error"] = err.Error()
+	}
+	emit(line)
+	return err == nil
 }
